@@ -1,0 +1,293 @@
+"""Intake and decision payloads: validated into plain, normalised dicts.
+
+The domain may import only the standard library, so validation here is a few small readers rather
+than a schema library; every failure names the field and the reason (InvalidInput) and nothing of
+the value itself, because values can be names or incident text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import date
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from domain.countries import is_country_code
+from domain.errors import GrantAmountExceeded, InvalidInput
+from domain.policies import EU_GRANT_CAP_EUR
+from domain.vocab import (
+    Action,
+    AtRiskGroup,
+    Gender,
+    PerpetratorKind,
+    Right,
+    ThreatType,
+    Urgency,
+    Verdict,
+)
+
+NAME_MAX = 200
+LINE_MAX = 500
+TEXT_MAX = 20_000
+DEFENDERS_MAX = 50
+REFERENCE_RE = re.compile(r"^[A-Z]{2,5}-[0-9A-Z]{2,12}(-[0-9A-Z]{1,12}){0,3}$")
+EMAIL_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
+# Line breaks and other control characters in names or addresses would let text escape into mail
+# headers or forge lines in reports; long text may contain line breaks and tabs, nothing else.
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _obj(data: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidInput(field, "must be an object with named fields")
+    return data
+
+
+def line(data: Mapping[str, Any], key: str, field: str, *, required: bool = True,
+         max_len: int = LINE_MAX) -> str:
+    """A one-line text: no line breaks or control characters."""
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidInput(field, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be text")
+    if _CONTROL_IN_LINE.search(value):
+        raise InvalidInput(field, "must not contain line breaks or control characters")
+    value = value.strip()
+    if len(value) > max_len:
+        raise InvalidInput(field, f"is too long (at most {max_len} characters)")
+    return value
+
+
+def text(data: Mapping[str, Any], key: str, field: str, *, required: bool = True,
+         max_len: int = TEXT_MAX) -> str:
+    """A free text: line breaks allowed, other control characters not."""
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise InvalidInput(field, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(field, "must be text")
+    if _CONTROL_IN_TEXT.search(value):
+        raise InvalidInput(field, "must not contain control characters")
+    value = value.strip()
+    if len(value) > max_len:
+        raise InvalidInput(field, f"is too long (at most {max_len} characters)")
+    return value
+
+
+def choice(data: Mapping[str, Any], key: str, field: str, enum: type[E], *,
+           default: E | None = None) -> E:
+    value = data.get(key)
+    if value is None and default is not None:
+        return default
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise InvalidInput(field, f"must be one of: {allowed}") from None
+
+
+def choices(data: Mapping[str, Any], key: str, field: str, enum: type[E], *,
+            required: bool = False) -> list[str]:
+    values = data.get(key, [])
+    if not isinstance(values, list):
+        raise InvalidInput(field, "must be a list")
+    if required and not values:
+        raise InvalidInput(field, "needs at least one entry")
+    out: list[str] = []
+    for i, value in enumerate(values):
+        item = choice({"v": value}, "v", f"{field}[{i}]", enum)
+        if item.value not in out:
+            out.append(item.value)
+    return out
+
+
+def integer(data: Mapping[str, Any], key: str, field: str, *, low: int, high: int,
+            required: bool = True) -> int | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise InvalidInput(field, "is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be a whole number")
+    if not low <= value <= high:
+        raise InvalidInput(field, f"must be between {low} and {high}")
+    return value
+
+
+def flag(data: Mapping[str, Any], key: str, field: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(field, "must be true or false")
+    return value
+
+
+def email(data: Mapping[str, Any], key: str, field: str, *, required: bool = True) -> str:
+    value = line(data, key, field, required=required, max_len=254)
+    if value and not EMAIL_RE.match(value):
+        raise InvalidInput(field, "is not a valid email address")
+    return value
+
+
+def reference(value: Any, field: str = "reference") -> str:
+    """A case reference: short, upper-case, no personal data (it is the workflow id)."""
+    if not isinstance(value, str) or not REFERENCE_RE.match(value):
+        raise InvalidInput(field, "must look like UA-2026-0001 (letters, digits and dashes)")
+    return value
+
+
+def _items(data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, str], dict[str, Any]],
+           *, max_items: int) -> list[dict[str, Any]]:
+    values = data.get(key)
+    if not isinstance(values, list) or not values:
+        raise InvalidInput(field, "needs at least one entry")
+    if len(values) > max_items:
+        raise InvalidInput(field, f"has too many entries (at most {max_items})")
+    return [parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
+
+
+def _defender(data: Any, field: str) -> dict[str, Any]:
+    d = _obj(data, field)
+    return {
+        "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
+        "role": line(d, "role", f"{field}.role", required=False),
+        "gender": choice(d, "gender", f"{field}.gender", Gender, default=Gender.UNDISCLOSED).value,
+        "age": integer(d, "age", f"{field}.age", low=0, high=120, required=False),
+        "location": line(d, "location", f"{field}.location", required=False),
+        "at_risk_groups": choices(d, "at_risk_groups", f"{field}.at_risk_groups", AtRiskGroup),
+    }
+
+
+def _country(data: Mapping[str, Any], key: str, field: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not is_country_code(value.upper()):
+        raise InvalidInput(field, "must be an ISO 3166-1 alpha-2 country code, e.g. KE")
+    return value.upper()
+
+
+def _incident(data: Any, field: str, today: date) -> dict[str, Any]:
+    d = _obj(data, field)
+    raw_date = d.get("date")
+    try:
+        when = date.fromisoformat(raw_date) if isinstance(raw_date, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise InvalidInput(f"{field}.date", "must be a date written YYYY-MM-DD")
+    if when > today:
+        raise InvalidInput(f"{field}.date", "is in the future")
+    return {
+        "date": when.isoformat(),
+        "time": line(d, "time", f"{field}.time", required=False, max_len=50),
+        "place": line(d, "place", f"{field}.place"),
+        "description": text(d, "description", f"{field}.description"),
+        "perpetrator_kind": choice(
+            d, "perpetrator_kind", f"{field}.perpetrator_kind", PerpetratorKind,
+            default=PerpetratorKind.UNKNOWN,
+        ).value,
+        "perpetrators": text(d, "perpetrators", f"{field}.perpetrators", required=False,
+                             max_len=2_000),
+        "ongoing_risk": text(d, "ongoing_risk", f"{field}.ongoing_risk", required=False,
+                             max_len=5_000),
+    }
+
+
+def _organisation(data: Any, field: str) -> dict[str, Any]:
+    d = _obj(data, field)
+    return {
+        "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
+        "contact_name": line(d, "contact_name", f"{field}.contact_name", required=False,
+                             max_len=NAME_MAX),
+        "contact_email": email(d, "contact_email", f"{field}.contact_email", required=False),
+        "women_or_trans_led": flag(d, "women_or_trans_led", f"{field}.women_or_trans_led"),
+        "activism_months": integer(d, "activism_months", f"{field}.activism_months", low=0,
+                                   high=1200, required=False),
+    }
+
+
+def _eu_grant(data: Any, field: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    d = _obj(data, field)
+    amount = integer(d, "amount_eur", f"{field}.amount_eur", low=1, high=10**9)
+    assert amount is not None
+    if amount > EU_GRANT_CAP_EUR:
+        raise GrantAmountExceeded(
+            f"{field}.amount_eur: an EU emergency grant request cannot exceed "
+            f"EUR {EU_GRANT_CAP_EUR:,}"
+        )
+    return {"amount_eur": amount, "purpose": line(d, "purpose", f"{field}.purpose")}
+
+
+def _fund_request(data: Any, field: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    d = _obj(data, field)
+    return {
+        "amount_eur": integer(d, "amount_eur", f"{field}.amount_eur", low=1, high=10**7),
+        "purpose": line(d, "purpose", f"{field}.purpose"),
+        "costs_already_incurred": flag(d, "costs_already_incurred",
+                                       f"{field}.costs_already_incurred"),
+        "in_exile": flag(d, "in_exile", f"{field}.in_exile"),
+    }
+
+
+def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
+    """Validate an intake into the normalised dict that the Opened event carries."""
+    d = _obj(data, "intake")
+    requested = choices(d, "requested_actions", "requested_actions", Action, required=True)
+    refused = choices(d, "refused_actions", "refused_actions", Action)
+    both = sorted(set(requested) & set(refused))
+    if both:
+        raise InvalidInput("refused_actions", f"{', '.join(both)} is also requested")
+    intake = {
+        "organisation": _organisation(d.get("organisation"), "organisation"),
+        "defenders": _items(d, "defenders", "defenders", _defender, max_items=DEFENDERS_MAX),
+        "country": _country(d, "country", "country"),
+        "incident": _incident(d.get("incident"), "incident", today),
+        "threat_types": choices(d, "threat_types", "threat_types", ThreatType, required=True),
+        "rights_affected": choices(d, "rights_affected", "rights_affected", Right),
+        "requested_actions": requested,
+        "refused_actions": refused,
+        "urgency": choice(d, "urgency", "urgency", Urgency).value,
+        "domestic_steps": text(d, "domestic_steps", "domestic_steps", required=False,
+                               max_len=5_000),
+        "confidential_information": text(d, "confidential_information",
+                                         "confidential_information", required=False,
+                                         max_len=5_000),
+        "eu_grant": _eu_grant(d.get("eu_grant"), "eu_grant"),
+        "fund_request": _fund_request(d.get("fund_request"), "fund_request"),
+    }
+    if intake["eu_grant"] and Action.EU_DELEGATION not in requested:
+        raise InvalidInput("eu_grant", "needs the eu_delegation action among requested_actions")
+    return intake
+
+
+def parse_verification(data: Any) -> dict[str, Any]:
+    """The threat analysis of DESIGN.md section 2, normalised."""
+    d = _obj(data, "verification")
+    questions = _obj(d.get("threat_questions"), "threat_questions")
+    return {
+        "threat_questions": {
+            key: text(questions, key, f"threat_questions.{key}", max_len=5_000)
+            for key in ("facts", "pattern", "objective", "source_of_threat", "likely_carried_out")
+        },
+        "vulnerabilities": text(d, "vulnerabilities", "vulnerabilities", max_len=5_000),
+        "capacities": text(d, "capacities", "capacities", max_len=5_000),
+        "probability": integer(d, "probability", "probability", low=1, high=5),
+        "impact": integer(d, "impact", "impact", low=1, high=5),
+        "verdict": choice(d, "verdict", "verdict", Verdict).value,
+        "verifying_source": line(d, "verifying_source", "verifying_source", max_len=NAME_MAX),
+        "do_no_harm": text(d, "do_no_harm", "do_no_harm", max_len=5_000),
+    }
