@@ -1,0 +1,285 @@
+"""The event store: an eventsourcing application persisted through eventsourcing-sqlalchemy.
+
+Events are compressed and encrypted (AES-GCM) before they reach the database. Every save also
+writes the audit chain, the command's result (so a repeated command id records nothing new) and the
+case index, in the same transaction (see store.recorder).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
+from sqlalchemy import Engine, select
+
+from domain.case import Case, case_id, new_case
+from domain.intake import parse_intake
+from domain.intake import reference as check_reference
+from domain.vocab import Role
+from store import schema
+from store.chain import ChainReport, ChainVerifier, event_name
+from store.recorder import AppealsFactory, AuditContext
+
+# The commands a caller may apply to a case, by name (the workflow's activities send these).
+COMMANDS = frozenset({
+    "record_verification", "grant_consent", "refuse_consent", "withdraw_consent",
+    "record_clearance", "record_dispatch", "record_dispatch_failure", "escalate",
+    "extend_deadline", "record_response", "add_further_information", "record_checkin",
+    "record_reminder", "raise_warning", "close",
+})
+# How often a save that lost a race (another writer took the version) is tried again.
+MAX_ATTEMPTS = 30
+
+
+class StoreError(Exception):
+    """Errors of the store itself (not of the secretariat's rules)."""
+
+
+class CaseNotFound(StoreError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"No case with reference {reference}.")
+        self.reference = reference
+
+
+class CaseAlreadyExists(StoreError):
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"A case with reference {reference} already exists.")
+
+
+class UnknownCommand(StoreError):
+    pass
+
+
+class ConcurrentWriteError(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    version: int
+    at: datetime
+    actor: str
+    event: str
+    command_id: str
+    details: dict[str, Any]
+
+
+def sqlite_url(path: str) -> str:
+    return f"sqlite:///{path}"
+
+
+class CaseStore(Application[UUID]):
+    name = "Appeals"
+
+    def __init__(self, database_url: str, cipher_key: str,
+                 extra_env: Mapping[str, str] | None = None) -> None:
+        env = {
+            "PERSISTENCE_MODULE": "store.recorder:AppealsFactory",
+            "SQLALCHEMY_URL": database_url,
+            "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+            "CIPHER_KEY": cipher_key,
+            "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
+            "CREATE_TABLE": "y",
+            **(extra_env or {}),
+        }
+        super().__init__(env=env)
+
+    # ----------------------------------------------------------------------------- commands
+    def open_case(self, reference: str, intake: Mapping[str, Any], clearance_required: list[str],
+                  deadline_table: dict[str, dict[str, int]], at: datetime, actor: str,
+                  command_id: str) -> dict[str, Any]:
+        """Open a case from a raw intake (validated here); the same command id opens it once."""
+        check_reference(reference)
+        prior = self.prior_result(command_id)
+        if prior is not None:
+            return prior
+        clean = parse_intake(intake, today=at.date())
+        if self._exists(reference):
+            raise CaseAlreadyExists(reference)
+        case = new_case(reference, clean, clearance_required, deadline_table, at, actor,
+                        command_id)
+        return self._save(case, reference, actor, command_id)
+
+    def execute(self, reference: str, command: str, args: Mapping[str, Any], actor: str,
+                command_id: str) -> dict[str, Any]:
+        """Apply one named command; version conflicts are retried on fresh state, never lost."""
+        if command not in COMMANDS:
+            raise UnknownCommand(f"Unknown command {command!s:.40}.")
+        for attempt in range(MAX_ATTEMPTS):
+            prior = self.prior_result(command_id)
+            if prior is not None:
+                return prior
+            case = self.get(reference)
+            getattr(case, command)(**args, actor=actor, command_id=command_id)
+            try:
+                return self._save(case, reference, actor, command_id)
+            except IntegrityError:
+                # Someone else wrote first: wait a little (jittered, so racers spread out),
+                # then reload and apply the rules again to the fresh state.
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
+
+    def _save(self, case: Case, reference: str, actor: str, command_id: str) -> dict[str, Any]:
+        pending = case.collect_events()
+        summary = case.summary()
+        audit = AuditContext(reference=reference, actor=actor, command_id=command_id,
+                             summary=summary, timestamps=[e.timestamp for e in pending])
+        try:
+            self.save(*pending, audit=audit)
+        except IntegrityError:
+            # The same command id may have won a race; then its first result is the answer.
+            prior = self.prior_result(command_id)
+            if prior is not None:
+                return prior
+            raise
+        return summary
+
+    # -------------------------------------------------------------------------------- reads
+    def get(self, reference: str) -> Case:
+        try:
+            case: Case = self.repository.get(case_id(reference))
+        except AggregateNotFoundError:
+            raise CaseNotFound(reference) from None
+        return case
+
+    def prior_result(self, command_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            result: dict[str, Any] | None = conn.execute(
+                select(schema.commands.c.result)
+                .where(schema.commands.c.command_id == command_id)
+            ).scalar()
+        return result
+
+    def trail(self, reference: str) -> list[TrailEntry]:
+        """Every event of the case, decrypted, in order: the audit trail for staff."""
+        entries = []
+        for ev in self.repository.event_store.get(case_id(reference)):
+            data = dict(ev.__dict__)
+            actor = data.pop("actor", "")
+            command = data.pop("command_id", "")
+            for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+                data.pop(key, None)
+            entries.append(TrailEntry(ev.originator_version, ev.timestamp, actor,
+                                      event_name(type(ev).__qualname__), command, data))
+        if not entries:
+            raise CaseNotFound(reference)
+        return entries
+
+    def verify(self, reference: str) -> ChainReport:
+        return ChainVerifier(self.engine, self.recorder).verify_reference(reference)
+
+    def verify_all(self) -> list[ChainReport]:
+        return [self.verify(row["reference"]) for row in self.list_cases()]
+
+    def list_cases(self, *, stage: str | None = None, risk: str | None = None,
+                   assignee: str | None = None, overdue_at: datetime | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        idx = schema.case_index
+        q = select(idx).order_by(idx.c.next_deadline.is_(None), idx.c.next_deadline,
+                                 idx.c.reference)
+        if stage:
+            q = q.where(idx.c.stage == stage)
+        if risk:
+            q = q.where((idx.c.risk_level == risk)
+                        | (idx.c.risk_level.is_(None) & (idx.c.urgency == risk)))
+        if assignee:
+            q = q.where(idx.c.assignee == assignee)
+        if overdue_at is not None:
+            q = q.where(idx.c.next_deadline < overdue_at)
+        if limit:
+            q = q.limit(limit)
+        now = overdue_at or datetime.now(UTC)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+        for row in rows:
+            for key in ("next_deadline", "opened_at", "updated_at"):
+                row[key] = schema.utc(row[key])
+            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+        return rows
+
+    def pending_for(self, username: str, now: datetime) -> list[dict[str, Any]]:
+        """The decisions waiting for this person, by their roles, soonest deadline first."""
+        roles = self.user_roles(username)
+        mine = []
+        for row in self.list_cases(overdue_at=None):
+            if row["stage"] == "closed":
+                continue
+            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+            officer = ("case_officer" in roles and row["assignee"] == username
+                       and row["stage"] in ("verification", "consent", "follow_up"))
+            liaison = ("ministry_liaison" in roles and row["stage"] == "clearance"
+                       and row["verifier"] != username)
+            head = "head" in roles and row["escalation_level"] >= 2
+            if officer or liaison or head:
+                mine.append(row)
+        return mine
+
+    # ------------------------------------------------------------------------------- users
+    def add_user(self, username: str, display_name: str, email: str, roles: list[str]) -> None:
+        check = [Role(r) for r in roles]  # unknown role names raise ValueError here
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(schema.users.c.username)
+                                  .where(schema.users.c.username == username)).scalar()
+            if exists:
+                raise StoreError(f"User {username} already exists.")
+            conn.execute(schema.users.insert().values(
+                username=username, display_name=display_name, email=email,
+                roles=",".join(sorted(set(check))), active=True, created_at=datetime.now(UTC)))
+
+    def set_roles(self, username: str, roles: list[str]) -> None:
+        check = [Role(r) for r in roles]
+        with self.engine.begin() as conn:
+            changed = conn.execute(schema.users.update()
+                                   .where(schema.users.c.username == username)
+                                   .values(roles=",".join(sorted(set(check))))).rowcount
+        if not changed:
+            raise StoreError(f"No user {username}.")
+
+    def user_roles(self, username: str) -> set[str]:
+        """The roles of an active user; empty for unknown or inactive users."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.users.c.roles, schema.users.c.active)
+                               .where(schema.users.c.username == username)).first()
+        if row is None or not row.active:
+            return set()
+        return set(filter(None, row.roles.split(",")))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.users.c.username, schema.users.c.display_name,
+                                       schema.users.c.email, schema.users.c.roles,
+                                       schema.users.c.active)
+                                .order_by(schema.users.c.username)).mappings()
+            return [dict(r, roles=r["roles"].split(",")) for r in rows]
+
+    # ------------------------------------------------------------------------------ plumbing
+    @property
+    def engine(self) -> Engine:
+        engine = self.recorder.datastore.engine  # type: ignore[attr-defined]
+        assert engine is not None
+        return engine  # type: ignore[no-any-return]
+
+    def _exists(self, reference: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(schema.case_index.c.reference)
+                                .where(schema.case_index.c.reference == reference)
+                                ).first() is not None
+
+
+
+def verifier_without_key(database_url: str) -> ChainVerifier:
+    """A chain verifier over the raw rows: what an auditor runs, with no cipher key at all."""
+    factory = AppealsFactory(Environment(CaseStore.name, {"SQLALCHEMY_URL": database_url,
+                                                          "CREATE_TABLE": "n"}))
+    recorder = factory.application_recorder()
+    engine = factory.datastore.engine
+    assert engine is not None
+    return ChainVerifier(engine, recorder)

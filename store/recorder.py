@@ -1,0 +1,100 @@
+"""An eventsourcing-sqlalchemy recorder that writes the audit chain, the command result and the
+case index in the same database transaction as the events.
+
+eventsourcing-sqlalchemy calls `_insert_events(session, stored_events, **kwargs)` inside the
+transaction that inserts the events, with the keyword arguments given to `Application.save()`;
+the application passes an `AuditContext` there. Either everything is recorded or nothing is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from store import schema
+from store.chain import GENESIS, event_hash, event_name, link_hash
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """What the recorder needs beside the encrypted events (no personal data in here)."""
+
+    reference: str
+    actor: str
+    command_id: str
+    summary: dict[str, Any]
+    timestamps: Sequence[datetime]
+
+
+class AuditingRecorder(SQLAlchemyApplicationRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tables.extend(schema.metadata.sorted_tables)
+
+    def _insert_events(self, session: Session, stored_events: Sequence[StoredEvent],
+                       **kwargs: Any) -> None:
+        audit: AuditContext | None = kwargs.get("audit")
+        if audit is None:
+            raise ValueError("every save must carry an AuditContext (actor and command id)")
+        if not stored_events:
+            return
+        case_id = str(stored_events[0].originator_id)
+        self._append_chain(session, case_id, stored_events, audit)
+        session.execute(insert(schema.commands).values(
+            command_id=audit.command_id, case_id=case_id, result=audit.summary,
+            recorded_at=datetime.now(UTC),
+        ))
+        self._write_index(session, case_id, audit)
+
+    def _append_chain(self, session: Session, case_id: str, stored_events: Sequence[StoredEvent],
+                      audit: AuditContext) -> None:
+        prev = session.execute(
+            select(schema.chain.c.hash).where(schema.chain.c.case_id == case_id)
+            .order_by(schema.chain.c.version.desc()).limit(1)
+        ).scalar()
+        prev = prev or GENESIS
+        rows = []
+        for stored, at in zip(stored_events, audit.timestamps, strict=True):
+            version = stored.originator_version
+            name = event_name(stored.topic)
+            ev_hash = event_hash(case_id, version, stored.topic, stored.state)
+            at = at.astimezone(UTC)
+            link = link_hash(prev, ev_hash, case_id, version, name, audit.actor, at)
+            rows.append(dict(case_id=case_id, version=version, event_name=name,
+                             event_hash=ev_hash, prev_hash=prev, hash=link, actor=audit.actor,
+                             recorded_at=at))
+            prev = link
+        session.execute(insert(schema.chain), rows)
+
+    def _write_index(self, session: Session, case_id: str, audit: AuditContext) -> None:
+        s = audit.summary
+        now = datetime.now(UTC)
+        values = dict(
+            case_id=case_id, version=s["version"], stage=s["stage"], urgency=s["urgency"],
+            risk_level=s["risk_level"], country=s["country"],
+            next_deadline=datetime.fromisoformat(s["deadline"]) if s["deadline"] else None,
+            escalation_level=s["escalation_level"], assignee=s["assignee"],
+            verifier=s["verifier"], outcome=s["outcome"], updated_at=now,
+        )
+        changed = session.execute(
+            update(schema.case_index).where(schema.case_index.c.reference == audit.reference)
+            .values(**values)
+        ).rowcount
+        if not changed:
+            session.execute(insert(schema.case_index).values(
+                reference=audit.reference, opened_at=now, **values))
+
+
+class AppealsFactory(SQLAlchemyFactory):
+    application_recorder_class = AuditingRecorder
+
+
+Factory = AppealsFactory

@@ -1,0 +1,90 @@
+"""Tables written beside the events, in the same transaction.
+
+- `appeals_chain`: the audit chain. One row per stored event with the SHA-256 of the stored
+  (encrypted, compressed) event and the hash of the previous row, so that any later edit, deletion
+  or reordering is detectable without the cipher key.
+- `appeals_commands`: the first result of each command id, so a repeated command records nothing.
+- `appeals_case_index`: the read model that lists and inboxes read.
+- `appeals_users`: the registry of staff and their roles that every decision is checked against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+EVENTS_TABLE = "appeals_events"
+
+chain = Table(
+    "appeals_chain",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("event_name", String(100), nullable=False),
+    Column("event_hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+commands = Table(
+    "appeals_commands",
+    metadata,
+    Column("command_id", String(200), primary_key=True),
+    Column("case_id", String(36), nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+case_index = Table(
+    "appeals_case_index",
+    metadata,
+    Column("reference", String(40), primary_key=True),
+    Column("case_id", String(36), nullable=False, unique=True),
+    Column("version", Integer, nullable=False),
+    Column("stage", String(20), nullable=False, index=True),
+    Column("urgency", String(10), nullable=False),
+    Column("risk_level", String(10), nullable=True, index=True),
+    Column("country", String(2), nullable=False),
+    Column("next_deadline", DateTime(timezone=True), nullable=True, index=True),
+    Column("escalation_level", Integer, nullable=False, default=0),
+    Column("assignee", String(100), nullable=False, index=True),
+    Column("verifier", String(100), nullable=True),
+    Column("outcome", String(30), nullable=True),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+users = Table(
+    "appeals_users",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("password_hash", Text, nullable=True),
+    Column("totp_secret", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; everything here is stored in UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
