@@ -18,8 +18,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check domain store
-	$(BIN)/mypy domain
+	$(BIN)/ruff check .
+	$(BIN)/mypy domain store workflows activities worker
 
 test: lint
 	$(BIN)/pytest

@@ -21,7 +21,7 @@ from eventsourcing.utils import Environment
 from sqlalchemy import Engine, select
 
 from domain.case import Case, case_id, new_case
-from domain.intake import parse_intake
+from domain.intake import parse_intake, parse_verification
 from domain.intake import reference as check_reference
 from domain.vocab import Role
 from store import schema
@@ -118,6 +118,9 @@ class CaseStore(Application[UUID]):
             if prior is not None:
                 return prior
             case = self.get(reference)
+            if command == "record_verification":
+                # Whoever calls, the analysis is checked and normalised before it is recorded.
+                args = {**args, "verification": parse_verification(args.get("verification"))}
             getattr(case, command)(**args, actor=actor, command_id=command_id)
             try:
                 return self._save(case, reference, actor, command_id)
@@ -167,7 +170,7 @@ class CaseStore(Application[UUID]):
             command = data.pop("command_id", "")
             for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
                 data.pop(key, None)
-            entries.append(TrailEntry(ev.originator_version, ev.timestamp, actor,
+            entries.append(TrailEntry(ev.originator_version, ev.timestamp, actor,  # type: ignore[attr-defined]
                                       event_name(type(ev).__qualname__), command, data))
         if not entries:
             raise CaseNotFound(reference)
@@ -281,5 +284,5 @@ def verifier_without_key(database_url: str) -> ChainVerifier:
                                                           "CREATE_TABLE": "n"}))
     recorder = factory.application_recorder()
     engine = factory.datastore.engine
-    assert engine is not None
+    assert isinstance(engine, Engine)
     return ChainVerifier(engine, recorder)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.orm import Session
 
 from store import schema
@@ -84,10 +84,11 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             escalation_level=s["escalation_level"], assignee=s["assignee"],
             verifier=s["verifier"], outcome=s["outcome"], updated_at=now,
         )
-        changed = session.execute(
+        result = session.execute(
             update(schema.case_index).where(schema.case_index.c.reference == audit.reference)
             .values(**values)
-        ).rowcount
+        )
+        changed = cast(CursorResult[Any], result).rowcount
         if not changed:
             session.execute(insert(schema.case_index).values(
                 reference=audit.reference, opened_at=now, **values))
