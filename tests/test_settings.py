@@ -1,0 +1,299 @@
+"""worker.settings: APPEALS_* environment variables, development defaults, production refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from worker.keys import KEY_LENGTH, decode_key, encode_key
+from worker.settings import Settings, load_settings
+
+SECRET_PASSWORD = "Zephyrine-Qwoxlandt-smtp-password"
+REAL_CONTACTS = {
+    "1": ["duty@secretariat.test"],
+    "2": ["head@secretariat.test"],
+    "3": ["board@secretariat.test", "chair@secretariat.test"],
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No APPEALS_* variables from the calling shell; work in an empty directory."""
+    for name in list(os.environ):
+        if name.upper().startswith("APPEALS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APPEALS_VAR_DIR", str(tmp_path / "var"))
+    return monkeypatch
+
+
+def new_key_text() -> str:
+    return encode_key(os.urandom(KEY_LENGTH))
+
+
+def production_env(env: pytest.MonkeyPatch) -> dict[str, str]:
+    """Set everything production needs; returns the secrets so tests can check they are not echoed."""
+    secrets = {"event": new_key_text(), "codec": new_key_text()}
+    env.setenv("APPEALS_ENVIRONMENT", "production")
+    env.setenv("APPEALS_EVENT_CIPHER_KEY", secrets["event"])
+    env.setenv("APPEALS_CODEC_KEYS", f"k1:{secrets['codec']}")
+    env.setenv("APPEALS_ESCALATION_CONTACTS", json.dumps(REAL_CONTACTS))
+    env.setenv("APPEALS_MAIL_FROM", "appeals@secretariat.test")
+    return secrets
+
+
+def error_text(info: pytest.ExceptionInfo[BaseException]) -> str:
+    return str(info.value)
+
+
+# --- development ------------------------------------------------------------------------------
+
+
+def test_development_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load_settings()
+
+    assert settings.environment == "development"
+    assert settings.var_dir == tmp_path / "var"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'var' / 'events.sqlite'}"
+    assert settings.event_cipher_key_file == tmp_path / "var" / "keys" / "event-store.key"
+    assert settings.codec_key_file == tmp_path / "var" / "keys" / "payload-codec.key"
+    assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 8025)
+    assert settings.live_sending is False
+    assert settings.starttls_required is False
+    assert sorted(settings.escalation_contacts) == [1, 2, 3]
+    assert all(settings.escalation_contacts[level] for level in (1, 2, 3))
+    # Loading settings creates nothing: keys appear only when asked for.
+    assert not (tmp_path / "var").exists()
+
+
+def test_development_creates_its_own_keys_once(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first = load_settings()
+    ring = first.codec_keyring()
+    event_key = first.event_store_cipher_key()
+
+    for path in (first.codec_key_file, first.event_cipher_key_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(decode_key(event_key, setting="test")) == KEY_LENGTH
+    assert ring.current_key != decode_key(event_key, setting="test")
+
+    second = load_settings()  # the next start finds the same keys
+    assert second.codec_keyring() == ring
+    assert second.event_store_cipher_key() == event_key
+
+
+def test_environment_variables_are_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("APPEALS_SMTP_PORT", "2525")
+    env.setenv("APPEALS_SMTP_HOST", "localhost")
+    env.setenv("APPEALS_TASK_QUEUE", "appeals-test")
+    env.setenv("APPEALS_DATABASE_URL", "postgresql+psycopg://appeals@db/appeals")
+    env.setenv("APPEALS_ESCALATION_CONTACTS", json.dumps(REAL_CONTACTS))
+    settings = load_settings()
+    assert settings.smtp_port == 2525
+    assert settings.smtp_host == "localhost"
+    assert settings.task_queue == "appeals-test"
+    assert settings.database_url == "postgresql+psycopg://appeals@db/appeals"
+    assert settings.escalation_contacts[3] == ["board@secretariat.test", "chair@secretariat.test"]
+
+
+def test_keyword_overrides_win_over_the_environment(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("APPEALS_SMTP_PORT", "2525")
+    assert load_settings(smtp_port=2626, var_dir=tmp_path / "other").smtp_port == 2626
+
+
+def test_codec_keys_from_the_environment_take_precedence(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    new, old = new_key_text(), new_key_text()
+    env.setenv("APPEALS_CODEC_KEYS", f"k2:{new},k1:{old}")
+    ring = load_settings().codec_keyring()
+    assert ring.current_id == "k2"
+    assert set(ring.keys) == {"k1", "k2"}
+    assert not (tmp_path / "var" / "keys" / "payload-codec.key").exists()
+
+
+def test_unknown_setting_is_refused(env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="smtp_hots"):
+        load_settings(smtp_hots="127.0.0.1")
+
+
+# --- production -------------------------------------------------------------------------------
+
+
+def test_production_with_everything_explicit_starts(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = production_env(env)
+    settings = load_settings()
+    assert settings.environment == "production"
+    assert settings.event_store_cipher_key() == secrets["event"]
+    assert settings.codec_keyring().current_id == "k1"
+    assert not (tmp_path / "var").exists()  # production never mints keys
+
+
+def test_production_without_event_key_refuses(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = production_env(env)
+    env.delenv("APPEALS_EVENT_CIPHER_KEY")
+    env.setenv("APPEALS_SMTP_PASSWORD", SECRET_PASSWORD)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert "APPEALS_EVENT_CIPHER_KEY" in text
+    assert secrets["codec"] not in text
+    assert SECRET_PASSWORD not in text
+    assert not (tmp_path / "var" / "keys").exists()
+
+
+def test_production_without_codec_keys_refuses(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = production_env(env)
+    env.delenv("APPEALS_CODEC_KEYS")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert "APPEALS_CODEC_KEYS" in text
+    assert secrets["event"] not in text
+    assert not (tmp_path / "var" / "keys").exists()
+
+
+def test_production_without_any_key_refuses(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="APPEALS_EVENT_CIPHER_KEY"):
+        load_settings()
+
+
+def test_production_accepts_private_key_files(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    production_env(env)
+    env.delenv("APPEALS_CODEC_KEYS")
+    key_file = tmp_path / "codec.key"
+    key_text = new_key_text()
+    key_file.write_text(key_text + "\n")
+    key_file.chmod(0o600)
+    env.setenv("APPEALS_CODEC_KEY_FILE", str(key_file))
+    ring = load_settings().codec_keyring()
+    assert ring.current_key == decode_key(key_text, setting="test")
+
+
+def test_production_refuses_a_key_file_others_can_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    production_env(env)
+    env.delenv("APPEALS_CODEC_KEYS")
+    key_file = tmp_path / "codec.key"
+    key_text = new_key_text()
+    key_file.write_text(key_text + "\n")
+    key_file.chmod(0o644)
+    env.setenv("APPEALS_CODEC_KEY_FILE", str(key_file))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert "chmod 600" in text
+    assert key_text not in text
+
+
+def test_production_refuses_placeholder_contacts(env: pytest.MonkeyPatch) -> None:
+    production_env(env)
+    env.delenv("APPEALS_ESCALATION_CONTACTS")
+    with pytest.raises(ValidationError, match="APPEALS_ESCALATION_CONTACTS"):
+        load_settings()
+
+
+def test_production_refuses_placeholder_sender(env: pytest.MonkeyPatch) -> None:
+    production_env(env)
+    env.delenv("APPEALS_MAIL_FROM")
+    with pytest.raises(ValidationError, match="APPEALS_MAIL_FROM"):
+        load_settings()
+
+
+@pytest.mark.parametrize("variable", ["APPEALS_EVENT_CIPHER_KEY", "APPEALS_CODEC_KEYS"])
+def test_malformed_key_is_refused_without_echoing_it(env: pytest.MonkeyPatch, variable: str) -> None:
+    # 24 bytes: valid base64, wrong length.
+    bad = encode_key(b"Zephyrine Qwoxlandt 24by")
+    env.setenv(variable, bad if variable == "APPEALS_EVENT_CIPHER_KEY" else f"k1:{bad}")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert variable in text
+    assert bad not in text and bad[:10] not in text
+    assert "Zephyrine" not in text
+
+
+# --- mail safety ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["smtp.example.org", "10.0.0.5", "mail.secretariat.test", "0.0.0.0"])
+def test_non_loopback_smtp_host_is_refused_while_live_sending_is_off(
+    env: pytest.MonkeyPatch, host: str
+) -> None:
+    env.setenv("APPEALS_SMTP_HOST", host)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert "APPEALS_SMTP_HOST" in text
+    assert "APPEALS_LIVE_SENDING" in text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost", "LOCALHOST."])
+def test_loopback_smtp_hosts_are_accepted(env: pytest.MonkeyPatch, host: str) -> None:
+    env.setenv("APPEALS_SMTP_HOST", host)
+    assert load_settings().smtp_host == host
+
+
+def test_live_sending_allows_a_real_host_and_requires_starttls(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_SMTP_HOST", "smtp.example.org")
+    env.setenv("APPEALS_LIVE_SENDING", "true")
+    settings = load_settings()
+    assert settings.starttls_required is True
+
+    env.setenv("APPEALS_SMTP_STARTTLS", "false")
+    with pytest.raises(ValidationError, match="APPEALS_SMTP_STARTTLS"):
+        load_settings()
+
+
+def test_smtp_password_is_not_shown(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_SMTP_PASSWORD", SECRET_PASSWORD)
+    settings = load_settings()
+    assert SECRET_PASSWORD not in repr(settings)
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == SECRET_PASSWORD
+
+
+# --- escalation contacts ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("contacts", "expected"),
+    [
+        ({**REAL_CONTACTS, "2": ["Zephyrine Qwoxlandt <zq@secretariat.test>"]}, "level 2"),
+        ({**REAL_CONTACTS, "1": ["zq@secretariat.test\r\nBcc: all@elsewhere.test"]}, "level 1"),
+        ({**REAL_CONTACTS, "3": ["zq@secretariat.test", "not-an-address"]}, "level 3"),
+        ({"1": REAL_CONTACTS["1"], "2": REAL_CONTACTS["2"]}, "level 3"),
+        ({**REAL_CONTACTS, "1": []}, "level 1"),
+    ],
+)
+def test_bad_escalation_contacts_are_refused_naming_the_setting(
+    env: pytest.MonkeyPatch, contacts: dict[str, list[str]], expected: str
+) -> None:
+    env.setenv("APPEALS_ESCALATION_CONTACTS", json.dumps(contacts))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    text = error_text(info)
+    assert "APPEALS_ESCALATION_CONTACTS" in text
+    assert expected in text
+    assert "Zephyrine" not in text and "zq@" not in text and "not-an-address" not in text
+
+
+def test_escalation_contacts_that_are_not_json_are_refused(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_ESCALATION_CONTACTS", '{"1": ["zq@secretariat.test"')
+    with pytest.raises(SettingsError, match="escalation_contacts") as info:
+        load_settings()
+    assert "zq@" not in error_text(info)
+
+
+def test_bad_sender_is_refused(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_MAIL_FROM", "Secretariat <appeals@secretariat.test>")
+    with pytest.raises(ValidationError, match="APPEALS_MAIL_FROM"):
+        load_settings()
+
+
+def test_settings_object_can_be_built_directly(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
+    settings = Settings(var_dir=tmp_path / "direct", smtp_port=2525)
+    assert settings.database_url.endswith("direct/events.sqlite")

@@ -1,0 +1,251 @@
+"""The one typed settings object, read from ``APPEALS_*`` environment variables at start-up.
+
+Defaults suit the embedded development stack on a laptop: everything under ``var/``, keys created
+on first use, mail to a local sink. Production refuses to start without real keys and contacts.
+Each field's docstring is its entry in the configuration reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from activities.mail import check_address, is_loopback_host
+from worker.keys import (
+    KeyMaterialError,
+    KeyRing,
+    decode_key,
+    encode_key,
+    load_or_create_key_file,
+    read_key_file,
+)
+
+ENV_PREFIX = "APPEALS_"
+PLACEHOLDER_DOMAIN = "example.org"
+REQUIRED_ESCALATION_LEVELS = (1, 2, 3)
+
+
+def _env(field: str) -> str:
+    """The environment variable of a field, for error messages."""
+    return ENV_PREFIX + field.upper()
+
+
+def _development_contacts() -> dict[int, list[str]]:
+    return {
+        1: [f"duty-officer@{PLACEHOLDER_DOMAIN}"],
+        2: [f"head-of-secretariat@{PLACEHOLDER_DOMAIN}"],
+        3: [f"board@{PLACEHOLDER_DOMAIN}"],
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        use_attribute_docstrings=True,
+        # Validation errors would otherwise quote the rejected input, which may be a key.
+        hide_input_in_errors=True,
+        extra="forbid",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    """`development` (embedded stack, keys created on first use) or `production` (everything
+    explicit)."""
+
+    var_dir: Path = Path("var")
+    """Directory for local state: the SQLite event store and generated key files."""
+
+    temporal_address: str = "127.0.0.1:7233"
+    """Temporal frontend, host:port."""
+
+    temporal_namespace: str = "default"
+    """Temporal namespace holding the case workflows."""
+
+    task_queue: str = "urgent-appeals"
+    """Task queue the worker polls and clients start case workflows on."""
+
+    database_url: str = Field(
+        default_factory=lambda data: f"sqlite:///{data['var_dir'] / 'events.sqlite'}"
+    )
+    """Event store URL: SQLite file (default `<var_dir>/events.sqlite`) or PostgreSQL."""
+
+    event_cipher_key: SecretStr | None = None
+    """Event store AES key: base64 of 32 bytes. Takes precedence over the key file."""
+
+    event_cipher_key_file: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "keys" / "event-store.key"
+    )
+    """File holding the event store key (base64, mode 0600). Created in development."""
+
+    codec_keys: SecretStr | None = None
+    """Temporal payload keys as `id:base64,...`: the first encrypts, the others only decrypt data
+    written before a rotation. Takes precedence over the key file."""
+
+    codec_key_file: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "keys" / "payload-codec.key"
+    )
+    """File holding one Temporal payload key (base64, mode 0600). Created in development."""
+
+    smtp_host: str = "127.0.0.1"
+    """SMTP server. Must be loopback unless `live_sending` is on."""
+
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    """SMTP port (the development sink listens on 8025)."""
+
+    smtp_username: str | None = None
+    """SMTP login, if the server requires one."""
+
+    smtp_password: SecretStr | None = None
+    """SMTP password for `smtp_username`."""
+
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Timeout for connecting to and each exchange with the SMTP server."""
+
+    smtp_starttls: bool | None = None
+    """Require STARTTLS. Defaults to on when `live_sending` is on; cannot be off in live mode."""
+
+    smtp_ca_file: Path | None = None
+    """CA bundle to verify the SMTP server's certificate, when it is not publicly trusted."""
+
+    live_sending: bool = False
+    """Send to any SMTP host. Off: only a loopback host is accepted, so nothing real can be
+    mailed by accident."""
+
+    mail_from: str = f"urgent-appeals@secretariat.{PLACEHOLDER_DOMAIN}"
+    """Sender address of every outgoing message."""
+
+    escalation_contacts: dict[int, list[str]] = Field(default_factory=_development_contacts)
+    """Staff addresses per escalation level, as JSON: `{"1": [...], "2": [...], "3": [...]}`.
+    Levels 1 to 3 are required."""
+
+    rapporteur_requires_clearance: bool = True
+    """Whether a submission to UN Special Procedures needs ministry clearance."""
+
+    emergency_fund_requires_clearance: bool = False
+    """Whether a request to an emergency fund needs ministry clearance."""
+
+    address_book_path: Path | None = None
+    """Address book file (recipients with a last-verified date each)."""
+
+    address_max_age_days: int = Field(default=365, gt=0)
+    """Addresses not verified for longer than this are not used without a fresh check."""
+
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port for the worker's Prometheus metrics; none if unset."""
+
+    # --- field checks -------------------------------------------------------------------------
+
+    @field_validator("event_cipher_key")
+    @classmethod
+    def _event_key_decodes(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_key(value.get_secret_value(), setting=_env("event_cipher_key"))
+        return value
+
+    @field_validator("codec_keys")
+    @classmethod
+    def _codec_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            KeyRing.parse(value.get_secret_value(), setting=_env("codec_keys"))
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_address(cls, value: str) -> str:
+        return check_address(value, header=_env("mail_from"))
+
+    @field_validator("escalation_contacts")
+    @classmethod
+    def _contacts_complete(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        setting = _env("escalation_contacts")
+        for level in REQUIRED_ESCALATION_LEVELS:
+            if not value.get(level):
+                raise ValueError(f"{setting}: level {level} needs at least one address")
+        for level, addresses in value.items():
+            for i, address in enumerate(addresses):
+                check_address(address, header=f"{setting} level {level} [{i}]")
+        return value
+
+    # --- rules across fields ------------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _mail_cannot_leak(self) -> Settings:
+        if self.smtp_starttls is None:
+            self.smtp_starttls = self.live_sending
+        if not self.live_sending and not is_loopback_host(self.smtp_host):
+            raise ValueError(
+                f"{_env('smtp_host')} must be a loopback address while "
+                f"{_env('live_sending')} is off, so that nothing real is mailed by accident"
+            )
+        if self.live_sending and not self.smtp_starttls:
+            raise ValueError(f"{_env('smtp_starttls')} cannot be off when live sending is on")
+        return self
+
+    @model_validator(mode="after")
+    def _production_is_explicit(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if self.event_cipher_key is None:
+            _require_key_file(self.event_cipher_key_file, "event_cipher_key", "event_cipher_key_file")
+        if self.codec_keys is None:
+            _require_key_file(self.codec_key_file, "codec_keys", "codec_key_file")
+        if any(_is_placeholder(a) for addresses in self.escalation_contacts.values() for a in addresses):
+            raise ValueError(
+                f"{_env('escalation_contacts')}: production needs real staff addresses, "
+                f"not {PLACEHOLDER_DOMAIN} placeholders"
+            )
+        if _is_placeholder(self.mail_from):
+            raise ValueError(f"{_env('mail_from')}: production needs a real sender address")
+        return self
+
+    # --- derived values -----------------------------------------------------------------------
+
+    @property
+    def starttls_required(self) -> bool:
+        return bool(self.smtp_starttls)
+
+    def event_store_cipher_key(self) -> str:
+        """The event store key as base64 text (what the eventsourcing cipher expects)."""
+        if self.event_cipher_key is not None:
+            return self.event_cipher_key.get_secret_value().strip()
+        return encode_key(self._key_from_file(self.event_cipher_key_file))
+
+    def codec_keyring(self) -> KeyRing:
+        """The Temporal payload key ring; a key file gives a ring of one fingerprint-named key."""
+        if self.codec_keys is not None:
+            return KeyRing.parse(self.codec_keys.get_secret_value(), setting=_env("codec_keys"))
+        return KeyRing.single(self._key_from_file(self.codec_key_file))
+
+    def _key_from_file(self, path: Path) -> bytes:
+        # Only the development stack may mint its own keys: a production key that silently
+        # appeared would make every earlier event and payload unreadable.
+        if self.environment == "development":
+            return load_or_create_key_file(path)
+        return read_key_file(path)
+
+
+def _require_key_file(path: Path, key_field: str, file_field: str) -> None:
+    if not path.is_file():
+        raise ValueError(
+            f"production needs {_env(key_field)}, or {_env(file_field)} naming an existing "
+            f"key file (not found: {path})"
+        )
+    try:
+        read_key_file(path)
+    except KeyMaterialError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _is_placeholder(address: str) -> bool:
+    domain = address.rpartition("@")[2].lower()
+    return domain == PLACEHOLDER_DOMAIN or domain.endswith("." + PLACEHOLDER_DOMAIN)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings from the environment (keyword arguments override it).
+
+    Called once by each entry point; never at import time.
+    """
+    return Settings(**overrides)
