@@ -306,15 +306,19 @@ class Case(Aggregate):
             self.deadline = deadline_for(self.deadline_table, Stage.FOLLOW_UP, self.clock_level, at)
 
     def record_reminder(self, recipients: list[str], message_id: str, at: datetime, actor: str,
-                        command_id: str) -> None:
+                        command_id: str, kind: str = "follow_up") -> None:
+        """A reminder sent to staff: `follow_up` (external answers due) restarts the follow-up
+        clock; `checkin` (time to ask the defender about reprisals) does not."""
         self._require_open()
-        self._reminder_sent(recipients=recipients, message_id=message_id, at=at, actor=actor,
-                            command_id=command_id)
+        if kind not in ("follow_up", "checkin"):
+            raise errors.InvalidInput("kind", "must be follow_up or checkin")
+        self._reminder_sent(recipients=recipients, message_id=message_id, kind=kind, at=at,
+                            actor=actor, command_id=command_id)
 
     @event("ReminderSent")
-    def _reminder_sent(self, recipients: list[str], message_id: str, at: datetime, actor: str,
-                       command_id: str) -> None:
-        if self.stage == Stage.FOLLOW_UP:
+    def _reminder_sent(self, recipients: list[str], message_id: str, kind: str, at: datetime,
+                       actor: str, command_id: str) -> None:
+        if self.stage == Stage.FOLLOW_UP and kind == "follow_up":
             self.deadline = deadline_for(self.deadline_table, Stage.FOLLOW_UP, self.clock_level, at)
 
     def raise_warning(self, warning: str, at: datetime, actor: str, command_id: str) -> None:

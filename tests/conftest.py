@@ -1,3 +1,3 @@
-"""Shared fixtures: the store backends (SQLite file, fresh PostgreSQL database) live in tests.backends."""
+"""Shared fixtures: store backends, the SMTP sink and the Temporal case environment."""
 
-pytest_plugins = ["tests.backends"]
+pytest_plugins = ["tests.backends", "tests.smtp_sink", "tests.workflow_env"]

