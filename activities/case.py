@@ -37,6 +37,7 @@ from workflows.inputs import (
 
 T = TypeVar("T")
 SYSTEM = "system"
+HEARTBEAT_SECONDS = 2  # the workflow's heartbeat timeout for sending activities is a few times this
 ACTION_LABELS = {
     "rapporteur": "UN Special Procedures",
     "mfa": "Ministry of Foreign Affairs",
@@ -186,7 +187,7 @@ class CaseActivities:
         """Mail to staff. A permanent failure must not stop the case: it becomes a staff warning
         on the case (shown in every inbox) instead; transient failures retry."""
         try:
-            await self.mailer.send(message)
+            await self._deliver(message)
         except PermanentMailError as exc:
             return await self._store(self.store.execute, reference, "raise_warning",
                                      {"warning": f"Staff notification could not be sent: {exc}",
@@ -213,9 +214,24 @@ class CaseActivities:
             sender=self.config.mail_from, to=to, subject=subject, text=body, message_id=message_id,
             headers={"X-Appeal-Kind": f"reminder-{req.kind}"}))
 
-    async def _send(self, message: OutgoingMessage) -> None:
+    async def _deliver(self, message: OutgoingMessage) -> None:
+        """Send while heartbeating, so that a worker that dies mid-send is noticed in seconds and
+        the send is retried elsewhere (with the same Message-ID)."""
+
+        async def beat() -> None:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+        beating = asyncio.create_task(beat())
         try:
             await self.mailer.send(message)
+        finally:
+            beating.cancel()
+
+    async def _send(self, message: OutgoingMessage) -> None:
+        try:
+            await self._deliver(message)
         except PermanentMailError as exc:
             raise ApplicationError(str(exc), type="PermanentMailError", non_retryable=True) from None
         except TransientMailError as exc:

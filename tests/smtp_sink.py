@@ -46,6 +46,8 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self._sink.data_reply is not None:
             return self._sink.data_reply
+        if self._sink.data_delay:
+            await asyncio.sleep(self._sink.data_delay)  # a slow relay
         content = envelope.content
         assert isinstance(content, bytes)  # decode_data is off: the raw bytes as sent
         # Parsed with "\n" line ends so bodies compare equal to the text that was sent; ``raw``
@@ -107,6 +109,7 @@ class SmtpSink:
         require_starttls: bool = False,
     ) -> None:
         self.rcpt_reply = rcpt_reply
+        self.data_delay = 0.0  # seconds the server waits before accepting a message's data
         self.data_reply = data_reply
         self.messages: list[tuple[str, list[str], Message]] = []
         self.raw: list[bytes] = []

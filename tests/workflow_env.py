@@ -136,10 +136,10 @@ async def case_env(time_skipping: WorkflowEnvironment, tmp_path: Path,
 
 
 async def settle(handle: WorkflowHandle[Any, Any], ready: Callable[[dict[str, Any]], bool],
-                 what: str) -> dict[str, Any]:
+                 what: str, seconds: float = 30) -> dict[str, Any]:
     """Query until the workflow reaches a state (real time; the test server skips no time here)."""
     status: dict[str, Any] = {}
-    for _ in range(300):
+    for _ in range(int(seconds * 10)):
         status = await handle.query(CaseWorkflow.status)
         if ready(status):
             return status

@@ -21,6 +21,7 @@ from activities.mail import Mailer
 from activities.render import Renderer
 from store.app import CaseStore
 from worker.codec import make_data_converter
+from worker.search import register_search_attributes
 from worker.settings import Settings, load_settings
 from workflows.case import CaseWorkflow
 
@@ -63,6 +64,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     client = await connect(settings)
+    await register_search_attributes(client)
     activities = build_activities(settings)
     worker = build_worker(client, settings, activities)
     stop = asyncio.Event()

@@ -57,6 +57,7 @@ OFFICER, LIAISON, HEAD = Role.CASE_OFFICER.value, Role.MINISTRY_LIAISON.value, R
 class Options:
     timeout: timedelta
     retry: RetryPolicy
+    heartbeat: timedelta | None = None
 
 
 # Recording is quick and idempotent (command ids); the store may be briefly unavailable.
@@ -72,6 +73,7 @@ NOTIFY = Options(
     RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
                                 maximum_interval=timedelta(minutes=10),
                                 non_retryable_error_types=["Rejected"]),
+    heartbeat=timedelta(seconds=10),
 )
 # Sending: transient SMTP failures retry with backoff; after the last attempt, or at once for a
 # permanent failure, the dispatch is recorded as failed and escalated.
@@ -80,6 +82,7 @@ SEND = Options(
     RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
                                 maximum_interval=timedelta(minutes=10), maximum_attempts=8,
                                 non_retryable_error_types=["PermanentMailError", "Rejected"]),
+    heartbeat=timedelta(seconds=10),
 )
 
 
@@ -134,7 +137,7 @@ class CaseWorkflow:
         """Run an activity that records in the store; it returns the case summary."""
         summary: dict[str, Any] = await workflow.execute_activity(
             activity, arg, result_type=dict, start_to_close_timeout=options.timeout,
-            retry_policy=options.retry)
+            heartbeat_timeout=options.heartbeat, retry_policy=options.retry)
         return summary
 
     @property
@@ -232,6 +235,8 @@ class CaseWorkflow:
                       ) -> dict[str, Any]:
         # An update that arrives while the case is being opened waits for it, then is checked.
         await workflow.wait_condition(lambda: self.state is not None)
+        if self._already_handled():
+            return self.status()  # the same update again after continue-as-new: nothing new
         check()
         info = workflow.current_update_info()
         update_id = info.id if info else ""
@@ -263,6 +268,11 @@ class CaseWorkflow:
                     "send_further_information",
                     FurtherInformation(self.reference, action, information, workflow.now(),
                                        f"{self.reference}/further/{action}/v{version}"), SEND)
+
+    def _already_handled(self) -> bool:
+        """Temporal deduplicates update ids within a run; across continue-as-new, we do."""
+        info = workflow.current_update_info()
+        return info is not None and info.id in self.handled
 
     # -- validators: they see only the workflow's view; the aggregate checks again when recording
     def _check_actor(self, actor: str) -> None:
@@ -301,8 +311,8 @@ class CaseWorkflow:
 
     @record_verification.validator
     def _validate_verification(self, req: VerificationInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_stage("verification", "a verification")
         try:
@@ -325,19 +335,19 @@ class CaseWorkflow:
 
     @grant_consent.validator
     def _validate_grant(self, req: ConsentInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._validate_consent_decision(req)
 
     @refuse_consent.validator
     def _validate_refuse(self, req: ConsentInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._validate_consent_decision(req)
 
     def _validate_consent_decision(self, req: ConsentInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_stage("consent", "consent")
         self._check_text(req.text, "text", required=False)
@@ -352,8 +362,8 @@ class CaseWorkflow:
 
     @withdraw_consent.validator
     def _validate_withdraw(self, req: ConsentInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.text, "text", required=False)
         state = self._check_action(req.action)
@@ -374,8 +384,8 @@ class CaseWorkflow:
 
     @record_clearance.validator
     def _validate_clearance(self, req: ClearanceInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_stage("clearance", "a clearance decision")
         if not isinstance(req.granted, bool):
@@ -396,8 +406,8 @@ class CaseWorkflow:
 
     @extend_deadline.validator
     def _validate_extension(self, req: ExtensionInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.reason, "reason")
         current = _time(self.view["deadline"])
@@ -415,8 +425,8 @@ class CaseWorkflow:
 
     @record_response.validator
     def _validate_response(self, req: ResponseInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.summary, "summary")
         if self._check_action(req.action)["dispatch"] != "sent":
@@ -436,8 +446,8 @@ class CaseWorkflow:
 
     @add_further_information.validator
     def _validate_information(self, req: InformationInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.information, "information")
         if req.send_to_recipients and not any(
@@ -455,8 +465,8 @@ class CaseWorkflow:
 
     @record_checkin.validator
     def _validate_checkin(self, req: CheckinInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.summary, "summary")
         if not isinstance(req.reprisals, bool):
@@ -472,8 +482,8 @@ class CaseWorkflow:
 
     @close.validator
     def _validate_close(self, req: CloseInput) -> None:
-        if self.state is None:
-            return  # still opening: the handler checks again once the case exists
+        if self.state is None or self._already_handled():
+            return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.summary, "summary", required=False)
         if req.outcome not in set(Outcome):

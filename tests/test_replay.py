@@ -1,0 +1,33 @@
+"""Replay of histories recorded from real runs (tests/histories, written by the end-to-end tests
+with APPEALS_RECORD_HISTORIES=1) against the current workflow code: a change that would make
+running cases non-deterministic fails here, before it reaches a worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from tests.dev_stack import FIXTURE_CODEC_KEY, HISTORIES
+from worker.codec import make_data_converter
+from worker.keys import KeyRing, decode_key
+from workflows.case import CaseWorkflow
+
+RECORDED = sorted(HISTORIES.glob("*.json"))
+
+
+def test_there_are_recorded_histories() -> None:
+    assert {p.stem for p in RECORDED} >= {"happy_path", "worker_killed"}
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+async def test_recorded_history_replays_against_the_current_workflow(path: Path) -> None:
+    # A test-only key, committed with the histories (git does not keep its 0600 mode).
+    key = decode_key(FIXTURE_CODEC_KEY.read_text().strip(), setting="replay fixture key")
+    converter = make_data_converter(KeyRing.single(key))
+    replayer = Replayer(workflows=[CaseWorkflow], data_converter=converter)
+    result = await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()),
+                                            raise_on_replay_failure=True)
+    assert result.replay_failure is None
