@@ -39,12 +39,16 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if self._sink.rcpt_reply is not None:
+            with self._sink._lock:
+                self._sink.refused += 1
             return self._sink.rcpt_reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self._sink.data_reply is not None:
+            with self._sink._lock:
+                self._sink.refused += 1
             return self._sink.data_reply
         if self._sink.data_delay:
             await asyncio.sleep(self._sink.data_delay)  # a slow relay
@@ -109,6 +113,7 @@ class SmtpSink:
         require_starttls: bool = False,
     ) -> None:
         self.rcpt_reply = rcpt_reply
+        self.refused = 0  # RCPT or DATA commands answered with rcpt_reply / data_reply
         self.data_delay = 0.0  # seconds the server waits before accepting a message's data
         self.data_reply = data_reply
         self.messages: list[tuple[str, list[str], Message]] = []

@@ -17,6 +17,7 @@ from workflows.inputs import (
     CloseInput,
     ConsentInput,
     ExtensionInput,
+    InformationInput,
     ResponseInput,
     VerificationInput,
 )
@@ -275,3 +276,53 @@ async def test_every_kind_of_bad_update_is_rejected_with_its_reason_and_records_
     assert case_env.events() == before
     assert case_env.sink.messages == []
     await handle.terminate("test over")
+
+
+async def test_further_information_goes_to_every_earlier_recipient_as_a_reply(case_env: CaseEnv) -> None:
+    handle = await case_env.start()
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": True, "eu_delegation": False})
+    await clear(handle, "rapporteur")
+    await clear(handle, "mfa")
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    await handle.execute_update(CaseWorkflow.add_further_information, InformationInput(
+        "olga", "The trial was moved to 3 December.", send_to_recipients=True))
+    appeals = {m["Message-ID"]: rcpts for _, rcpts, m in case_env.sink.messages
+               if m["X-Appeal-Kind"] == "appeal"}
+    further = [(rcpts, m) for _, rcpts, m in case_env.sink.messages
+               if m["X-Appeal-Kind"] == "further_information"]
+    assert len(further) == 2
+    for rcpts, message in further:
+        assert message["In-Reply-To"] in appeals and sorted(rcpts) == sorted(appeals[message["In-Reply-To"]])
+        assert "moved to 3 December" in message.get_content()
+    kinds = [e.details["kind"] for e in case_env.trail() if e.event == "MessageDispatched"]
+    assert kinds == ["appeal", "appeal", "further_information", "further_information"]
+
+
+async def test_defender_check_in_reminders_come_at_regular_intervals(case_env: CaseEnv) -> None:
+    handle = await case_env.start()
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
+    await clear(handle, "rapporteur")
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    await case_env.env.sleep(timedelta(days=14, minutes=1))  # check-in interval: 14 days
+    await settle(handle, lambda s: bool(case_env.sent("reminder-checkin")), "check-in reminder")
+    reminders = [e for e in case_env.trail() if e.event == "ReminderSent"]
+    assert {e.details["kind"] for e in reminders} == {"follow_up", "checkin"}
+    status = await handle.query(CaseWorkflow.status)
+    checkin_at = next(e.details["at"] for e in reminders if e.details["kind"] == "checkin")
+    assert datetime.fromisoformat(status["next_checkin"]) == checkin_at + timedelta(days=14)
+
+
+async def test_a_transient_smtp_failure_is_retried_until_the_message_goes_out(case_env: CaseEnv) -> None:
+    handle = await case_env.start()
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
+    case_env.sink.data_reply = "451 local error, try again later"
+    await clear(handle, "rapporteur")
+    await settle(handle, lambda s: case_env.sink.refused >= 1, "first attempt refused")
+    case_env.sink.data_reply = None
+    status = await settle(handle, lambda s: s["stage"] == "follow_up", "sent on retry", seconds=60)
+    assert status["actions"]["rapporteur"]["dispatch"] == "sent"
+    assert case_env.sink.connections >= 2 and len(case_env.sent("appeal")) == 1
+    assert "DispatchFailed" not in case_env.events()
