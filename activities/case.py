@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -23,6 +23,7 @@ from domain.addressbook import AddressBook, AddressRole
 from domain.countries import country_name
 from domain.errors import CaseRuleError
 from domain.policies import clearance_required, deadline_table
+from domain.readiness import missing_fields
 from domain.routing import route_rapporteur
 from store.app import CaseStore, StoreError
 from workflows.inputs import (
@@ -57,6 +58,7 @@ class CaseConfig:
     rapporteur_requires_clearance: bool = True
     emergency_fund_requires_clearance: bool = False
     deadline_overrides: Mapping[str, Mapping[str, int]] | None = None
+    address_max_age_days: int = 365
 
     @property
     def message_id_domain(self) -> str:
@@ -137,7 +139,11 @@ class CaseActivities:
             case.require_sendable(req.action)  # consent withdrawn or clearance missing: no send
         except CaseRuleError:
             return case.summary()
+        missing = missing_fields(req.action, case.intake)
+        if missing:
+            return await self._hold(case, req, missing)
         recipients = self._recipients(case.intake, req.action)
+        await self._check_addresses(case.reference, req.action, recipients, req.at)
         subject, body = self.renderer.render("appeal.txt", self._context(case, req.action))
         await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
                                          subject=subject, text=body, message_id=message_id,
@@ -146,6 +152,46 @@ class CaseActivities:
                                  {"action": req.action, "kind": "appeal", "recipients": recipients,
                                   "message_id": message_id, "at": req.at},
                                  SYSTEM, f"{req.reference}/dispatch/{req.action}")
+
+    async def _hold(self, case: Any, req: Dispatch, missing: list[str]) -> dict[str, Any]:
+        """Nothing goes out half-empty: record which fields are missing and tell the officer."""
+        command_id = f"{req.reference}/hold/{req.action}/v{case.version}"
+        summary = await self._store(self.store.execute, req.reference, "hold_dispatch",
+                                    {"action": req.action, "missing": missing, "at": req.at},
+                                    SYSTEM, command_id)
+        subject, body = self.renderer.render("held.txt", {
+            "reference": req.reference, "action_label": ACTION_LABELS[req.action],
+            "missing": missing})
+        return await self._notify_staff(req.reference, command_id, summary, OutgoingMessage(
+            sender=self.config.mail_from, to=await self._officer(case.assignee), subject=subject,
+            text=body, message_id=make_message_id(req.reference, command_id,
+                                                  self.config.message_id_domain),
+            headers={"X-Appeal-Kind": "dispatch-held"}))
+
+    async def _check_addresses(self, reference: str, action: str, recipients: list[str],
+                               at: datetime) -> None:
+        """Only addresses from the address book (or the fund directory); an address not
+        verified recently still gets the message, but staff are warned on the case."""
+        unknown = [r for r in recipients
+                   if not self.book.contains(r) and r not in self.config.emergency_fund_contacts]
+        if unknown:
+            raise ApplicationError(f"{len(unknown)} recipient(s) of the {action} message are not in "
+                                   "the address book; nothing was sent.",
+                                   type="PermanentMailError", non_retryable=True)
+        stale = self.book.stale_entries(recipients, at.date(), self.config.address_max_age_days)
+        if stale:
+            listed = "; ".join(f"{e.purpose} ({e.address}, last verified "
+                               f"{e.last_verified.isoformat()})" for e in stale)
+            await self._store(self.store.execute, reference, "raise_warning",
+                              {"warning": f"Check these addresses, not verified for more than "
+                                          f"{self.config.address_max_age_days} days: {listed}",
+                               "at": at}, SYSTEM, f"{reference}/stale-addresses/{action}")
+
+    async def _officer(self, username: str) -> list[str]:
+        """The case officer's address, or the first escalation level's when they have none."""
+        users = await asyncio.to_thread(self.store.list_users)
+        to = [u["email"] for u in users if u["username"] == username and u["active"]]
+        return to or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
 
     @activity.defn(name="send_further_information")
     async def send_further_information(self, req: FurtherInformation) -> dict[str, Any]:
@@ -201,9 +247,7 @@ class CaseActivities:
     async def remind(self, req: Remind) -> dict[str, Any]:
         """Remind the case officer (follow-up due, or time to check in with the defenders)."""
         case = await self._store(self.store.get, req.reference)
-        users = await asyncio.to_thread(self.store.list_users)
-        to = [u["email"] for u in users if u["username"] == case.assignee and u["active"]]
-        to = to or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
+        to = await self._officer(case.assignee)
         message_id = make_message_id(req.reference, req.command_id, self.config.message_id_domain)
         subject, body = self.renderer.render("reminder.txt", {"reference": req.reference,
                                                               "kind": req.kind})

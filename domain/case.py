@@ -19,8 +19,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain import errors
+from domain.intake import parse_intake
 from domain.policies import MAX_ESCALATION_LEVEL, deadline_for, risk_level
-from domain.vocab import Action, Outcome, Stage, Verdict
+from domain.vocab import Action, Outcome, PublicNaming, Stage, Verdict
 
 CASE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:urgent-appeals:case")
 
@@ -29,6 +30,11 @@ CASE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:urgent-appeals:case")
 NOT_REQUIRED, PENDING = "not_required", "pending"
 GRANTED, REFUSED, WITHDRAWN, DENIED = "granted", "refused", "withdrawn", "denied"
 PROPOSED, SENT, FAILED = "proposed", "sent", "failed"
+# Parts of the intake that further information may complete or correct (not the country, the
+# actions or the urgency: those decide who is asked and how fast, so they are fixed at intake).
+SUPPLEMENTABLE = frozenset({"organisation", "defenders", "incident", "domestic_steps",
+                            "confidential_information", "eu_grant", "fund_request",
+                            "rights_affected", "threat_types"})
 
 
 def case_id(reference: str) -> UUID:
@@ -66,6 +72,7 @@ class Case(Aggregate):
             a: {
                 "consent": PROPOSED,
                 "conditions": "",
+                "public_naming": None,
                 "clearance": PENDING if a in clearance_required else NOT_REQUIRED,
                 "dispatch": PENDING,
                 "message_ids": [],
@@ -78,6 +85,8 @@ class Case(Aggregate):
         self.further_information: list[dict[str, Any]] = []
         self.checkins: list[dict[str, Any]] = []
         self.warnings: list[str] = []
+        # Action -> intake fields its message needs and the case lacks (see domain.readiness).
+        self.held: dict[str, list[str]] = {}
         self.outcome: str | None = None
 
     @staticmethod
@@ -105,10 +114,16 @@ class Case(Aggregate):
 
     # ----------------------------------------------------------------------------------- consent
     def grant_consent(self, action: str, conditions: str, at: datetime, actor: str,
-                      command_id: str) -> None:
+                      command_id: str, public_naming: str = PublicNaming.INITIALS_ONLY) -> None:
+        """Consent for one action, with the grantee's conditions in words and how the defenders
+        may be named in public reports (initials only unless the grantee says otherwise)."""
         self._require_stage(Stage.CONSENT, "consent")
         self._require_undecided(action)
-        self._consent_granted(action=action, conditions=conditions, at=at, actor=actor,
+        if public_naming not in set(PublicNaming):
+            raise errors.InvalidInput("public_naming", "must be one of "
+                                      + ", ".join(PublicNaming))
+        self._consent_granted(action=action, conditions=conditions,
+                              public_naming=str(public_naming), at=at, actor=actor,
                               command_id=command_id)
 
     def refuse_consent(self, action: str, reason: str, at: datetime, actor: str,
@@ -134,9 +149,10 @@ class Case(Aggregate):
                                 command_id=command_id)
 
     @event("ConsentGranted")
-    def _consent_granted(self, action: str, conditions: str, at: datetime, actor: str,
-                         command_id: str) -> None:
-        self.actions[action].update(consent=GRANTED, conditions=conditions)
+    def _consent_granted(self, action: str, conditions: str, public_naming: str, at: datetime,
+                         actor: str, command_id: str) -> None:
+        self.actions[action].update(consent=GRANTED, conditions=conditions,
+                                    public_naming=public_naming)
         self._advance(at)
 
     @event("ConsentRefused")
@@ -280,15 +296,49 @@ class Case(Aggregate):
         self.responses.append({"action": action, "summary": summary, "at": at, "by": actor})
 
     def add_further_information(self, information: str, at: datetime, actor: str,
-                                command_id: str) -> None:
+                                command_id: str, intake_changes: Mapping[str, Any] | None = None
+                                ) -> None:
+        """New information in words and, optionally, corrections or completions of the intake
+        (e.g. the domestic steps a held dispatch was waiting for). The changed intake is
+        validated as a whole, as at intake."""
         self._require_open()
-        self._further_information_added(information=information, at=at, actor=actor,
-                                        command_id=command_id)
+        intake = None
+        if intake_changes:
+            unknown = sorted(set(intake_changes) - SUPPLEMENTABLE)
+            if unknown:
+                raise errors.InvalidInput(f"intake_changes.{unknown[0]}",
+                                          "cannot be changed after intake")
+            merged = dict(self.intake)
+            for key, value in intake_changes.items():
+                old = merged.get(key)
+                merged[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) \
+                    else value
+            intake = parse_intake(merged, today=at.date())
+        self._further_information_added(information=information, intake=intake, at=at,
+                                        actor=actor, command_id=command_id)
 
     @event("FurtherInformationAdded")
-    def _further_information_added(self, information: str, at: datetime, actor: str,
-                                   command_id: str) -> None:
+    def _further_information_added(self, information: str, intake: dict[str, Any] | None,
+                                   at: datetime, actor: str, command_id: str) -> None:
         self.further_information.append({"information": information, "at": at, "by": actor})
+        if intake is not None:
+            self.intake = intake
+            self.held = {}  # held dispatches are tried again with the completed intake
+
+    def hold_dispatch(self, action: str, missing: list[str], at: datetime, actor: str,
+                      command_id: str) -> None:
+        """A message cannot go because fields its channel requires are missing."""
+        self._require_open()
+        self.require_sendable(action)
+        if not missing:
+            raise errors.InvalidInput("missing", "names no missing field")
+        self._dispatch_held(action=action, missing=sorted(missing), at=at, actor=actor,
+                            command_id=command_id)
+
+    @event("DispatchHeld")
+    def _dispatch_held(self, action: str, missing: list[str], at: datetime, actor: str,
+                       command_id: str) -> None:
+        self.held[action] = missing
 
     def record_checkin(self, summary: str, reprisals: bool, at: datetime, actor: str,
                        command_id: str) -> None:
@@ -379,6 +429,7 @@ class Case(Aggregate):
                         for a, s in self.actions.items()},
             "outcome": self.outcome,
             "country": self.intake["country"],
+            "held": {a: list(m) for a, m in self.held.items()},
         }
 
     # ----------------------------------------------------------------------------------- guards

@@ -131,6 +131,14 @@ class Outcome(StrEnum):
     REFERRED_ELSEWHERE = "referred_elsewhere"
 
 
+class PublicNaming(StrEnum):
+    """How the defenders may be named in public reports (e.g. the UN communications report)."""
+
+    FULL_NAMES = "full_names"
+    INITIALS_ONLY = "initials_only"
+    ANONYMOUS = "anonymous"
+
+
 class Role(StrEnum):
     CASE_OFFICER = "case_officer"
     MINISTRY_LIAISON = "ministry_liaison"

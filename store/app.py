@@ -33,7 +33,7 @@ COMMANDS = frozenset({
     "record_verification", "grant_consent", "refuse_consent", "withdraw_consent",
     "record_clearance", "record_dispatch", "record_dispatch_failure", "escalate",
     "extend_deadline", "record_response", "add_further_information", "record_checkin",
-    "record_reminder", "raise_warning", "close",
+    "record_reminder", "raise_warning", "close", "hold_dispatch",
 })
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30

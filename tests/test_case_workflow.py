@@ -326,3 +326,30 @@ async def test_a_transient_smtp_failure_is_retried_until_the_message_goes_out(ca
     assert status["actions"]["rapporteur"]["dispatch"] == "sent"
     assert case_env.sink.connections >= 2 and len(case_env.sent("appeal")) == 1
     assert "DispatchFailed" not in case_env.events()
+
+
+async def test_a_message_missing_required_fields_is_held_until_further_information(
+        case_env: CaseEnv) -> None:
+    handle = await case_env.start(domestic_steps="")
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": True, "eu_delegation": False})
+    await clear(handle, "rapporteur")
+    await clear(handle, "mfa")
+    status = await settle(handle, lambda s: bool(s["held"]) and s["actions"]["mfa"]["dispatch"] == "sent",
+                          "rapporteur held, mfa sent")
+    assert status["held"] == {"rapporteur": ["domestic_steps"]} and status["stage"] == "dispatch"
+    assert {"decision": "add_further_information", "roles": ["case_officer"], "action": "rapporteur",
+            "missing": ["domestic_steps"]} in status["pending"]
+    notice = case_env.sent("dispatch-held")
+    assert len(notice) == 1 and notice[0]["To"] == "olga@secretariat.example.org"
+    assert "domestic_steps" in notice[0].get_content()
+    assert [m["Message-ID"] for m in case_env.sent("appeal")] == [dispatched(case_env)["mfa"]]
+
+    reason = await rejected(handle, CaseWorkflow.add_further_information, InformationInput(
+        "olga", "x", intake_changes={"country": "FR"}))
+    assert "intake_changes.country: cannot be changed" in reason
+    await handle.execute_update(CaseWorkflow.add_further_information, InformationInput(
+        "olga", "Lawyer's appeal filed", intake_changes={"domestic_steps": "Appeal filed 3 Nov."}))
+    status = await settle(handle, lambda s: s["stage"] == "follow_up", "sent after completion")
+    assert status["held"] == {} and sorted(dispatched(case_env)) == ["mfa", "rapporteur"]
+    assert case_env.events().count("DispatchHeld") == 1

@@ -35,6 +35,9 @@ def every_event_kind(store: CaseStore) -> None:
     run(store, "record_clearance", "k1", actor="lina", action="mfa", granted=True, reason="ok")
     run(store, "record_clearance", "k2", actor="lina", action="rapporteur", granted=False, reason="no")
     run(store, "raise_warning", "w1", actor="system", warning="Address last verified 400 days ago")
+    run(store, "hold_dispatch", "d9", actor="system", action="mfa", missing=["incident.ongoing_risk"])
+    run(store, "add_further_information", "i1", information="Risk confirmed.",
+        intake_changes={"incident": {"ongoing_risk": "Trial on Monday"}})
     run(store, "record_dispatch_failure", "d0", actor="system", action="mfa", reason="550")
     run(store, "record_dispatch", "d1", actor="system", action="mfa", kind="appeal",
         recipients=["desk-ke@mfa.example.org"], message_id="<d1@secretariat.example.org>")
@@ -48,7 +51,8 @@ def every_event_kind(store: CaseStore) -> None:
 EXPECTED_EVENTS = [
     "Opened", "FurtherInformationAdded", "DeadlineEscalated", "DeadlineExtended",
     "VerificationRecorded", "ConsentGranted", "ConsentRefused", "ConsentGranted",
-    "ClearanceGranted", "ClearanceDenied", "StaffWarningRaised", "DispatchFailed",
+    "ClearanceGranted", "ClearanceDenied", "StaffWarningRaised", "DispatchHeld",
+    "FurtherInformationAdded", "DispatchFailed",
     "MessageDispatched", "ReminderSent", "ResponseRecorded", "DefenderCheckInRecorded", "Closed",
 ]
 
@@ -66,6 +70,7 @@ def test_every_event_kind_round_trips(backend: Backend) -> None:
     case = reader.get(REF)
     assert case.stage == "closed" and case.outcome == "resolved"
     assert case.intake["defenders"][0]["name"] == DEFENDER_NAME
+    assert case.intake["incident"]["ongoing_risk"] == "Trial on Monday" and case.held == {}
     assert reader.verify(REF).ok
     reader.close()
 

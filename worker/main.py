@@ -44,6 +44,7 @@ def case_config(settings: Settings) -> CaseConfig:
         escalation_contacts=settings.escalation_contacts,
         rapporteur_requires_clearance=settings.rapporteur_requires_clearance,
         emergency_fund_requires_clearance=settings.emergency_fund_requires_clearance,
+        address_max_age_days=settings.address_max_age_days,
     )
 
 

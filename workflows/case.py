@@ -23,9 +23,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from domain.case import SUPPLEMENTABLE
     from domain.errors import InvalidInput
     from domain.intake import parse_verification
-    from domain.vocab import Action, Outcome, Role
+    from domain.vocab import Action, Outcome, PublicNaming, Role
     from worker.search import CASE_NEXT_DEADLINE, CASE_RISK, CASE_STAGE
     from workflows.inputs import (
         ApplyCommand,
@@ -205,9 +206,12 @@ class CaseWorkflow:
 
     # ================================================================================ dispatch
     def _sendable(self) -> list[str]:
+        """Actions whose message may go now: consented, cleared where needed, not yet sent, and
+        not held for missing fields (further information releases those)."""
+        held = self.view.get("held", {})
         return [a for a, s in self.view["actions"].items()
                 if s["consent"] == "granted" and s["clearance"] in ("not_required", "granted")
-                and s["dispatch"] == "pending"]
+                and s["dispatch"] == "pending" and a not in held]
 
     async def _dispatch_all(self) -> None:
         for action in self._sendable():
@@ -324,7 +328,8 @@ class CaseWorkflow:
     @workflow.update
     async def grant_consent(self, req: ConsentInput) -> dict[str, Any]:
         return await self._decide("grant_consent", [OFFICER], req.actor,
-                                  {"action": req.action, "conditions": req.text},
+                                  {"action": req.action, "conditions": req.text,
+                                   "public_naming": req.public_naming},
                                   lambda: self._validate_consent_decision(req))
 
     @workflow.update
@@ -351,6 +356,8 @@ class CaseWorkflow:
         self._check_actor(req.actor)
         self._check_stage("consent", "consent")
         self._check_text(req.text, "text", required=False)
+        if req.public_naming not in set(PublicNaming):
+            raise _rejected(f"public_naming: must be one of {', '.join(PublicNaming)}.")
         if self._check_action(req.action)["consent"] != "proposed":
             raise _rejected(f"Consent for {req.action} has already been recorded.")
 
@@ -435,8 +442,10 @@ class CaseWorkflow:
 
     @workflow.update
     async def add_further_information(self, req: InformationInput) -> dict[str, Any]:
-        result = await self._decide("add_further_information", [OFFICER], req.actor,
-                                    {"information": req.information},
+        args: dict[str, Any] = {"information": req.information}
+        if req.intake_changes:
+            args["intake_changes"] = req.intake_changes
+        result = await self._decide("add_further_information", [OFFICER], req.actor, args,
                                     lambda: self._validate_information(req))
         if req.send_to_recipients:
             await self._send_further_information(req.information)
@@ -450,6 +459,12 @@ class CaseWorkflow:
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_text(req.information, "information")
+        if req.intake_changes is not None:
+            if not isinstance(req.intake_changes, dict):
+                raise _rejected("intake_changes: must be an object of intake fields.")
+            fixed = sorted(set(req.intake_changes) - SUPPLEMENTABLE)
+            if fixed:
+                raise _rejected(f"intake_changes.{fixed[0]!s:.40}: cannot be changed after intake.")
         if req.send_to_recipients and not any(
                 s["dispatch"] == "sent" for s in self.view["actions"].values()):
             raise _rejected("send_to_recipients: no message has been sent yet, so there is no "
@@ -510,6 +525,7 @@ class CaseWorkflow:
                             "dispatch": v["dispatch"], "message_ids": v["message_ids"]}
                         for a, v in s["actions"].items()},
             "pending": self._pending(),
+            "held": s.get("held", {}),
             "outcome": s["outcome"],
             "version": s["version"],
         }
@@ -536,6 +552,9 @@ class CaseWorkflow:
                 add("grant_or_refuse_consent", [OFFICER], action)
             if s["stage"] == "clearance" and a["consent"] == "granted" and a["clearance"] == "pending":
                 add("record_clearance", [LIAISON], action, not_by=s["verifier"])
+        for action, missing in s.get("held", {}).items():
+            pending.append({"decision": "add_further_information", "roles": [OFFICER],
+                            "action": action, "missing": missing})
         if s["stage"] == "follow_up":
             add("record_response_or_checkin", [OFFICER])
             add("close", [OFFICER, HEAD])

@@ -33,11 +33,14 @@ class VerificationInput:
 
 @dataclass
 class ConsentInput:
-    """Grant (with `text` as the grantee's conditions), refuse or withdraw (with `text` as why)."""
+    """Grant (with `text` as the grantee's conditions), refuse or withdraw (with `text` as why).
+
+    `public_naming` (grants only): how the defenders may be named in public reports."""
 
     actor: str
     action: str
     text: str = ""
+    public_naming: str = "initials_only"
 
 
 @dataclass
@@ -64,9 +67,13 @@ class ResponseInput:
 
 @dataclass
 class InformationInput:
+    """New information; `intake_changes` completes or corrects parts of the intake (e.g. the
+    fields a held dispatch is waiting for), `send_to_recipients` mails it to earlier recipients."""
+
     actor: str
     information: str
     send_to_recipients: bool = False
+    intake_changes: dict[str, Any] | None = None
 
 
 @dataclass
