@@ -9,18 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from activities.case import CaseActivities, CaseConfig
-from activities.directories import load_address_book
+from activities.directories import DirectoryFileError, load_address_book
 from activities.mail import Mailer
 from activities.render import Renderer
+from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
 from worker.codec import make_data_converter
+from worker.keys import KeyMaterialError
 from worker.search import register_search_attributes
 from worker.settings import Settings, load_settings
 from workflows.case import CaseWorkflow
@@ -48,10 +52,32 @@ def case_config(settings: Settings) -> CaseConfig:
     )
 
 
+class ConfigurationError(Exception):
+    """The worker cannot start with this configuration; the message says what to change."""
+
+
+def checked_address_book(settings: Settings) -> AddressBook:
+    """The address book, refused in production while ministry or EU delegation entries are still
+    the shipped stand-ins at example domains: those addresses are required settings there."""
+    try:
+        book = load_address_book(settings.address_book_path)
+    except DirectoryFileError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if settings.environment == "production":
+        stand_ins = sorted({e.role.value for e in book.entries
+                            if e.example and e.role in COUNTRY_ROLES})
+        if settings.address_book_path is None or stand_ins:
+            raise ConfigurationError(
+                "production needs APPEALS_ADDRESS_BOOK_PATH naming an address book with real "
+                "ministry and EU delegation addresses (stand-ins found for: "
+                f"{', '.join(stand_ins) or 'all'})")
+    return book
+
+
 def build_activities(settings: Settings, store: CaseStore | None = None) -> CaseActivities:
+    book = checked_address_book(settings)
     store = store or CaseStore(settings.database_url, settings.event_store_cipher_key())
-    return CaseActivities(store, Mailer.from_settings(settings),
-                          load_address_book(settings.address_book_path), Renderer(),
+    return CaseActivities(store, Mailer.from_settings(settings), book, Renderer(),
                           case_config(settings))
 
 
@@ -63,10 +89,16 @@ def build_worker(client: Client, settings: Settings, activities: CaseActivities,
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        activities = build_activities(settings)
+    except (ValidationError, ConfigurationError, KeyMaterialError) as exc:
+        # A clear message and exit status 2, never a traceback (and never a secret's value:
+        # the settings hide input values in their errors).
+        print(f"worker: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     client = await connect(settings)
     await register_search_attributes(client)
-    activities = build_activities(settings)
     worker = build_worker(client, settings, activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
