@@ -8,6 +8,7 @@ says why not, because staff decide and must be able to check the reasoning (DESI
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -30,6 +31,22 @@ class Purpose(StrEnum):
     SECURITY = "security"
     FAMILY_SUPPORT = "family_support"
     DIGITAL_SECURITY = "digital_security"
+
+
+class RequiredItem(StrEnum):
+    """What a fund asks an application to contain (the directory lists them per fund)."""
+
+    INCIDENT_DESCRIPTION = "incident_description"
+    LINK_TO_RIGHTS_WORK = "link_to_rights_work"
+    BUDGET = "budget"
+    ORGANISATION_DETAILS = "organisation_details"
+    ACTIVISM_RECORD = "activism_record"
+    WOMEN_OR_TRANS_LED = "women_or_trans_led"
+    EXILE_STATUS = "exile_status"
+    COSTS_INCURRED = "costs_incurred"
+    REFERENCE_CONTACT = "reference_contact"
+    SECURITY_PLAN = "security_plan"
+    PAYMENT_DETAILS = "payment_details"
 
 
 class FundDirectoryError(ValueError):
@@ -63,6 +80,10 @@ class Fund:
     # Hours within which the fund answers, where known: orders suggestions for time-urgent cases.
     response_hours: int | None = None
     note: str = ""
+    # Where applications go (an example.org stand-in until confirmed with the fund), and what an
+    # application must contain, in the fund's order.
+    address: str = ""
+    required_items: tuple[RequiredItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -333,7 +354,7 @@ _BOOL_RULES = frozenset(f.name for f in fields(FundRules) if f.default is False)
 _INT_RULES = frozenset(f.name for f in fields(FundRules)) - _BOOL_RULES
 _FUND_KEYS = frozenset(
     {"id", "name", "cap_eur", "turnaround", "response_hours", "status", "last_verified",
-     "purposes", "note", "rules"}
+     "purposes", "note", "rules", "address", "required_items"}
 )
 
 
@@ -374,6 +395,8 @@ def parse_fund(raw: Any, index: int = 1) -> Fund:
         purposes=_purposes(raw, fail),
         response_hours=_optional_int(raw, "response_hours", fail),
         note=_optional_text(raw, "note", fail),
+        address=_address(raw, "address", fail),
+        required_items=_required_items(raw, fail),
     )
 
 
@@ -433,6 +456,30 @@ def _iso_date(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
+
+
+_ADDRESS_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
+
+
+def _address(raw: Mapping[str, Any], key: str, fail: _Fail) -> str:
+    value = _optional_text(raw, key, fail)
+    if value and not _ADDRESS_RE.match(value):
+        raise fail(key, "must be one email address")
+    return value
+
+
+def _required_items(raw: Mapping[str, Any], fail: _Fail) -> tuple[RequiredItem, ...]:
+    value = raw.get("required_items", [])
+    if not isinstance(value, list):
+        raise fail("required_items", "must be a list")
+    try:
+        items = tuple(RequiredItem(item) for item in value)
+    except ValueError:
+        allowed = ", ".join(i.value for i in RequiredItem)
+        raise fail("required_items", f"must list only: {allowed}") from None
+    if len(set(items)) != len(items):
+        raise fail("required_items", "lists an item twice")
+    return items
 
 
 def _purposes(raw: Mapping[str, Any], fail: _Fail) -> frozenset[Purpose]:

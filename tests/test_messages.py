@@ -1,0 +1,440 @@
+"""The content of every outgoing message (activities/messages.py and templates/messages/).
+
+Golden files in tests/golden/ hold every message kind for the five cases of tests/message_cases.py;
+regenerate them with APPEALS_UPDATE_GOLDEN=1 and read the diff before committing. The other tests
+check what must (and must never) be in each kind, whatever the wording.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+
+from activities.directories import load_fund_directory
+from activities.messages import Composed, Composer, MessageError
+from domain.case import Case, new_case
+from domain.funds import Fund
+from domain.intake import parse_intake, parse_verification
+from domain.policies import clearance_required, deadline_table
+from domain.routing import Mandate
+from tests.message_cases import (
+    CASES,
+    ESCALATION_DEADLINE,
+    ESCALATION_NOW,
+    REMINDER_DUE,
+    T0,
+    T1,
+    T2,
+    TODAY,
+    MessageCase,
+    awaited,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("APPEALS_UPDATE_GOLDEN") == "1"
+SUBJECT_RE = re.compile(
+    r"^URGENT APPEAL – (?:SR|WG|IE) [^–,]+(?:, (?:SR|WG|IE) [^–,]+)* – [^–]+ – UA-\d{4}-\d{4}$"
+)
+
+
+@pytest.fixture(scope="module")
+def composer() -> Composer:
+    return Composer()
+
+
+@pytest.fixture(scope="module")
+def funds() -> dict[str, Fund]:
+    return {f.id: f for f in load_fund_directory()}
+
+
+def render_all(mc: MessageCase, composer: Composer, funds: dict[str, Fund]) -> dict[str, Composed]:
+    """Every message the case can produce, by golden-file name."""
+    case = mc.build()
+    out: dict[str, Composed] = {}
+    for action in mc.granted:
+        fund = funds[mc.fund_id] if action == "emergency_fund" and mc.fund_id else None
+        out[action] = composer.appeal(case, action, fund=fund)
+    for action, information in mc.further_information.items():
+        out[f"further_information.{action}"] = composer.further_information(case, action, information)
+    out["escalation"] = composer.escalation(
+        reference=mc.reference, country=mc.intake["country"], stage="clearance", level=2,
+        deadline=ESCALATION_DEADLINE, now=ESCALATION_NOW, awaited=awaited(mc))
+    for kind in ("follow_up", "checkin"):
+        out[f"reminder.{kind}"] = composer.reminder(
+            reference=mc.reference, country=mc.intake["country"], kind=kind,
+            actions_sent=mc.granted, due=REMINDER_DUE)
+    return out
+
+
+def parts(message: Composed) -> Iterator[str]:
+    yield message.subject
+    yield message.text
+    if message.html is not None:
+        yield message.html
+
+
+@pytest.fixture(scope="module")
+def rendered(composer: Composer, funds: dict[str, Fund]) -> dict[str, dict[str, Composed]]:
+    return {key: render_all(mc, composer, funds) for key, mc in CASES.items()}
+
+
+def _golden_names() -> list[tuple[str, str]]:
+    composer = Composer()
+    funds = {f.id: f for f in load_fund_directory()}
+    return [(key, name) for key, mc in CASES.items() for name in render_all(mc, composer, funds)]
+
+
+GOLDEN_NAMES = _golden_names()
+
+
+# --------------------------------------------------------------------------------- golden files
+def _check_golden(path: Path, actual: str) -> None:
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        return
+    if not path.exists():
+        pytest.fail(f"{path.name} is missing: run with APPEALS_UPDATE_GOLDEN=1 and review it")
+    expected = path.read_text(encoding="utf-8")
+    if actual != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(keepends=True),
+                                            actual.splitlines(keepends=True),
+                                            f"golden/{path.name}", "rendered"))
+        pytest.fail(f"{path.name} differs from the rendered message (regenerate with "
+                    f"APPEALS_UPDATE_GOLDEN=1 if the change is intended):\n{diff}")
+
+
+@pytest.mark.parametrize(("key", "name"), GOLDEN_NAMES, ids=[f"{k}.{n}" for k, n in GOLDEN_NAMES])
+def test_golden(rendered: dict[str, dict[str, Composed]], key: str, name: str) -> None:
+    message = rendered[key][name]
+    _check_golden(GOLDEN / f"{key}.{name}.txt", f"Subject: {message.subject}\n\n{message.text}")
+    if message.html is not None:
+        _check_golden(GOLDEN / f"{key}.{name}.html", message.html)
+
+
+def test_no_stale_golden_files() -> None:
+    expected = {f"{k}.{n}.txt" for k, n in GOLDEN_NAMES} | {f"{k}.{n}.html" for k, n in GOLDEN_NAMES}
+    stale = sorted(p.name for p in GOLDEN.glob("*") if p.name not in expected)
+    assert not stale, f"golden files no message renders any more: {stale}"
+
+
+# ---------------------------------------------------------------------------- required content
+def test_every_kind_is_rendered_for_the_fixture_cases(rendered: dict[str, dict[str, Composed]]) -> None:
+    kinds = {m.kind for messages in rendered.values() for m in messages.values()}
+    assert kinds == {"rapporteur", "mfa", "eu_delegation", "emergency_fund", "escalation",
+                     "reminder", "further_information"}
+    for messages in rendered.values():
+        for message in messages.values():
+            assert message.text.endswith("\n") and "\r" not in message.text
+            assert (message.html is not None) == (message.kind in {"rapporteur", "eu_delegation"})
+
+
+@pytest.mark.parametrize("key", CASES)
+def test_the_rapporteur_letter_has_every_element_ohchr_asks_for(
+        rendered: dict[str, dict[str, Composed]], key: str) -> None:
+    mc = CASES[key]
+    letter = rendered[key]["rapporteur"]
+    intake = mc.intake
+    assert SUBJECT_RE.match(letter.subject), letter.subject
+    assert letter.subject.startswith("URGENT APPEAL – SR Human Rights Defenders")
+    text = letter.text
+    for d in intake["defenders"]:
+        for value in (d["name"], d["role"], str(d["age"]), d["location"]):
+            assert value in text
+    assert intake["organisation"]["name"] in text
+    assert intake["incident"]["perpetrators"][:40] in " ".join(text.split())
+    for element in ("ALLEGED PERPETRATORS", "WHY THE RISK IS ONGOING OR IMMINENT",
+                    "STEPS TAKEN DOMESTICALLY", "CONSENT AND NAMING IN THE PUBLIC REPORT",
+                    "CONFIDENTIAL INFORMATION", "kept confidential by OHCHR",
+                    "Special Rapporteur on the situation of human rights defenders"):
+        assert element in text
+    flat = " ".join(text.split())
+    assert intake["domestic_steps"] in flat
+    assert intake["incident"]["ongoing_risk"] in flat
+    assert intake["organisation"]["contact_email"] in text
+    assert intake["organisation"]["contact_name"] in text
+    naming = mc.consents["rapporteur"].public_naming
+    phrase = {"full_names": "to being named in full in the public report",
+              "initials_only": "to being named by initials only in the public report",
+              "anonymous": "but not to being named in the public report"}[naming]
+    assert phrase in flat
+    if mc.consents["rapporteur"].conditions:
+        assert mc.consents["rapporteur"].conditions in flat
+    # The confidential information sits in the confidential section, before the organisation's.
+    confidential = intake["confidential_information"]
+    section = flat.index("7. CONFIDENTIAL INFORMATION")
+    assert section < flat.index(confidential) < flat.index("8. SUBMITTING ORGANISATION")
+    assert letter.html is not None and str(escape(confidential)) in letter.html
+
+
+def test_rapporteur_subject_is_exact_and_follows_the_mandates_given(
+        composer: Composer, rendered: dict[str, dict[str, Composed]]) -> None:
+    assert rendered["journalist"]["rapporteur"].subject == (
+        "URGENT APPEAL – SR Human Rights Defenders, SR Freedom of Expression, WG Arbitrary "
+        "Detention, SR Privacy – Kyrgyzstan – UA-2026-0101")
+    assert rendered["trade_unionist"]["rapporteur"].subject == (
+        "URGENT APPEAL – SR Human Rights Defenders, SR Assembly and Association, WG Enforced "
+        "Disappearances, SR Extrajudicial Executions – Philippines – UA-2026-0105")
+    case = CASES["journalist"].build()
+    only = composer.appeal(case, "rapporteur", mandates=[Mandate.HUMAN_RIGHTS_DEFENDERS])
+    assert only.subject == "URGENT APPEAL – SR Human Rights Defenders – Kyrgyzstan – UA-2026-0101"
+    assert "Working Group on Arbitrary Detention" not in only.text
+
+
+def test_initials_are_spelled_out_for_the_public_report(rendered: dict[str, dict[str, Composed]]) -> None:
+    text = " ".join(rendered["land_defender"]["rapporteur"].text.split())
+    assert "by initials only in the public report (I. S. O.; M. C. B.)" in text
+
+
+def test_the_mfa_brief(rendered: dict[str, dict[str, Composed]]) -> None:
+    brief = rendered["woman_defender"]["mfa"]
+    assert brief.subject == "Case brief for clearance – Mexico – UA-2026-0102"
+    flat = " ".join(brief.text.split())
+    assert "Risk level high: probability 3 of 5 x impact 4 of 5 = 12 of 25" in flat
+    assert "The grantee does NOT want: EU delegation." in flat
+    assert "No public statements by the embassy." in flat  # the grantee's conditions
+    assert "PUBLICITY CAN ENDANGER THE DEFENDERS" in flat
+    assert "No public statement" in flat and "- A public statement" not in flat
+    assert "Raise the case with the authorities of Mexico (demarche)" in flat
+    assert "DECISION REQUESTED FROM THE MINISTRY" in flat
+    # Full names and publicity agreed: a statement may be proposed, hearings observed.
+    journalist = " ".join(rendered["journalist"]["mfa"].text.split())
+    assert "- A public statement on the case." in journalist
+    assert "Observe the hearings and the trial" in journalist
+    assert "Please tell the family before any visit to the detention centre." in journalist
+
+
+@pytest.mark.parametrize("key", [k for k, mc in CASES.items() if "mfa" in mc.granted])
+def test_the_mfa_brief_never_speaks_of_funds_or_money(
+        rendered: dict[str, dict[str, Composed]], key: str) -> None:
+    """Fund applications are outside what the ministry's channel covers, consented or not."""
+    text = rendered[key]["mfa"].text
+    assert not re.search(r"\bfunds?\b|\bEUR\b|\bgrant\b", text, re.IGNORECASE), key
+
+
+def test_the_eu_delegation_request(rendered: dict[str, dict[str, Composed]]) -> None:
+    for key in ("journalist", "land_defender", "lgbti_organisation"):
+        message = rendered[key]["eu_delegation"]
+        assert message.subject.startswith("CONFIDENTIAL – ")
+        assert message.text.startswith("CONFIDENTIAL\n")
+        assert message.html is not None and "<strong>CONFIDENTIAL</strong>" in message.html
+        assert "EU Guidelines on Human Rights Defenders" in " ".join(message.text.split())
+        for d in CASES[key].intake["defenders"]:
+            assert d["name"] in message.text
+    land = rendered["land_defender"]["eu_delegation"]
+    assert land.subject == ("CONFIDENTIAL – Request for EU intervention and emergency grant – "
+                            "Guatemala – UA-2026-0103")
+    flat = " ".join(land.text.split())
+    assert "Amount: EUR 10,000 (the maximum for one grant is EUR 10,000)" in flat
+    assert "Purpose: security measures for the community radio" in flat
+    assert "also applying to an emergency fund for defenders, for relocation" in flat
+    # No grant asked: no grant section.
+    lgbti = rendered["lgbti_organisation"]["eu_delegation"]
+    assert "emergency grant" not in lgbti.subject and "EUR" not in lgbti.text
+    assert "Delegation of the European Union to Uganda" in lgbti.text
+
+
+def test_the_fund_application_is_capped_and_answers_the_funds_items(
+        rendered: dict[str, dict[str, Composed]], funds: dict[str, Fund]) -> None:
+    application = rendered["land_defender"]["emergency_fund"]
+    assert application.subject == ("Emergency grant application – Protection grant fund for "
+                                   "defenders at risk – Guatemala – UA-2026-0103")
+    flat = " ".join(application.text.split())
+    assert "Amount requested: EUR 7,500" in flat
+    assert "The grantee needs EUR 12,000 in all; this application is for EUR 7,500" in flat
+    assert "applications@protection-grant.example.org" in flat
+    assert "Costs already incurred: no" in flat and "In exile: no" in flat
+    for item in ("Link between the danger and the human rights work", "Whether the defenders are "
+                 "in exile", "Reference: the secretariat"):
+        assert item in flat
+    lgbti = " ".join(rendered["lgbti_organisation"]["emergency_fund"].text.split())
+    assert "Record of activism: 48 months of documented activism" in lgbti
+    assert "Security plan: to be provided by the applicant organisation directly" in lgbti
+    assert "Amount requested: EUR 5,000" in lgbti and "fund's cap" not in lgbti
+    women = " ".join(rendered["woman_defender"]["emergency_fund"].text.split())
+    assert "Women- or trans-led: yes" in women and "digital security" in women
+
+
+def test_a_fund_application_needs_its_fund(composer: Composer) -> None:
+    with pytest.raises(MessageError, match="needs the fund"):
+        composer.appeal(CASES["land_defender"].build(), "emergency_fund")
+
+
+def test_further_information_quotes_the_reference(rendered: dict[str, dict[str, Composed]]) -> None:
+    update = rendered["journalist"]["further_information.rapporteur"]
+    assert update.subject == "URGENT APPEAL – Further information – UA-2026-0101"
+    assert "extended Tavrin Olloque's pre-trial detention" in " ".join(update.text.split())
+    assert rendered["trade_unionist"]["further_information.mfa"].subject == (
+        "Further information – UA-2026-0105")
+    assert "Further to our case brief UA-2026-0105" in rendered["trade_unionist"][
+        "further_information.mfa"].text
+
+
+# ------------------------------------------------------------------------- what must never leak
+@pytest.mark.parametrize("key", CASES)
+def test_the_verification_notes_and_source_appear_in_no_message(
+        rendered: dict[str, dict[str, Composed]], key: str) -> None:
+    secrets = CASES[key].verification_texts()
+    markers = ("VERISRC-", "DNH-", "NOTE-", "Quobrick")
+    for name, message in rendered[key].items():
+        for part in parts(message):
+            flat = " ".join(part.split())
+            for secret in secrets:
+                assert secret not in flat, (key, name)
+            for marker in markers:
+                assert marker not in part, (key, name, marker)
+
+
+@pytest.mark.parametrize("key", CASES)
+def test_confidential_information_is_only_in_the_letter_to_ohchr(
+        rendered: dict[str, dict[str, Composed]], key: str) -> None:
+    for name, message in rendered[key].items():
+        for part in parts(message):
+            if name == "rapporteur":
+                assert f"CONF-{key}" in part or part == message.subject
+            else:
+                assert "CONF-" not in part, (key, name)
+
+
+@pytest.mark.parametrize("key", CASES)
+def test_staff_mail_carries_no_name_and_no_incident_text(
+        rendered: dict[str, dict[str, Composed]], key: str) -> None:
+    intake = CASES[key].intake
+    personal = [d["name"] for d in intake["defenders"]]
+    personal += [intake["organisation"]["name"], intake["organisation"]["contact_name"],
+                 intake["organisation"]["contact_email"], intake["incident"]["place"],
+                 intake["incident"]["description"][:30], intake["incident"]["perpetrators"][:30],
+                 "olga"]
+    for name in ("escalation", "reminder.follow_up", "reminder.checkin"):
+        message = rendered[key][name]
+        for part in parts(message):
+            for value in personal:
+                assert value not in part, (key, name)
+    escalation = rendered[key]["escalation"]
+    reference = CASES[key].reference
+    assert escalation.subject == f"Escalation level 2 – case {reference} – clearance deadline missed"
+    flat = " ".join(escalation.text.split())
+    assert "(5 hours 30 minutes late)" in flat
+    if "mfa" in CASES[key].granted:
+        assert ("record the ministry's clearance decision for the Ministry of Foreign Affairs, by a "
+                "ministry liaison other than the person who verified the threat (four eyes)") in flat
+
+
+def test_reminders_say_what_is_due(rendered: dict[str, dict[str, Composed]]) -> None:
+    follow = rendered["journalist"]["reminder.follow_up"]
+    checkin = rendered["journalist"]["reminder.checkin"]
+    assert follow.subject == "Follow-up due – case UA-2026-0101"
+    assert checkin.subject == "Check in with the defenders – case UA-2026-0101"
+    assert "60 days" in follow.text and "reprisals" in checkin.text
+    assert "2026-11-08 18:00 UTC" in follow.text
+
+
+# ------------------------------------------------------------------------------------ consent
+def test_no_message_for_an_action_without_consent(composer: Composer) -> None:
+    case = CASES["trade_unionist"].build()  # the family refused the EU delegation
+    with pytest.raises(MessageError, match="consent"):
+        composer.appeal(case, "eu_delegation")
+    with pytest.raises(MessageError, match="not an action of this case"):
+        composer.appeal(case, "emergency_fund", fund=None)
+    with pytest.raises(MessageError, match="consent"):
+        composer.further_information(case, "eu_delegation", "news")
+
+
+def test_refused_channels_are_named_as_unwanted_to_diplomats_only(
+        rendered: dict[str, dict[str, Composed]]) -> None:
+    brief = " ".join(rendered["trade_unionist"]["mfa"].text.split())
+    assert "Besides the ministry, the grantee has consented to: UN Special Procedures" in brief
+    assert "The grantee does NOT want: EU delegation." in brief
+
+
+# ---------------------------------------------------------------------------------- injection
+def _case_with(name: str, description: str) -> Case:
+    """A case whose defender name would be refused at intake: built around parse_intake."""
+    mc = CASES["journalist"]
+    intake = parse_intake(mc.intake, today=TODAY)
+    intake["defenders"][0]["name"] = name
+    intake["incident"]["description"] = description
+    case = new_case("UA-2026-0199", intake, clearance_required(intake["requested_actions"]),
+                    deadline_table(), T0, "olga", "open")
+    case.record_verification(verification=parse_verification(mc.verification), at=T1,
+                             actor="olga", command_id="v")
+    for i, action in enumerate(intake["requested_actions"]):
+        case.grant_consent(action=action, conditions="", at=T2, actor="olga", command_id=f"c{i}",
+                           public_naming="full_names")
+    return case
+
+
+def test_a_name_with_a_line_break_cannot_break_the_subject_or_forge_a_header(
+        composer: Composer) -> None:
+    evil = "Ana Evil\r\nBcc: evil@example.org"
+    case = _case_with(evil, "Nothing unusual.")
+    messages = [composer.appeal(case, a) for a in ("rapporteur", "mfa", "eu_delegation")]
+    messages.append(composer.further_information(case, "mfa", "News."))
+    for message in messages:
+        assert "\r" not in message.subject and "\n" not in message.subject
+        for part in parts(message):
+            assert "\r" not in part
+            assert not re.search(r"^Bcc:", part, re.MULTILINE)
+    assert "Ana Evil Bcc: evil@example.org" in messages[0].text
+    # Free text keeps its line breaks (as LF only): it is body text, never a header.
+    update = composer.further_information(case, "mfa", "First line.\r\nSecond line.")
+    assert "\r" not in update.text and "First line.\nSecond line." in update.text
+
+
+def test_html_in_the_incident_is_escaped_in_html_and_readable_in_text(composer: Composer) -> None:
+    case = _case_with("Ana Plain", "They shouted <script>alert('x')</script> & left.")
+    for action in ("rapporteur", "eu_delegation"):
+        message = composer.appeal(case, action)
+        assert message.html is not None
+        assert "<script>" not in message.html
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; left." in message.html
+        assert "<script>alert('x')</script> & left." in message.text
+
+
+def test_a_template_with_a_missing_value_fails_loudly_without_case_data(tmp_path: Path) -> None:
+    folder = tmp_path / "messages"
+    folder.mkdir()
+    (folder / "reminder.subject.txt").write_text("Reminder {{ reference }}\n")
+    (folder / "reminder.txt").write_text("Due {{ due }} for {{ missing_value }}\n")
+    composer = Composer(tmp_path)
+    with pytest.raises(MessageError, match=r"messages/reminder\.txt.*'missing_value'"):
+        composer.reminder(reference="UA-2026-0101", country="KG", kind="checkin", actions_sent=[],
+                          due=ESCALATION_NOW)
+    # An attribute of case data, and a lookup keyed by case data: the name never shows.
+    case = CASES["journalist"].build()
+    (folder / "further_information.subject.txt").write_text("Further {{ reference }}\n")
+    (folder / "further_information.txt").write_text("{{ defenders[0].nickname }}\n")
+    with pytest.raises(MessageError, match="'nickname'") as first:
+        Composer(tmp_path).further_information(case, "mfa", "news")
+    (folder / "further_information.txt").write_text("{{ {'a': 1}[defenders[0].name] }}\n")
+    with pytest.raises(MessageError) as second:
+        Composer(tmp_path).further_information(case, "mfa", "news")
+    for error in (first.value, second.value):
+        assert "Tavrin" not in str(error) and error.__cause__ is None
+    (folder / "escalation.subject.txt").write_text("x\n")
+    with pytest.raises(MessageError, match=r"messages/escalation\.txt: not found"):
+        Composer(tmp_path).escalation(reference="UA-2026-0101", country="KG", stage="consent",
+                                      level=1, deadline=T0, now=T1, awaited=[])
+
+
+def test_an_escalation_before_or_without_awaited_decisions_still_reads(composer: Composer) -> None:
+    message = composer.escalation(reference="UA-2026-0101", country="PH", stage="follow_up", level=1,
+                                  deadline=T1, now=T1, awaited=[{"decision": "record_response",
+                                                                 "roles": ["case_officer"]}])
+    assert "late)" not in message.text
+    assert "- record the recipients' responses, by a case officer." in message.text
+    assert message.subject == "Escalation level 1 – case UA-2026-0101 – follow-up deadline missed"
+
+
+def test_an_eu_grant_over_the_cap_is_refused_even_when_the_intake_was_bypassed(
+        composer: Composer) -> None:
+    case = CASES["journalist"].build()
+    case.intake["eu_grant"] = {"amount_eur": 10_001, "purpose": "legal fees"}
+    with pytest.raises(MessageError, match="cannot exceed EUR 10,000"):
+        composer.appeal(case, "eu_delegation")
