@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
+from activities.messages import Composed, Composer, MessageError
 from activities.render import Renderer
 from domain.addressbook import AddressBook, AddressRole
-from domain.countries import country_name
 from domain.errors import CaseRuleError
+from domain.funds import Fund, FundProfile, match_funds
 from domain.policies import clearance_required, deadline_table
 from domain.readiness import missing_fields
 from domain.routing import route_rapporteur
+from domain.vocab import Action
 from store.app import CaseStore, StoreError
 from workflows.inputs import (
     ApplyCommand,
@@ -53,8 +55,6 @@ class CaseConfig:
 
     mail_from: str
     escalation_contacts: Mapping[int, list[str]]
-    emergency_fund_contacts: list[str] = field(
-        default_factory=lambda: ["emergency-funds@secretariat.example.org"])
     rapporteur_requires_clearance: bool = True
     emergency_fund_requires_clearance: bool = False
     deadline_overrides: Mapping[str, Mapping[str, int]] | None = None
@@ -70,10 +70,10 @@ def _refused(exc: Exception) -> ApplicationError:
 
 
 class CaseActivities:
-    def __init__(self, store: CaseStore, mailer: Mailer, book: AddressBook, renderer: Renderer,
-                 config: CaseConfig) -> None:
-        self.store, self.mailer, self.book, self.renderer = store, mailer, book, renderer
-        self.config = config
+    def __init__(self, store: CaseStore, mailer: Mailer, book: AddressBook, funds: list[Fund],
+                 composer: Composer, renderer: Renderer, config: CaseConfig) -> None:
+        self.store, self.mailer, self.book, self.funds = store, mailer, book, funds
+        self.composer, self.renderer, self.config = composer, renderer, config
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.open_case, self.apply_command, self.dispatch, self.record_dispatch_failure,
@@ -140,14 +140,21 @@ class CaseActivities:
         except CaseRuleError:
             return case.summary()
         missing = missing_fields(req.action, case.intake)
+        fund = None
+        if not missing and req.action == Action.EMERGENCY_FUND:
+            fund = self._choose_fund(case, req.at)
+            if fund is None or not fund.address:
+                missing = ["an eligible, available emergency fund (see the fund suggestions)"]
         if missing:
             return await self._hold(case, req, missing)
-        recipients = self._recipients(case.intake, req.action)
+        recipients = [fund.address] if fund else self._recipients(case.intake, req.action)
         await self._check_addresses(case.reference, req.action, recipients, req.at)
-        subject, body = self.renderer.render("appeal.txt", self._context(case, req.action))
+        composed = self._compose(lambda: self.composer.appeal(case, req.action, fund=fund))
         await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
-                                         subject=subject, text=body, message_id=message_id,
-                                         headers={"X-Appeal-Kind": "appeal"}))
+                                         subject=composed.subject, text=composed.text,
+                                         html=composed.html, message_id=message_id,
+                                         headers={"X-Appeal-Kind": "appeal",
+                                                  "X-Appeal-Action": req.action}))
         return await self._store(self.store.execute, req.reference, "record_dispatch",
                                  {"action": req.action, "kind": "appeal", "recipients": recipients,
                                   "message_id": message_id, "at": req.at},
@@ -172,8 +179,9 @@ class CaseActivities:
                                at: datetime) -> None:
         """Only addresses from the address book (or the fund directory); an address not
         verified recently still gets the message, but staff are warned on the case."""
+        fund_addresses = {f.address.lower() for f in self.funds if f.address}
         unknown = [r for r in recipients
-                   if not self.book.contains(r) and r not in self.config.emergency_fund_contacts]
+                   if not self.book.contains(r) and r.lower() not in fund_addresses]
         if unknown:
             raise ApplicationError(f"{len(unknown)} recipient(s) of the {action} message are not in "
                                    "the address book; nothing was sent.",
@@ -200,13 +208,14 @@ class CaseActivities:
         message_id = make_message_id(req.reference, req.command_id, self.config.message_id_domain)
         if message_id in state["message_ids"]:
             return case.summary()
-        subject, body = self.renderer.render("further_information.txt", {
-            **self._context(case, req.action), "information": req.information})
+        composed = self._compose(
+            lambda: self.composer.further_information(case, req.action, req.information))
         first = state["message_ids"][0] if state["message_ids"] else None
         await self._send(OutgoingMessage(
-            sender=self.config.mail_from, to=list(state["recipients"]), subject=subject, text=body,
-            message_id=message_id, in_reply_to=first, references=[first] if first else [],
-            headers={"X-Appeal-Kind": "further_information"}))
+            sender=self.config.mail_from, to=list(state["recipients"]), subject=composed.subject,
+            text=composed.text, html=composed.html, message_id=message_id, in_reply_to=first,
+            references=list(state["message_ids"]),
+            headers={"X-Appeal-Kind": "further_information", "X-Appeal-Action": req.action}))
         return await self._store(self.store.execute, req.reference, "record_dispatch",
                                  {"action": req.action, "kind": "further_information",
                                   "recipients": list(state["recipients"]),
@@ -220,11 +229,11 @@ class CaseActivities:
         summary = await self._store(self.store.execute, req.reference, "escalate",
                                     {"stage": req.stage, "level": req.level, "notified": contacts,
                                      "at": req.at}, SYSTEM, req.command_id)
-        subject, body = self.renderer.render("escalation.txt", {
-            "reference": req.reference, "stage": req.stage, "level": req.level,
-            "reason": req.reason, "deadline": summary["deadline"]})
+        composed = self._compose(lambda: self.composer.escalation(
+            reference=req.reference, country=summary["country"], stage=req.stage, level=req.level,
+            deadline=req.deadline or req.at, now=req.at, awaited=req.awaited))
         return await self._notify_staff(req.reference, req.command_id, summary, OutgoingMessage(
-            sender=self.config.mail_from, to=contacts, subject=subject, text=body,
+            sender=self.config.mail_from, to=contacts, subject=composed.subject, text=composed.text,
             message_id=make_message_id(req.reference, req.command_id, self.config.message_id_domain),
             headers={"X-Appeal-Kind": "escalation"}))
 
@@ -249,14 +258,16 @@ class CaseActivities:
         case = await self._store(self.store.get, req.reference)
         to = await self._officer(case.assignee)
         message_id = make_message_id(req.reference, req.command_id, self.config.message_id_domain)
-        subject, body = self.renderer.render("reminder.txt", {"reference": req.reference,
-                                                              "kind": req.kind})
+        sent = [a for a, st in case.actions.items() if st["dispatch"] == "sent"]
+        composed = self._compose(lambda: self.composer.reminder(
+            reference=req.reference, country=case.intake["country"], kind=req.kind,
+            actions_sent=sent, due=req.at))
         summary = await self._store(self.store.execute, req.reference, "record_reminder",
                                     {"recipients": to, "message_id": message_id, "kind": req.kind,
                                      "at": req.at}, SYSTEM, req.command_id)
         return await self._notify_staff(req.reference, req.command_id, summary, OutgoingMessage(
-            sender=self.config.mail_from, to=to, subject=subject, text=body, message_id=message_id,
-            headers={"X-Appeal-Kind": f"reminder-{req.kind}"}))
+            sender=self.config.mail_from, to=to, subject=composed.subject, text=composed.text,
+            message_id=message_id, headers={"X-Appeal-Kind": f"reminder-{req.kind}"}))
 
     async def _deliver(self, message: OutgoingMessage) -> None:
         """Send while heartbeating, so that a worker that dies mid-send is noticed in seconds and
@@ -293,22 +304,43 @@ class CaseActivities:
         elif action == "eu_delegation":
             entries = self.book.for_country(AddressRole.EU_DELEGATION, country)
         else:
-            return list(self.config.emergency_fund_contacts)
+            raise _refused(CaseRuleError(f"{action!s:.40} has no address book role."))
         if not entries:
             raise ApplicationError(f"The address book has no address for {action} in {country}.",
                                    type="PermanentMailError", non_retryable=True)
         return [e.address for e in entries]
 
     @staticmethod
-    def _context(case: Any, action: str) -> dict[str, Any]:
-        intake = case.intake
-        return {
-            "reference": case.reference,
-            "action": action,
-            "action_label": ACTION_LABELS.get(action, action),
-            "country_name": country_name(intake["country"]),
-            "urgency": case.risk_level or case.urgency,
-            "defenders": intake["defenders"],
-            "incident": intake["incident"],
-            "today": date.today().isoformat(),
-        }
+    def _compose(make: Callable[[], Composed]) -> Composed:
+        """A message that cannot be rendered completely is never sent: the failure is permanent
+        for this attempt (recorded and escalated by the workflow), and names no case data."""
+        try:
+            return make()
+        except MessageError as exc:
+            raise ApplicationError(str(exc), type="MessageError", non_retryable=True) from None
+
+    def _choose_fund(self, case: Any, at: datetime) -> Fund | None:
+        """The best-matching available fund not yet approached for the same purpose."""
+        request = case.intake.get("fund_request") or {}
+        organisation = case.intake.get("organisation") or {}
+        defenders = case.intake.get("defenders") or []
+        profile = FundProfile(
+            women_or_trans_led=bool(organisation.get("women_or_trans_led")),
+            lgbti=any("lgbti" in (d.get("at_risk_groups") or []) for d in defenders),
+            group_size=len(defenders),
+            in_exile=bool(request.get("in_exile")),
+            costs_already_incurred=bool(request.get("costs_already_incurred")),
+            activism_months=organisation.get("activism_months"),
+            causal_link_to_rights_work=case.verifier is not None,
+            time_urgent=(case.risk_level or case.urgency) in ("critical", "high"),
+            purpose=str(request.get("purpose", "")),
+            amount_eur=int(request.get("amount_eur") or 0),
+        )
+        by_address = {f.address.lower(): f.id for f in self.funds if f.address}
+        approached = [(by_address[r.lower()], profile.purpose)
+                      for r in case.actions.get(Action.EMERGENCY_FUND, {}).get("recipients", [])
+                      if r.lower() in by_address]
+        suggestions = match_funds(profile, self.funds, approached, at.date(),
+                                  self.config.address_max_age_days)
+        chosen = {f.id: f for f in self.funds}
+        return chosen[suggestions[0].fund_id] if suggestions else None

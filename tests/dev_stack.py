@@ -133,7 +133,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink) -> AsyncIterator[Stack]:
+async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink,
+                        **extra: str) -> AsyncIterator[Stack]:
+    """`extra` are further settings (field name: value), given to the worker and the test alike."""
     values = {
         "temporal_address": server.address,
         "task_queue": f"e2e-{tmp_path.name[-20:]}",
@@ -142,6 +144,7 @@ async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink) -> As
         "smtp_port": str(sink.port),
         "smtp_timeout_seconds": "10",
         "codec_key_file": str(tmp_path / "var" / "keys" / "codec.key"),
+        **extra,
     }
     if os.environ.get("APPEALS_RECORD_HISTORIES"):
         values["codec_key_file"] = str(FIXTURE_CODEC_KEY)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
+from activities.messages import TEMPLATES, Composer
 from tests.factories import verification
 from tests.workflow_env import CONTACTS, CaseEnv, settle
 from workflows.case import CaseWorkflow
@@ -65,7 +68,7 @@ async def test_happy_path_sends_every_consented_and_cleared_action_and_closes(ca
     for _, rcpts, message in case_env.sink.messages:
         action = next(a for a, d in by_action.items() if d["message_id"] == message["Message-ID"])
         assert sorted(rcpts) == sorted(by_action[action]["recipients"])
-        assert message["Subject"].startswith(f"Urgent appeal {case_env.ref}")
+        assert message["Subject"].endswith(f" – {case_env.ref}")
     assert "defenders@ohchr.org" in by_action["rapporteur"]["recipients"]
 
     await handle.execute_update(CaseWorkflow.record_response,
@@ -353,3 +356,37 @@ async def test_a_message_missing_required_fields_is_held_until_further_informati
     status = await settle(handle, lambda s: s["stage"] == "follow_up", "sent after completion")
     assert status["held"] == {} and sorted(dispatched(case_env)) == ["mfa", "rapporteur"]
     assert case_env.events().count("DispatchHeld") == 1
+
+
+async def test_an_emergency_fund_application_goes_to_the_best_matching_fund(case_env: CaseEnv) -> None:
+    handle = await case_env.start(
+        requested_actions=["emergency_fund"], refused_actions=[], eu_grant=None,
+        fund_request={"amount_eur": 12000, "purpose": "legal_fees", "costs_already_incurred": False,
+                      "in_exile": False})
+    await verify(handle)
+    await handle.execute_update(CaseWorkflow.grant_consent, ConsentInput("olga", "emergency_fund"))
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    [(_, rcpts, message)] = case_env.sink.messages
+    funds = {f.address: f for f in case_env.activities.funds}
+    fund = funds[rcpts[0]]
+    assert fund.status == "available" and message["X-Appeal-Action"] == "emergency_fund"
+    assert fund.name in message.get_content() and case_env.ref in message["Subject"]
+
+
+async def test_a_message_that_cannot_be_rendered_is_never_sent_and_is_escalated(
+        case_env: CaseEnv, tmp_path: Path) -> None:
+    broken = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, broken)
+    text = broken / "messages" / "rapporteur.txt"
+    text.write_text(text.read_text() + "{{ a_value_nobody_provides }}\n")
+    case_env.activities.composer = Composer(broken)
+    handle = await case_env.start()
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
+    await clear(handle, "rapporteur")
+    status = await settle(handle, lambda s: s["escalation_level"] == 1, "escalated")
+    assert status["actions"]["rapporteur"]["dispatch"] == "failed"
+    failure = next(e for e in case_env.trail() if e.event == "DispatchFailed")
+    assert "MessageError" in failure.details["reason"]
+    assert "a_value_nobody_provides" in failure.details["reason"]
+    assert case_env.sent("appeal") == []

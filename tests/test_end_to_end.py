@@ -60,7 +60,7 @@ async def test_a_case_end_to_end(stack: Stack) -> None:
     assert set(received) == set(recorded) and len(stack.sink.messages) == 3
     for message_id, (rcpts, subject) in received.items():
         assert rcpts == sorted(recorded[message_id]["recipients"])
-        assert subject.startswith(f"Urgent appeal {ref}")
+        assert subject.endswith(f" – {ref}")
 
     # The store's events match the decisions in Temporal's history, update by update.
     history = await handle.fetch_history()

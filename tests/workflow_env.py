@@ -27,8 +27,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.case import CaseActivities, CaseConfig
-from activities.directories import load_address_book
+from activities.directories import load_address_book, load_fund_directory
 from activities.mail import Mailer
+from activities.messages import Composer
 from activities.render import Renderer
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
@@ -78,6 +79,7 @@ class CaseEnv:
     task_queue: str
     env: WorkflowEnvironment
     ref: str  # one case per test; unique because the test server lives for the whole session
+    activities: CaseActivities  # the worker's own instance: a test may swap a dependency
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
     async def terminate_running(self) -> None:
@@ -112,7 +114,8 @@ def make_activities(store: CaseStore, sink: SmtpSink) -> CaseActivities:
     # is tested where time is real (end to end), so here every address counts as fresh.
     config = CaseConfig(mail_from="appeals@secretariat.example.org", escalation_contacts=CONTACTS,
                         address_max_age_days=365_000)
-    return CaseActivities(store, mailer, load_address_book(), Renderer(), config)
+    return CaseActivities(store, mailer, load_address_book(), load_fund_directory(), Composer(),
+                          Renderer(), config)
 
 
 def add_users(store: CaseStore) -> None:
@@ -130,7 +133,7 @@ async def case_env(time_skipping: WorkflowEnvironment, tmp_path: Path,
     activities = make_activities(store, smtp_sink)
     async with Worker(client, task_queue=queue, workflows=[CaseWorkflow], activities=activities.all()):
         env = CaseEnv(client, store, smtp_sink, queue, time_skipping,
-                      f"UA-2026-{uuid.uuid4().hex[:6].upper()}")
+                      f"UA-2026-{uuid.uuid4().hex[:6].upper()}", activities)
         try:
             yield env
         finally:

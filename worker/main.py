@@ -18,8 +18,9 @@ from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from activities.case import CaseActivities, CaseConfig
-from activities.directories import DirectoryFileError, load_address_book
+from activities.directories import DirectoryFileError, load_address_book, load_fund_directory
 from activities.mail import Mailer
+from activities.messages import Composer
 from activities.render import Renderer
 from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
@@ -77,8 +78,8 @@ def checked_address_book(settings: Settings) -> AddressBook:
 def build_activities(settings: Settings, store: CaseStore | None = None) -> CaseActivities:
     book = checked_address_book(settings)
     store = store or CaseStore(settings.database_url, settings.event_store_cipher_key())
-    return CaseActivities(store, Mailer.from_settings(settings), book, Renderer(),
-                          case_config(settings))
+    return CaseActivities(store, Mailer.from_settings(settings), book, load_fund_directory(),
+                          Composer(), Renderer(), case_config(settings))
 
 
 def build_worker(client: Client, settings: Settings, activities: CaseActivities,

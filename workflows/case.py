@@ -199,7 +199,8 @@ class CaseWorkflow:
         command_id = f"{self.reference}/escalate/{stage}/{level}/v{self.view['version']}"
         self.state = await self._call(
             "escalate",
-            Escalate(self.reference, stage, level, at or workflow.now(), command_id, reason), NOTIFY)
+            Escalate(self.reference, stage, level, at or workflow.now(), command_id, reason,
+                     deadline=_time(self.view["deadline"]), awaited=self._pending()), NOTIFY)
 
     async def _remind(self, kind: str, at: datetime, command_id: str) -> None:
         self.state = await self._call("remind", Remind(self.reference, kind, at, command_id), NOTIFY)

@@ -137,6 +137,8 @@ class Escalate:
     at: datetime
     command_id: str
     reason: str = "deadline"
+    deadline: datetime | None = None  # the deadline that was missed
+    awaited: list[dict[str, Any]] = field(default_factory=list)  # pending decisions, codes only
 
 
 @dataclass
