@@ -19,14 +19,14 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain store workflows activities worker
+	$(BIN)/mypy domain store workflows activities worker stack
 
 test: lint
 	$(BIN)/pytest
 
-run:
-	@echo "make run arrives with the command-line issue (#5); until then see the README."
-	@exit 2
+# The embedded stack in the foreground: Temporal dev server, SMTP sink, worker. Ctrl-C stops it.
+run: $(STAMP)
+	$(BIN)/python -m stack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

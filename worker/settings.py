@@ -55,10 +55,14 @@ class Settings(BaseSettings):
     explicit)."""
 
     var_dir: Path = Path("var")
-    """Directory for local state: the SQLite event store and generated key files."""
+    """Directory for local state: the SQLite event store, generated key files, and for
+    `make run` the Temporal dev server's database, the outbox of the SMTP sink and logs."""
 
     temporal_address: str = "127.0.0.1:7233"
     """Temporal frontend, host:port."""
+
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    """Port of the Temporal web UI that `make run` starts with its dev server."""
 
     temporal_namespace: str = "default"
     """Temporal namespace holding the case workflows."""
@@ -130,10 +134,9 @@ class Settings(BaseSettings):
     """Address book file (recipients with a last-verified date each)."""
 
     address_max_age_days: int = Field(default=365, gt=0)
-    """Addresses not verified for longer than this are not used without a fresh check."""
+    """An address not verified for longer than this still receives the message, but a warning
+    is recorded on the case for staff to check it."""
 
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    """Port for the worker's Prometheus metrics; none if unset."""
 
     # --- field checks -------------------------------------------------------------------------
 
@@ -249,3 +252,20 @@ def load_settings(**overrides: Any) -> Settings:
     Called once by each entry point; never at import time.
     """
     return Settings(**overrides)
+
+
+def reference_markdown() -> str:
+    """The configuration reference as a Markdown table (the README carries it; a test keeps the
+    two identical): every setting, its environment variable, its default and what it does."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        if info.default_factory is not None:
+            default = "derived from `APPEALS_VAR_DIR`" if name != "escalation_contacts" else \
+                "placeholder addresses (development only)"
+        elif info.default is None:
+            default = "unset"
+        else:
+            default = f"`{info.default}`"
+        meaning = " ".join((info.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{_env(name)}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

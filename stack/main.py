@@ -1,0 +1,145 @@
+"""`make run`: the embedded stack in the foreground, one command on a laptop.
+
+The Temporal dev server (its SQLite file under var/, the case search attributes registered), a
+local SMTP sink that keeps every message under var/outbox, and the worker. Keys are created under
+var/keys on first run and reused. Ctrl-C stops everything; running it again continues every open
+case where it was, timers included, because the dev server and the event store keep their files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from stack.sink import OutboxSink
+from worker.keys import KeyMaterialError
+from worker.main import ConfigurationError, build_activities, build_worker, data_converter
+from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
+from worker.settings import Settings, load_settings
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says what to do."""
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def require_free(host: str, port: int, what: str, setting: str) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise StackError(f"port {port} for {what} is in use: stop what uses it, or set {setting} "
+                             "to a free port") from None
+
+
+def temporal_binary() -> str:
+    here = Path(sys.executable).parent / "temporal"
+    found = str(here) if here.exists() else shutil.which("temporal")
+    if not found:
+        raise StackError("the temporal command is not installed; run `make install`")
+    return found
+
+
+def start_dev_server(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
+    host, port = host_port(settings.temporal_address)
+    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
+    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
+        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
+    log = (logs / "temporal.log").open("ab")
+    return subprocess.Popen(
+        [temporal_binary(), "server", "start-dev", "--ip", host, "--port", str(port),
+         "--ui-port", str(settings.temporal_ui_port),
+         "--db-filename", str(settings.var_dir.resolve() / "temporal.db"),
+         "--namespace", settings.temporal_namespace, *attributes],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes],
+                             seconds: float = 60) -> Client:
+    end = time.monotonic() + seconds
+    while True:
+        if server.poll() is not None:
+            raise StackError(f"the Temporal dev server stopped (exit {server.returncode}); see "
+                             f"{settings.var_dir / 'logs' / 'temporal.log'}")
+        try:
+            return await Client.connect(settings.temporal_address,
+                                        namespace=settings.temporal_namespace,
+                                        data_converter=data_converter(settings))
+        except (RPCError, RuntimeError, OSError):
+            if time.monotonic() > end:
+                raise StackError("the Temporal dev server did not answer within a minute") from None
+            await asyncio.sleep(0.3)
+
+
+async def run(settings: Settings) -> None:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    logs = settings.var_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    temporal_host, temporal_port = host_port(settings.temporal_address)
+    require_free(temporal_host, temporal_port, "the Temporal server", "APPEALS_TEMPORAL_ADDRESS")
+    require_free(temporal_host, settings.temporal_ui_port, "the Temporal UI", "APPEALS_TEMPORAL_UI_PORT")
+    require_free(settings.smtp_host, settings.smtp_port, "the SMTP sink", "APPEALS_SMTP_PORT")
+    activities = build_activities(settings)  # creates the keys on first run (mode 0600)
+    sink = OutboxSink(settings.var_dir / "outbox", settings.smtp_host, settings.smtp_port)
+    server = start_dev_server(settings, logs)
+    sink.start()
+    try:
+        client = await connect_when_ready(settings, server)
+        await register_search_attributes(client)
+        worker = build_worker(client, settings, activities)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with worker:
+            print(f"Temporal server  {settings.temporal_address}  "
+                  f"(web UI http://{temporal_host}:{settings.temporal_ui_port})", flush=True)
+            print(f"SMTP sink        {settings.smtp_host}:{settings.smtp_port}  "
+                  f"(messages kept in {settings.var_dir / 'outbox'}; `appeals outbox list`)", flush=True)
+            print(f"Event store      {settings.database_url}", flush=True)
+            print(f"Worker           task queue {settings.task_queue}; logs in {logs}", flush=True)
+            print("Ready. Ctrl-C stops everything; run it again to continue where cases were.",
+                  flush=True)
+            await stop.wait()
+            print("Stopping...", flush=True)
+    finally:
+        sink.stop()
+        activities.store.close()
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        asyncio.run(run(settings))
+    except (StackError, ConfigurationError, KeyMaterialError, ValidationError) as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+    with contextlib.suppress(Exception):
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
