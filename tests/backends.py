@@ -6,6 +6,7 @@ PostgreSQL tests skip, saying so plainly, only when no server answers at the con
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -59,6 +60,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         path = tmp_path / "events.sqlite"
         yield Backend("sqlite", sqlite_url(str(path)), new_key(), sqlite_path=path)
         return
+    with fresh_postgres_database() as (url, name):
+        yield Backend("postgres", url, new_key(), pg_database=name)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database() -> Iterator[tuple[str, str]]:
+    """A new, empty database on the real PostgreSQL (SQLAlchemy URL, name), dropped afterwards;
+    the test is skipped, saying why, when no server answers."""
     reason = postgres_reason()
     if reason:
         pytest.skip(reason)
@@ -66,7 +75,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     _pg_exec(f"CREATE DATABASE {name}")
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
-        yield Backend("postgres", f"{base}/{name}", new_key(), pg_database=name)
+        yield f"{base}/{name}", name
     finally:
         _pg_exec(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

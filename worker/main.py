@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.case import CaseActivities, CaseConfig
@@ -38,9 +39,20 @@ def data_converter(settings: Settings) -> DataConverter:
     return make_data_converter(settings.codec_keyring())
 
 
-async def connect(settings: Settings) -> Client:
+def runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime exporting SDK metrics for Prometheus when a metrics port is set."""
+    if settings.metrics_port is None:
+        return None
+    address = f"{settings.metrics_host}:{settings.metrics_port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
+async def connect(settings: Settings, *, with_metrics: bool = False) -> Client:
+    options: dict[str, Any] = {}
+    if with_metrics and (rt := runtime(settings)) is not None:
+        options["runtime"] = rt
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(settings))
+                                data_converter=data_converter(settings), **options)
 
 
 def case_config(settings: Settings) -> CaseConfig:
@@ -98,7 +110,7 @@ async def main() -> None:
         # the settings hide input values in their errors).
         print(f"worker: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    client = await connect(settings)
+    client = await connect(settings, with_metrics=True)
     await register_search_attributes(client)
     worker = build_worker(client, settings, activities)
     stop = asyncio.Event()

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     is recorded on the case for staff to check it."""
 
 
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port on which the worker serves Temporal SDK metrics for Prometheus (`/metrics`); off when
+    unset."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint binds to (`0.0.0.0` inside a container)."""
+
     # --- field checks -------------------------------------------------------------------------
 
     @field_validator("event_cipher_key")

@@ -63,7 +63,7 @@ class Options:
 
 # Recording is quick and idempotent (command ids); the store may be briefly unavailable.
 RECORD = Options(
-    timedelta(seconds=60),
+    timedelta(seconds=30),
     RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                                 non_retryable_error_types=["Rejected"]),
 )
