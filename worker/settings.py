@@ -145,6 +145,22 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     """Address the metrics endpoint binds to (`0.0.0.0` inside a container)."""
 
+    codec_server_token: SecretStr | None = None
+    """Access token the Temporal UI must forward to the codec server (`python -m
+    worker.codec_server`) to see payloads in plain text; at least 16 characters."""
+
+    codec_server_ui_origins: list[str] = Field(default_factory=list)
+    """Origins of the Temporal UI allowed to call the codec server, as JSON: `["https://ui..."]`."""
+
+    codec_server_port: int = Field(default=8888, ge=1, le=65535)
+    """Port of the codec server."""
+
+    web_host: str = "127.0.0.1"
+    """Address the staff web interface listens on (`0.0.0.0` inside a container)."""
+
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    """Port of the staff web interface."""
+
     # --- field checks -------------------------------------------------------------------------
 
     @field_validator("event_cipher_key")
