@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from stack.sink import OutboxSink
+from web import serve
 from worker.keys import KeyMaterialError
 from worker.main import ConfigurationError, build_activities, build_worker, data_converter
 from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
@@ -95,6 +96,7 @@ async def run(settings: Settings) -> None:
     require_free(temporal_host, temporal_port, "the Temporal server", "APPEALS_TEMPORAL_ADDRESS")
     require_free(temporal_host, settings.temporal_ui_port, "the Temporal UI", "APPEALS_TEMPORAL_UI_PORT")
     require_free(settings.smtp_host, settings.smtp_port, "the SMTP sink", "APPEALS_SMTP_PORT")
+    require_free(settings.web_host, settings.web_port, "the web interface", "APPEALS_WEB_PORT")
     activities = build_activities(settings)  # creates the keys on first run (mode 0600)
     sink = OutboxSink(settings.var_dir / "outbox", settings.smtp_host, settings.smtp_port)
     server = start_dev_server(settings, logs)
@@ -103,6 +105,8 @@ async def run(settings: Settings) -> None:
         client = await connect_when_ready(settings, server)
         await register_search_attributes(client)
         worker = build_worker(client, settings, activities)
+        web = asyncio.create_task(serve(settings, client, activities.store, settings.web_host,
+                                        settings.web_port))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -114,10 +118,17 @@ async def run(settings: Settings) -> None:
                   f"(messages kept in {settings.var_dir / 'outbox'}; `appeals outbox list`)", flush=True)
             print(f"Event store      {settings.database_url}", flush=True)
             print(f"Worker           task queue {settings.task_queue}; logs in {logs}", flush=True)
+            print(f"Web interface    http://{settings.web_host}:{settings.web_port}/  (sign in as a "
+                  "user made with `appeals users add`, password set with `appeals users passwd`)",
+                  flush=True)
             print("Ready. Ctrl-C stops everything; run it again to continue where cases were.",
                   flush=True)
-            await stop.wait()
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), web],
+                               return_when=asyncio.FIRST_COMPLETED)
             print("Stopping...", flush=True)
+            web.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await web
     finally:
         sink.stop()
         activities.store.close()

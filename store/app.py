@@ -18,7 +18,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from domain.case import Case, case_id, new_case
 from domain.intake import parse_intake, parse_verification
@@ -262,6 +262,79 @@ class CaseStore(Application[UUID]):
                                        schema.users.c.active)
                                 .order_by(schema.users.c.username)).mappings()
             return [dict(r, roles=r["roles"].split(",")) for r in rows]
+
+    # ------------------------------------------------------------------- credentials (web sign-in)
+    def set_password(self, username: str, password_hash: str | None) -> None:
+        """Store a password hash (made by the caller, e.g. argon2); None removes the password."""
+        self._update_user(username, password_hash=password_hash)
+
+    def password_hash(self, username: str) -> str | None:
+        """The stored hash of an active user; None when unknown, inactive or without a password."""
+        return self._credential(username, schema.users.c.password_hash)
+
+    def set_totp(self, username: str, secret: str | None) -> None:
+        """Store (or with None remove) the base32 secret of the user's one-time-code app."""
+        self._update_user(username, totp_secret=secret)
+
+    def totp_secret(self, username: str) -> str | None:
+        return self._credential(username, schema.users.c.totp_secret)
+
+    def record_sign_in(self, username: str, at: datetime, *, ok: bool, reason: str = "") -> None:
+        """Record one sign-in attempt; `username` is what was typed (cut to the column size)."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.sign_ins.insert().values(username=username[:100], at=at, ok=ok,
+                                                         reason=reason[:30]))
+
+    def failed_sign_ins(self, username: str, *, since_success: bool = True,
+                        counted_reasons: tuple[str, ...] = ("password", "second_factor")
+                        ) -> tuple[int, datetime | None]:
+        """How many failures of the given reasons follow the last successful sign-in (or all,
+        with since_success False), and when the latest of them was."""
+        t = schema.sign_ins
+        with self.engine.connect() as conn:
+            last_ok = None
+            if since_success:
+                last_ok = conn.execute(select(func.max(t.c.id)).where(
+                    (t.c.username == username[:100]) & t.c.ok)).scalar()
+            q = select(func.count(), func.max(t.c.at)).where(
+                (t.c.username == username[:100]) & ~t.c.ok & t.c.reason.in_(counted_reasons))
+            if last_ok is not None:
+                q = q.where(t.c.id > last_ok)
+            count, latest = conn.execute(q).one()
+        return int(count), schema.utc(latest)
+
+    def sign_in_log(self, username: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        t = schema.sign_ins
+        q = select(t.c.username, t.c.at, t.c.ok, t.c.reason).order_by(t.c.id.desc()).limit(limit)
+        if username is not None:
+            q = q.where(t.c.username == username[:100])
+        with self.engine.connect() as conn:
+            return [dict(r, at=schema.utc(r["at"])) for r in conn.execute(q).mappings()]
+
+    def user(self, username: str) -> dict[str, Any] | None:
+        """One user's registry entry (no credentials), or None."""
+        u = schema.users
+        with self.engine.connect() as conn:
+            row = conn.execute(select(u.c.username, u.c.display_name, u.c.email, u.c.roles,
+                                      u.c.active).where(u.c.username == username)).mappings().first()
+        return None if row is None else dict(row, roles=list(filter(None, row["roles"].split(","))))
+
+    def _update_user(self, username: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            changed = conn.execute(schema.users.update()
+                                   .where(schema.users.c.username == username)
+                                   .values(**values)).rowcount
+        if not changed:
+            raise StoreError(f"No user {username}.")
+
+    def _credential(self, username: str, column: Any) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(column, schema.users.c.active)
+                               .where(schema.users.c.username == username)).first()
+        if row is None or not row.active:
+            return None
+        value: str | None = row[0]
+        return value
 
     # ------------------------------------------------------------------------------ plumbing
     @property

@@ -6,6 +6,8 @@
 - `appeals_commands`: the first result of each command id, so a repeated command records nothing.
 - `appeals_case_index`: the read model that lists and inboxes read.
 - `appeals_users`: the registry of staff and their roles that every decision is checked against.
+- `appeals_sign_ins`: the web sign-in attempts (failed ones and the successes that end a series of
+  failures), so that repeated failures are slowed down and can be reviewed.
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     Column("totp_secret", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+sign_ins = Table(
+    "appeals_sign_ins",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(100), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    # "password", "second_factor", "throttled", "inactive" for failures; "" for a success.
+    Column("reason", String(30), nullable=False, default=""),
 )
 
 

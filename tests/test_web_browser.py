@@ -1,0 +1,189 @@
+"""The web interface in a real browser: Debian's Chromium driven by Playwright, against the app served
+by uvicorn on loopback, with the real Temporal dev server, the worker process and the embedded
+stack's own Maildir SMTP sink (stack/sink.py), whose messages the outbox page shows.
+
+Screenshots of the inbox, the case page and the audit page are written to tests/artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stack.sink import OutboxSink
+from tests.dev_stack import DevServer, Stack, free_port, running_stack
+from tests.factories import DEFENDER_NAME
+from tests.test_web import PASSWORD, SESSION_KEY, set_passwords
+from web import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is "
+                                "not installed; .ci/run installs it")
+
+
+class MaildirSink:
+    """The embedded stack's sink on a free loopback port, with the `port` the stack fixture reads."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.port = free_port()
+        self.sink = OutboxSink(outbox, "127.0.0.1", self.port)
+        self.path = outbox
+
+
+@pytest.fixture
+async def maildir_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[tuple[Stack, Path]]:
+    outbox = tmp_path / "outbox"
+    sink = MaildirSink(outbox)
+    sink.sink.start()
+    try:
+        async with running_stack(dev_server, tmp_path, sink) as s:  # type: ignore[arg-type]
+            yield s, outbox
+    finally:
+        sink.sink.stop()
+
+
+@contextlib.asynccontextmanager
+async def served(stack: Stack, outbox: Path) -> AsyncIterator[str]:
+    port = free_port()
+    task = asyncio.create_task(serve(stack.settings, stack.client, stack.store, "127.0.0.1", port,
+                                     session_key=SESSION_KEY, outbox=outbox))
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tuple[Stack, Path]) -> None:
+    from playwright.async_api import Page, async_playwright, expect
+
+    stack, outbox = maildir_stack
+    set_passwords(stack)
+    stack.start_worker()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    async def sign_in(page: Page, base: str, username: str) -> None:
+        await page.goto(f"{base}/sign-in")
+        await page.fill("#username", username)
+        await page.fill("#password", PASSWORD)
+        await page.click("button[type=submit]")
+        await expect(page.locator("header.top")).to_contain_text("Sign out")
+
+    async def sign_out(page: Page) -> None:
+        await page.click("header.top button:has-text('Sign out')")
+        await expect(page.locator("main")).to_contain_text("You are signed out")
+
+    async with served(stack, outbox) as base, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            await page.goto(f"{base}/")
+            assert page.url.endswith("/sign-in")  # no session: the sign-in page
+
+            # -- olga opens a case with the form, records the verification and the consent
+            await sign_in(page, base, "olga")
+            await page.click("nav >> text=New case")
+            fields = {
+                "organisation.name": "Observatoire Vrennick", "organisation.contact_name": "Dalia Orvenne",
+                "organisation.contact_email": "contact@vrennick.example.org",
+                "defenders[0].name": DEFENDER_NAME, "defenders[0].role": "journalist",
+                "defenders[0].location": "Nairobi", "defenders[0].age": "34", "country": "KE",
+                "incident.date": "2026-01-05", "incident.place": "Nairobi",
+                "incident.description": "Plainclothes officers seized the journalist outside the court.",
+                "incident.perpetrators": "Police", "incident.ongoing_risk": "Trial set for next week",
+                "domestic_steps": "A lawyer filed for release.",
+            }
+            for name, value in fields.items():
+                await page.fill(f'[name="{name}"]', value)
+            await page.check('input[name="threat_types"][value="judicial_harassment"]')
+            await page.check('input[name="rights_affected"][value="freedom_of_expression"]')
+            await page.check('input[name="action.rapporteur"][value="requested"]')
+            await page.check('input[name="action.mfa"][value="requested"]')
+            await page.check('input[name="action.emergency_fund"][value="refused"]')
+            await page.select_option('[name="urgency"]', "high")
+            await page.click("text=Open the case")
+            await expect(page.locator(".flash")).to_contain_text("opened")
+            reference = page.url.rsplit("/", 1)[1]
+            assert reference.startswith("UA-") and DEFENDER_NAME not in page.url
+
+            form = page.locator("#form-verification")
+            for name in ("facts", "pattern", "objective", "source_of_threat", "likely_carried_out"):
+                await form.locator(f'[name="threat_questions.{name}"]').fill(f"Answer about {name}.")
+            await form.locator('[name="vulnerabilities"]').fill("Works alone.")
+            await form.locator('[name="capacities"]').fill("Strong network of lawyers.")
+            await form.locator('[name="probability"]').select_option("4")
+            await form.locator('[name="impact"]').select_option("4")
+            await form.locator('[name="verdict"]').select_option("verified")
+            await form.locator('[name="verifying_source"]').fill("Trusted partner")
+            await form.locator('[name="do_no_harm"]').fill("Prefer quiet diplomacy.")
+            await form.locator("button").click()
+            await expect(page.locator(".flash")).to_contain_text("verification")
+            for action in ("rapporteur", "mfa"):
+                form = page.locator(f"#form-consent-{action}")
+                await form.locator('[name="text"]').fill("Initials only in public reports")
+                await form.locator("button").click()
+                await expect(page.locator(".flash")).to_contain_text("consent")
+            await expect(page.locator("h1 .badge.stage")).to_contain_text("clearance")
+            await sign_out(page)
+
+            # -- lina clears both
+            await sign_in(page, base, "lina")
+            await expect(page.locator("#pending")).to_contain_text(reference)
+            await page.screenshot(path=str(SCREENSHOTS / "inbox.png"), full_page=True)
+            await page.click(f"#pending >> text={reference}")
+            for action in ("rapporteur", "mfa"):
+                form = page.locator(f"#form-clearance-{action}")
+                await form.locator('[name="reason"]').fill("Cleared by the desk")
+                await form.locator("button").click()
+                await expect(page.locator(".flash")).to_contain_text("clearance")
+            await sign_out(page)
+
+            # -- olga sees the messages in the outbox, the Message-IDs, the timeline and the badge
+            await sign_in(page, base, "olga")
+            for _ in range(60):
+                await page.goto(f"{base}/outbox")
+                if await page.locator("#outbox tbody tr:not(:has(.empty))").count() >= 2:
+                    break
+                await asyncio.sleep(0.5)
+            rows = page.locator("#outbox tbody tr")
+            assert await rows.count() >= 2
+            await expect(page.locator("#outbox")).to_contain_text("mfa")
+            await page.goto(f"{base}/cases/{reference}")
+            await expect(page.locator("#chain-badge")).to_have_text("chain verified")
+            await expect(page.locator("#timeline")).to_contain_text("Consent granted")
+            await expect(page.locator("#timeline")).to_contain_text("Clearance granted")
+            await expect(page.locator("#timeline")).to_contain_text("Message dispatched")
+            await expect(page.locator("#action-mfa")).to_contain_text("sent")
+            await expect(page.locator("#action-mfa .mono")).to_contain_text("@")
+            await page.screenshot(path=str(SCREENSHOTS / "case.png"), full_page=True)
+            await sign_out(page)
+
+            # -- the auditor's view of the trail
+            await sign_in(page, base, "aldo")
+            await page.goto(f"{base}/cases/{reference}/audit")
+            await expect(page.locator("#chain-badge")).to_have_text("chain verified")
+            await expect(page.locator("#trail")).to_contain_text("olga")
+            await page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=True)
+            # No decision form anywhere for the auditor.
+            await page.goto(f"{base}/cases/{reference}")
+            assert await page.locator("form.decision").count() == 0
+        finally:
+            await browser.close()
+    for name in ("inbox.png", "case.png", "audit.png"):
+        assert (SCREENSHOTS / name).stat().st_size > 1000

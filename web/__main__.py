@@ -1,0 +1,38 @@
+"""`python -m web`: the staff web interface on its own (production; `make run` embeds it)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from store.app import CaseStore
+from web.app import serve
+from worker.keys import KeyMaterialError
+from worker.main import connect
+from worker.settings import load_settings
+
+
+async def main() -> None:
+    try:
+        settings = load_settings()
+        store = CaseStore(settings.database_url, settings.event_store_cipher_key())
+    except (ValidationError, KeyMaterialError) as exc:
+        print(f"web: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    client = await connect(settings)
+    task = asyncio.create_task(serve(settings, client, store, settings.web_host, settings.web_port))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        store.close()
+
+
+asyncio.run(main())

@@ -1,0 +1,261 @@
+"""HTML forms to the workflow's inputs: the intake form and one form per decision.
+
+Field names in the intake form are the intake's own paths (``organisation.name``,
+``defenders[0].age``), so an InvalidInput from domain.intake names the form field to mark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.errors import InvalidInput
+from domain.vocab import Action, Outcome, PublicNaming, Role, Verdict
+from workflows.case import CaseWorkflow
+from workflows.inputs import (
+    CheckinInput,
+    ClearanceInput,
+    CloseInput,
+    ConsentInput,
+    ExtensionInput,
+    InformationInput,
+    ResponseInput,
+    VerificationInput,
+)
+
+DEFENDER_SLOTS = 3
+OFFICER, LIAISON, HEAD = Role.CASE_OFFICER.value, Role.MINISTRY_LIAISON.value, Role.HEAD.value
+THREAT_QUESTIONS = {
+    "facts": "The facts: what happened?",
+    "pattern": "Is there a pattern of threats over time?",
+    "objective": "What seems to be the objective of the threat?",
+    "source_of_threat": "Who is making the threat?",
+    "likely_carried_out": "Is the threat likely to be carried out?",
+}
+_LIST_FIELD = re.compile(r"^(.*?)\[\d+\]$")
+
+
+class FormError(Exception):
+    """A field of a web form that cannot become an input (field name, message for the person)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------- intake
+def _s(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _int(form: Mapping[str, Any], name: str) -> int | None:
+    value = _s(form, name)
+    if not value:
+        return None
+    if not re.fullmatch(r"[0-9]{1,12}", value):
+        raise InvalidInput(name, "must be a whole number")
+    return int(value)
+
+
+def _optional(value: str) -> str | None:
+    return value or None
+
+
+def intake_from_form(form: Any) -> dict[str, Any]:
+    """The raw intake dict that domain.intake.parse_intake validates (InvalidInput for bad numbers)."""
+    defenders = []
+    for i in range(DEFENDER_SLOTS):
+        p = f"defenders[{i}]"
+        slot = {k: _s(form, f"{p}.{k}") for k in ("name", "role", "gender", "location")}
+        age = _int(form, f"{p}.age")
+        groups = list(form.getlist(f"{p}.at_risk_groups"))
+        if not any(slot.values()) and age is None and not groups:
+            continue
+        defenders.append({"name": slot["name"], "role": slot["role"],
+                          "gender": slot["gender"] or None, "age": age,
+                          "location": slot["location"], "at_risk_groups": groups})
+    requested = [a.value for a in Action if _s(form, f"action.{a.value}") == "requested"]
+    refused = [a.value for a in Action if _s(form, f"action.{a.value}") == "refused"]
+    eu_amount, eu_purpose = _int(form, "eu_grant.amount_eur"), _s(form, "eu_grant.purpose")
+    fund_amount, fund_purpose = _int(form, "fund_request.amount_eur"), _s(form, "fund_request.purpose")
+    return {
+        "organisation": {
+            "name": _s(form, "organisation.name"),
+            "contact_name": _s(form, "organisation.contact_name"),
+            "contact_email": _s(form, "organisation.contact_email"),
+            "women_or_trans_led": _s(form, "organisation.women_or_trans_led") == "yes",
+            "activism_months": _int(form, "organisation.activism_months"),
+        },
+        "defenders": defenders,
+        "country": _s(form, "country").upper(),
+        "incident": {k: _s(form, f"incident.{k}") for k in (
+            "date", "time", "place", "description", "perpetrators", "ongoing_risk")}
+        | {"perpetrator_kind": _optional(_s(form, "incident.perpetrator_kind"))},
+        "threat_types": list(form.getlist("threat_types")),
+        "rights_affected": list(form.getlist("rights_affected")),
+        "requested_actions": requested,
+        "refused_actions": refused,
+        "urgency": _s(form, "urgency"),
+        "domestic_steps": _s(form, "domestic_steps"),
+        "confidential_information": _s(form, "confidential_information"),
+        "eu_grant": ({"amount_eur": eu_amount, "purpose": eu_purpose}
+                     if eu_amount is not None or eu_purpose else None),
+        "fund_request": ({"amount_eur": fund_amount, "purpose": fund_purpose,
+                          "costs_already_incurred": _s(form, "fund_request.costs_already_incurred") == "yes",
+                          "in_exile": _s(form, "fund_request.in_exile") == "yes"}
+                         if fund_amount is not None or fund_purpose else None),
+    }
+
+
+def intake_error_field(field: str) -> str:
+    """The form field an intake error belongs to (list items point at their list)."""
+    if field.startswith(("requested_actions", "refused_actions")):
+        return "actions"
+    if field in ("eu_grant", "fund_request"):
+        return f"{field}.amount_eur"
+    match = _LIST_FIELD.match(field)
+    base = match.group(1) if match else field
+    return "defenders[0].name" if base == "defenders" else base
+
+
+# ------------------------------------------------------------------------------------ decisions
+@dataclass(frozen=True)
+class Decision:
+    """One decision form: who may use it and how its fields become a workflow update."""
+
+    name: str
+    roles: tuple[str, ...]
+    label: str
+    build: Callable[[Mapping[str, Any], str], tuple[Any, Any]]
+
+
+def _choice(form: Mapping[str, Any], name: str, allowed: Sequence[str]) -> str:
+    value = _s(form, name)
+    if value not in allowed:
+        raise FormError(name, f"choose one of: {', '.join(allowed)}")
+    return value
+
+
+def _score(form: Mapping[str, Any], name: str) -> int:
+    value = _s(form, name)
+    if value not in {"1", "2", "3", "4", "5"}:
+        raise FormError(name, "choose a number from 1 to 5")
+    return int(value)
+
+
+def _action(form: Mapping[str, Any]) -> str:
+    return _choice(form, "action", [a.value for a in Action])
+
+
+def _verification(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    data = {
+        "threat_questions": {k: _s(form, f"threat_questions.{k}") for k in THREAT_QUESTIONS},
+        "vulnerabilities": _s(form, "vulnerabilities"),
+        "capacities": _s(form, "capacities"),
+        "probability": _score(form, "probability"),
+        "impact": _score(form, "impact"),
+        "verdict": _choice(form, "verdict", [v.value for v in Verdict]),
+        "verifying_source": _s(form, "verifying_source"),
+        "do_no_harm": _s(form, "do_no_harm"),
+    }
+    return CaseWorkflow.record_verification, VerificationInput(actor, data)
+
+
+def _consent(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    answer = _choice(form, "answer", ["grant", "refuse"])
+    action = _action(form)
+    if answer == "grant":
+        naming = _choice(form, "public_naming", [p.value for p in PublicNaming])
+        return CaseWorkflow.grant_consent, ConsentInput(actor, action, _s(form, "text"), naming)
+    return CaseWorkflow.refuse_consent, ConsentInput(actor, action, _s(form, "text"))
+
+
+def _withdraw(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    return CaseWorkflow.withdraw_consent, ConsentInput(actor, _action(form), _s(form, "text"))
+
+
+def _clearance(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    granted = _choice(form, "granted", ["yes", "no"]) == "yes"
+    return CaseWorkflow.record_clearance, ClearanceInput(actor, _action(form), granted, _s(form, "reason"))
+
+
+def _extension(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    raw = _s(form, "new_deadline")
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise FormError("new_deadline", "give a date and time (UTC), e.g. 2026-11-05T18:00") from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+    return CaseWorkflow.extend_deadline, ExtensionInput(actor, when, _s(form, "reason"))
+
+
+def _response(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    return CaseWorkflow.record_response, ResponseInput(actor, _action(form), _s(form, "summary"))
+
+
+def _information(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    return CaseWorkflow.add_further_information, InformationInput(
+        actor, _s(form, "information"), _s(form, "send_to_recipients") == "yes")
+
+
+def _checkin(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    return CaseWorkflow.record_checkin, CheckinInput(actor, _s(form, "summary"),
+                                                     _s(form, "reprisals") == "yes")
+
+
+def _close(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    outcome = _choice(form, "outcome", [o.value for o in Outcome])
+    return CaseWorkflow.close, CloseInput(actor, outcome, _s(form, "summary"))
+
+
+DECISIONS: dict[str, Decision] = {d.name: d for d in (
+    Decision("verification", (OFFICER,), "Record the threat verification", _verification),
+    Decision("consent", (OFFICER,), "Record the grantee's consent", _consent),
+    Decision("withdraw", (OFFICER,), "Record a withdrawal of consent", _withdraw),
+    Decision("clearance", (LIAISON,), "Record the ministry's clearance", _clearance),
+    Decision("extend", (HEAD,), "Extend the deadline", _extension),
+    Decision("response", (OFFICER,), "Record a response", _response),
+    Decision("information", (OFFICER,), "Add further information", _information),
+    Decision("checkin", (OFFICER,), "Record a check-in with the defender", _checkin),
+    Decision("close", (OFFICER, HEAD), "Close the case", _close),
+)}
+
+
+def available_forms(status: Mapping[str, Any], roles: set[str], username: str) -> list[dict[str, Any]]:
+    """The decision forms this user may use now, from the workflow's status: one entry per form,
+    with the action it is for where there is one. Nothing for auditors or a closed case."""
+    stage = status.get("stage")
+    if stage in (None, "intake", "closed"):
+        return []
+    actions: dict[str, dict[str, Any]] = status.get("actions") or {}
+    forms: list[dict[str, Any]] = []
+
+    def add(name: str, action: str | None = None, **extra: Any) -> None:
+        if roles & set(DECISIONS[name].roles):
+            forms.append({"name": name, "action": action, "label": DECISIONS[name].label, **extra})
+
+    for item in status.get("pending") or []:
+        decision = item.get("decision")
+        if decision == "record_verification":
+            add("verification")
+        elif decision == "grant_or_refuse_consent":
+            add("consent", item.get("action"))
+        elif decision == "record_clearance" and item.get("not_by") != username:
+            add("clearance", item.get("action"))
+        elif decision == "extend_deadline":
+            add("extend")
+    for action, a in actions.items():
+        if a.get("consent") == "granted" and a.get("dispatch") != "sent":
+            add("withdraw", action)
+        if a.get("dispatch") == "sent":
+            add("response", action)
+    add("information", sent_any=any(a.get("dispatch") == "sent" for a in actions.values()))
+    if stage in ("dispatch", "follow_up"):
+        add("checkin")
+    add("close")
+    return forms
