@@ -19,7 +19,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain store workflows activities worker stack web
+	$(BIN)/mypy domain store workflows activities worker stack web cli
 
 test: lint
 	$(BIN)/pytest

@@ -1,0 +1,368 @@
+"""The `appeals` command line, run as a subprocess against the real stack: the Temporal dev server,
+a worker process, the SQLite event store and an SMTP sink on loopback.
+
+Each exit code is shown here: 0 done, 1 failed verification, 2 bad input (one line), 3 not found,
+4 rejected by the workflow, 5 a service unreachable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import mailbox
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, make_msgid
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dev_stack import ROOT, Stack, free_port
+from tests.workflow_env import settle
+
+EXAMPLES = ROOT / "examples"
+REFERENCE = re.compile(r"^UA-\d{4}-\d{4}$")
+
+
+def appeals(stack: Stack, *args: str, user: str | None = "olga",
+            **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**stack.env, **env}
+    environment.pop("APPEALS_USER", None)
+    if user:
+        environment["APPEALS_USER"] = user
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command failed with `code` and exactly one line on stderr, no traceback; that line."""
+    assert result.returncode == code, f"exit {result.returncode}, not {code}: {result.stderr}{result.stdout}"
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(ok(result))
+
+
+# =================================================================================== a full case
+async def test_a_full_case_through_the_command_line(stack: Stack) -> None:
+    stack.start_worker()
+    ref = ok(appeals(stack, "case", "open", str(EXAMPLES / "intake.json"))).strip()
+    assert REFERENCE.match(ref), ref
+    assert ref.endswith("-0001")  # the first case in this store
+    handle = stack.client.get_workflow_handle(ref)
+
+    status = as_json(appeals(stack, "case", "show", ref, "--json"))
+    assert status["stage"] == "verification" and status["urgency"] == "high"
+    assert "stage verification" in ok(appeals(stack, "case", "show", ref))
+
+    out = ok(appeals(stack, "case", "verify", ref, str(EXAMPLES / "verification.json")))
+    assert out.startswith(f"{ref}: stage consent; pending: grant_or_refuse_consent")
+    ok(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", "--naming", "initials_only",
+               "--conditions", "Initials only <b>in any</b> public report."))
+    ok(appeals(stack, "case", "consent", ref, "mfa", "--grant"))
+    status = as_json(appeals(stack, "case", "consent", ref, "eu_delegation", "--grant", "--json"))
+    assert status["stage"] == "clearance"
+    assert {p.get("action") for p in status["pending"] if p["decision"] == "record_clearance"} == {
+        "rapporteur", "mfa", "eu_delegation"}
+
+    # The ministry liaison sees the case in their inbox; olga (the verifier) may not clear it.
+    mine = as_json(appeals(stack, "case", "list", "--mine", "--json", user="lina"))
+    assert [r["reference"] for r in mine] == [ref]
+    assert "cannot also clear it" in fails(appeals(stack, "case", "clear", ref, "mfa", "--grant",
+                                                   user="olga"), 4)
+    for action in ("rapporteur", "mfa", "eu_delegation"):
+        ok(appeals(stack, "case", "clear", ref, action, "--grant", "--reason", "cleared", user="lina"))
+
+    # The rapporteur's submission is held until the domestic steps are known; the others go.
+    status = await settle(handle, lambda s: bool(s["held"]) and all(
+        s["actions"][a]["dispatch"] == "sent" for a in ("mfa", "eu_delegation")), "held rapporteur")
+    assert status["held"] == {"rapporteur": ["domestic_steps"]}
+    shown = ok(appeals(stack, "case", "show", ref))
+    assert "add_further_information rapporteur (case_officer) missing domestic_steps" in shown
+    ok(appeals(stack, "case", "inform", ref, "--text", "The lawyer filed for habeas corpus.",
+               "--changes", str(EXAMPLES / "changes.json")))
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+
+    ok(appeals(stack, "case", "respond", ref, "mfa", "--summary", "The desk raised it with the embassy."))
+    status = as_json(appeals(stack, "case", "show", ref, "--json"))
+    later = (datetime.fromisoformat(status["deadline"]) + timedelta(days=3)).isoformat()
+    out = ok(appeals(stack, "case", "extend", ref, "--until", later, "--reason", "Hearing moved.",
+                     user="hana"))
+    assert "stage follow_up" in out
+    ok(appeals(stack, "case", "inform", ref, "--send", "--text", "She was released on bail."))
+    ok(appeals(stack, "case", "checkin", ref, "--summary", "Safe at home; no reprisals."))
+    out = ok(appeals(stack, "case", "close", ref, "--outcome", "resolved", "--summary", "Released."))
+    assert out.strip() == f"{ref}: stage closed; pending: nothing"
+    assert await handle.result() == "resolved"
+
+    # A closed case can be read (from the store now) but not changed.
+    assert as_json(appeals(stack, "case", "show", ref, "--json"))["stage"] == "closed"
+    assert "closed" in fails(appeals(stack, "case", "checkin", ref, "--summary", "again"), 4)
+    listed = as_json(appeals(stack, "case", "list", "--stage", "closed", "--json"))
+    assert [r["reference"] for r in listed] == [ref]
+    assert as_json(appeals(stack, "case", "list", "--stage", "consent", "--json")) == []
+
+    # The sink received each appeal once, the held notice and the further information.
+    kinds: dict[str, list[Message]] = {}
+    for _, _, message in stack.sink.messages:
+        kinds.setdefault(str(message["X-Appeal-Kind"]), []).append(message)
+    assert sorted(str(m["X-Appeal-Action"]) for m in kinds["appeal"]) == ["eu_delegation", "mfa",
+                                                                         "rapporteur"]
+    assert len(kinds["dispatch-held"]) == 1
+    assert len(kinds["further_information"]) == 3
+
+    # The audit trail: table, JSON, CSV, HTML; verified and cross-checked against Temporal.
+    trail = stack.store.trail(ref)
+    dispatched = {e.details["message_id"] for e in trail if e.event == "MessageDispatched"}
+    assert dispatched == {str(m["Message-ID"]) for k in ("appeal", "further_information")
+                          for m in kinds[k]}
+    table = ok(appeals(stack, "audit", ref, user="aldo"))
+    assert "ConsentGranted" in table and "action=rapporteur" in table and "outcome=resolved" in table
+    assert "Amara" not in table and "Plainclothes" not in table  # the summary holds codes only
+    report = ok(appeals(stack, "audit", ref, "--verify"))
+    assert report.splitlines()[-1] == "OK"
+    assert "audit chain verified" in report and "agree (13 decisions" in report
+    verified = as_json(appeals(stack, "audit", ref, "--verify", "--format", "json"))
+    assert verified["ok"] and verified["history"]["decisions"] == 13
+
+    entries = as_json(appeals(stack, "audit", ref, "--format", "json"))["entries"]
+    assert [e["event"] for e in entries] == [e.event for e in trail]
+    rows = list(csv.DictReader(io.StringIO(ok(appeals(stack, "audit", ref, "--format", "csv")))))
+    assert [r["event"] for r in rows] == [e.event for e in trail]
+    page = ok(appeals(stack, "audit", ref, "--format", "html"))
+    assert "<b>" not in page and "&lt;b&gt;in any&lt;/b&gt;" in page  # escaped, never markup
+    cells = _TableCells()
+    cells.feed(page)
+    assert cells.rows[0][:5] == ["version", "time (UTC)", "actor", "event", "summary"]
+    assert [r[3] for r in cells.rows[1:]] == [e.event for e in trail]
+
+
+class _TableCells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+# ==================================================================================== exit codes
+async def test_each_exit_code(stack: Stack, tmp_path: Path) -> None:
+    stack.start_worker()
+    # 0: opened from YAML, under the reference the file gives.
+    data = (EXAMPLES / "intake.yaml").read_text() + "reference: UA-2026-CLI7\n"
+    (tmp_path / "case.yaml").write_text(data)
+    assert ok(appeals(stack, "case", "open", str(tmp_path / "case.yaml"))).strip() == "UA-2026-CLI7"
+    # 2: bad input, nothing started: the same reference again, an unknown user, a bad option value.
+    assert fails(appeals(stack, "case", "open", str(tmp_path / "case.yaml")), 2) == (
+        "reference: a case UA-2026-CLI7 already exists")
+    assert fails(appeals(stack, "case", "consent", "UA-2026-CLI7", "mfa", "--grant", user="nobody"),
+                 2) == "--as: user nobody is not registered"
+    assert fails(appeals(stack, "case", "consent", "UA-2026-CLI7", "mfa", "--grant", user=None),
+                 2).startswith("--as: ")
+    # --as before or after the command wins over APPEALS_USER.
+    assert as_json(appeals(stack, "case", "list", "--mine", "--json", "--as", "olga", user="nobody")) == (
+        as_json(appeals(stack, "case", "list", "--json")))
+    assert as_json(appeals(stack, "--as", "lina", "case", "list", "--mine", "--json", user=None)) == []
+    assert fails(appeals(stack, "case", "list", "--mine", "--as", "ghost"), 2) == (
+        "--as: user ghost is not registered")
+    assert fails(appeals(stack, "case", "extend", "UA-2026-CLI7", "--until", "2030-01-01T10:00",
+                         "--reason", "x", user="hana"), 2).startswith("--until: needs a time zone")
+    assert fails(appeals(stack, "case", "close", "UA-2026-CLI7", "--outcome", "won"), 2).startswith(
+        "--outcome: must be one of resolved, ")
+    # 3: no such case.
+    assert fails(appeals(stack, "case", "show", "UA-2026-9999"), 3) == "case UA-2026-9999 not found"
+    assert fails(appeals(stack, "case", "checkin", "UA-2026-9999", "--summary", "x"), 3) == (
+        "case UA-2026-9999 not found")
+    assert fails(appeals(stack, "audit", "UA-2026-9999"), 3) == "case UA-2026-9999 not found"
+    # 4: rejected by the workflow, with its message; nothing recorded.
+    before = len(stack.store.trail("UA-2026-CLI7"))
+    assert fails(appeals(stack, "case", "clear", "UA-2026-CLI7", "mfa", "--grant", user="lina"), 4) == (
+        "This case is at the verification stage; a clearance decision can only be recorded at the "
+        "clearance stage.")
+    assert fails(appeals(stack, "case", "checkin", "UA-2026-CLI7", "--summary", "x", user="lina"), 4)
+    assert len(stack.store.trail("UA-2026-CLI7")) == before
+    # 5: Temporal (or the event store) not reachable.
+    port = free_port()
+    down = {"APPEALS_TEMPORAL_ADDRESS": f"127.0.0.1:{port}"}
+    assert fails(appeals(stack, "case", "show", "UA-2026-CLI7", **down), 5) == (
+        f"Temporal server not reachable at 127.0.0.1:{port} — is `make run` running?")
+    assert fails(appeals(stack, "case", "open", str(EXAMPLES / "intake.json"), **down), 5) == (
+        f"Temporal server not reachable at 127.0.0.1:{port} — is `make run` running?")
+    no_db = {"APPEALS_DATABASE_URL": f"postgresql+psycopg://appeals:s3cret-pw@127.0.0.1:{port}/appeals"}
+    line = fails(appeals(stack, "case", "list", **no_db), 5)
+    assert line == f"event store not reachable at postgresql+psycopg://appeals:***@127.0.0.1:{port}/appeals"
+    # 1: a verification that finds a disagreement (a decision Temporal never made).
+    stack.store.execute("UA-2026-CLI7", "record_verification",
+                        {"verification": json.loads((EXAMPLES / "verification.json").read_text()),
+                         "at": datetime.now(UTC)},
+                        "olga", "UA-2026-CLI7/update/forged-update-id")
+    result = appeals(stack, "audit", "UA-2026-CLI7", "--verify")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "disagree" in result.stdout and "forged-update-id" in result.stdout
+    assert result.stdout.splitlines()[-1] == "FAILED"
+
+
+# ===================================================================================== bad files
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _intake(**changes: Any) -> str:
+    data = json.loads((EXAMPLES / "intake.json").read_text())
+    data.update(changes)
+    return json.dumps(data)
+
+
+async def test_bad_files_give_exit_2_and_one_clear_line(stack: Stack, tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.truncate(50 * 1024 * 1024)  # sparse: 50 MB that take no disk space
+    without_country = json.loads(_intake())
+    del without_country["country"]
+    cases = {
+        str(big): "FILE: larger than 1 MB",
+        _write(tmp_path / "broken.json", '{\n  "country": "KE",\n  "urgency": high\n}'):
+            "FILE: not valid JSON (line 3)",
+        _write(tmp_path / "broken.yaml", "country: KE\nurgency: [high\n"): "FILE: not valid YAML (line 3)",
+        _write(tmp_path / "list.json", "[1, 2]"): "FILE: must hold an object of named fields",
+        _write(tmp_path / "intake.txt", "{}"): "FILE: must be a .json, .yaml or .yml file",
+        str(tmp_path / "missing.json"): f"FILE: no such file: {tmp_path / 'missing.json'}",
+        _write(tmp_path / "no_country.json", json.dumps(without_country)):
+            "country: must be an ISO 3166-1 alpha-2 country code, e.g. KE",
+        _write(tmp_path / "no_defenders.json", _intake(defenders=[])): "defenders: needs at least one entry",
+        _write(tmp_path / "action.json", _intake(requested_actions=["rapporteur", "press_release"])):
+            "requested_actions[1]: must be one of: rapporteur, mfa, eu_delegation, emergency_fund",
+        _write(tmp_path / "future.json", _intake(incident={"date": "2999-01-01", "place": "x",
+                                                            "description": "y"})):
+            "incident.date: is in the future",
+        _write(tmp_path / "ref.json", _intake(reference="UA 2026 / 1")):
+            "reference: must look like UA-2026-0001 (letters, digits and dashes)",
+    }
+    for path, expected in cases.items():
+        assert fails(appeals(stack, "case", "open", path), 2) == expected, path
+    assert stack.store.list_cases() == []  # nothing was started
+
+    assert fails(appeals(stack, "case", "verify", "UA-2026-0001", str(big)), 2) == "FILE: larger than 1 MB"
+    assert fails(appeals(stack, "case", "verify", "UA-2026-0001",
+                         _write(tmp_path / "v.json", '{"probability": 9}')), 2) == (
+        "threat_questions: must be an object with named fields")
+    assert fails(appeals(stack, "case", "inform", "UA-2026-0001", "--text", "x", "--changes",
+                         _write(tmp_path / "c.json", '{"country": "UG"}')), 2).startswith(
+        "--changes: country cannot be changed after intake")
+    # Unknown action names and missing options, as one line too (not Click's usage block).
+    assert fails(appeals(stack, "case", "consent", "UA-2026-0001", "press", "--grant"), 2) == (
+        "ACTION: must be one of rapporteur, mfa, eu_delegation, emergency_fund")
+    assert fails(appeals(stack, "case", "respond", "UA-2026-0001", "mfa"), 2) == "--summary: is required"
+    assert fails(appeals(stack, "case", "consent", "UA-2026-0001"), 2) == "ACTION: is required"
+    assert fails(appeals(stack, "case", "list", "--colour"), 2) == "--colour: no such option"
+    assert fails(appeals(stack, "audit", "UA-2026-0001", "--format", "pdf"), 2) == (
+        "--format: must be one of table, json, csv, html")
+
+
+# ======================================================================================== outbox
+def _message(to: str, subject: str, body: str, day: int) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "urgent-appeals@secretariat.example.org"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime(2026, 11, day, 9, 0, tzinfo=UTC))
+    message["Message-ID"] = make_msgid(domain="secretariat.example.org")
+    message.set_content(body)
+    message.add_alternative(f"<p>{body}</p>", subtype="html")
+    return message
+
+
+async def test_outbox_lists_and_shows_the_sinks_messages(stack: Stack) -> None:
+    assert ok(appeals(stack, "outbox", "list")).strip() == "no messages"
+    box = mailbox.Maildir(str(stack.settings.var_dir / "outbox"), create=True)
+    second = _message("desk@mfa.example.org", "Urgent: case UA-2026-0002", "Second body.", 5)
+    first = _message("defenders@ohchr.example.org", "Urgent appeal – UA-2026-0001", "First body.", 4)
+    key2, key1 = box.add(second), box.add(first)
+
+    listed = as_json(appeals(stack, "outbox", "list", "--json"))
+    assert [m["id"] for m in listed] == [key1, key2]  # oldest first
+    assert listed[0]["to"] == "defenders@ohchr.example.org"
+    assert listed[0]["subject"] == "Urgent appeal – UA-2026-0001"
+    assert listed[0]["message_id"] == str(first["Message-ID"])
+    table = ok(appeals(stack, "outbox", "list"))
+    assert key1 in table and "desk@mfa.example.org" in table
+
+    shown = ok(appeals(stack, "outbox", "show", key1))
+    assert "Subject: Urgent appeal – UA-2026-0001" in shown
+    assert shown.rstrip().endswith("First body.") and "<p>" not in shown
+    by_id = as_json(appeals(stack, "outbox", "show", str(second["Message-ID"]), "--json"))
+    assert by_id["id"] == key2 and by_id["text"].strip() == "Second body."
+    assert fails(appeals(stack, "outbox", "show", "nope"), 3) == "ID: no message nope in the outbox"
+
+
+# ========================================================================================= users
+async def test_users_add_list_and_set_roles(stack: Stack) -> None:
+    out = ok(appeals(stack, "users", "add", "nadia", "--name", "Nadia Example", "--email",
+                     "nadia@secretariat.example.org", "--role", "case_officer", "--role", "head"))
+    assert out.strip() == "added nadia (case_officer, head)"
+    assert stack.store.user_roles("nadia") == {"case_officer", "head"}
+    users = {u["username"]: u for u in as_json(appeals(stack, "users", "list", "--json"))}
+    assert users["nadia"]["roles"] == ["case_officer", "head"] and "lina" in users
+    assert "Nadia Example" in ok(appeals(stack, "users", "list"))
+
+    assert ok(appeals(stack, "users", "set-roles", "nadia", "auditor")).strip() == "nadia: auditor"
+    assert stack.store.user_roles("nadia") == {"auditor"}
+    assert fails(appeals(stack, "users", "add", "nadia", "--name", "N", "--email", "n@example.org",
+                         "--role", "head"), 2) == "USERNAME: user nadia already exists"
+    assert fails(appeals(stack, "users", "add", "ivo", "--name", "Ivo", "--email", "not an address",
+                         "--role", "head"), 2) == "--email: expected one plain address (user@domain)"
+    assert fails(appeals(stack, "users", "add", "ivo", "--name", "Ivo", "--email", "ivo@example.org",
+                         "--role", "boss"), 2) == (
+        "--role: must be one of case_officer, ministry_liaison, head, auditor")
+    assert fails(appeals(stack, "users", "set-roles", "ghost", "head"), 3) == "USERNAME: no user ghost"
+
+
+async def test_users_passwd_sets_an_argon2_hash_and_refuses_short_passwords(stack: Stack) -> None:
+    def passwd(password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli.main", "users", "passwd", "olga",
+                               "--password-stdin"], cwd=ROOT, env=stack.env, input=password + "\n",
+                              capture_output=True, text=True, timeout=60)
+
+    assert fails(passwd("short"), 2).startswith("password: A password needs at least 12")
+    assert stack.store.password_hash("olga") is None
+    assert "password set" in ok(passwd("correct horse battery staple"))
+    stored = stack.store.password_hash("olga")
+    assert stored and stored.startswith("$argon2") and "horse" not in stored
+
+
+@pytest.mark.parametrize("args", [["--help"], ["case", "--help"], ["audit", "--help"]])
+def test_help_works_without_any_service(args: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "Usage: appeals" in result.stdout

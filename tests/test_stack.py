@@ -1,0 +1,158 @@
+"""The embedded stack as `make run` starts it (`python -m stack`), driven by the `appeals` command
+as a newcomer would: the README walkthrough is executed here, so it cannot drift from the code.
+Then the stack is stopped and started again, and a case that was waiting for consent continues."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from store.app import CaseStore
+from tests.dev_stack import ROOT, free_port
+from worker.settings import Settings, load_settings, reference_markdown
+
+README = ROOT / "README.md"
+
+
+def walkthrough() -> str:
+    """The README walkthrough's shell block (between its markers), as written."""
+    text = README.read_text()
+    block = text.split("<!-- walkthrough:start -->", 1)[1].split("<!-- walkthrough:end -->", 1)[0]
+    return block.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+@dataclass
+class Embedded:
+    env: dict[str, str]
+    home: Path
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        log = (self.home / "stack.log").open("a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stack"], cwd=ROOT, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=log, text=True)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("Ready."):
+                return
+        raise AssertionError(f"stack did not start: {(self.home / 'stack.log').read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(60)
+
+    def appeals(self, *args: str, user: str = "olga", check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT,
+                                env={**self.env, "APPEALS_USER": user}, capture_output=True,
+                                text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+    def settings(self) -> Settings:
+        return load_settings(var_dir=self.home / "var")
+
+    def stage(self, ref: str) -> str:
+        return str(json.loads(self.appeals("case", "show", ref, "--json").stdout)["stage"])
+
+    def wait_for_stage(self, ref: str, stage: str, seconds: float = 60) -> None:
+        end = time.monotonic() + seconds
+        while self.stage(ref) != stage:
+            assert time.monotonic() < end, f"{ref} never reached {stage}"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Embedded]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("APPEALS_")}
+    env = {**clean, "APPEALS_VAR_DIR": str(tmp_path / "var"),
+           "APPEALS_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+           "APPEALS_TEMPORAL_UI_PORT": str(free_port()), "APPEALS_SMTP_PORT": str(free_port()),
+           "APPEALS_WEB_PORT": str(free_port())}
+    stack = Embedded(env, tmp_path)
+    try:
+        yield stack
+    finally:
+        if stack.proc and stack.proc.poll() is None:
+            stack.proc.kill()
+            stack.proc.wait(30)
+
+
+def run_walkthrough(stack: Embedded) -> str:
+    """Runs the README block with bash, as a newcomer pastes it (with `appeals` on the PATH);
+    returns what it printed."""
+    env = {**stack.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result.stdout
+
+
+def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embedded,
+                                                                   tmp_path: Path) -> None:
+    embedded.start()
+    printed = run_walkthrough(embedded)
+    settings = embedded.settings()
+    first = re.findall(r"UA-\d{4}-\d{4}", printed)[0]
+    assert embedded.stage(first) == "closed"
+    assert "OK" in printed.splitlines()[-1] or "OK" in printed
+
+    # The sink kept exactly the dispatched messages, and the audit verifies.
+    outbox = mailbox.Maildir(settings.var_dir / "outbox", create=False)
+    kept = {m["Message-ID"] for m in outbox}
+    store = CaseStore(settings.database_url, settings.event_store_cipher_key())
+    try:
+        sent = {e.details["message_id"] for e in store.trail(first) if e.event == "MessageDispatched"}
+    finally:
+        store.close()
+    assert sent and sent <= kept
+    listed = json.loads(embedded.appeals("outbox", "list", "--json").stdout)
+    assert {m["message_id"] for m in listed} >= sent
+    assert "OK" in embedded.appeals("audit", first, "--verify").stdout
+
+    # A second case waits for consent while the stack is stopped and started again.
+    second = tmp_path / "second.json"
+    intake = json.loads((ROOT / "examples" / "intake.json").read_text())
+    intake["domestic_steps"] = "Appeal against detention filed."
+    second.write_text(json.dumps({**intake, "reference": "UA-2026-0002"}))
+    embedded.appeals("case", "open", str(second))
+    embedded.appeals("case", "verify", "UA-2026-0002", str(ROOT / "examples" / "verification.json"))
+    assert embedded.stage("UA-2026-0002") == "consent"
+    assert embedded.stop() == 0
+    embedded.start()
+    assert embedded.stage("UA-2026-0002") == "consent"
+    for action in intake["requested_actions"]:
+        embedded.appeals("case", "consent", "UA-2026-0002", action, "--grant")
+    for action in intake["requested_actions"]:
+        embedded.appeals("case", "clear", "UA-2026-0002", action, "--grant", user="lina")
+    embedded.wait_for_stage("UA-2026-0002", "follow_up")
+    assert "OK" in embedded.appeals("audit", "UA-2026-0002", "--verify").stdout
+    assert embedded.stop() == 0
+
+
+def test_a_port_in_use_gives_a_clear_message(embedded: Embedded) -> None:
+    embedded.start()
+    again = subprocess.run([sys.executable, "-m", "stack"], cwd=ROOT, env=embedded.env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2
+    assert "is in use" in again.stderr and "APPEALS_TEMPORAL_ADDRESS" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert embedded.stop() == 0
+
+
+def test_the_readme_configuration_reference_lists_every_setting() -> None:
+    text = README.read_text()
+    table = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert table == reference_markdown()
