@@ -88,6 +88,22 @@ async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes]
             await asyncio.sleep(0.3)
 
 
+async def wait_for_port(host: str, port: int, task: asyncio.Task[None], seconds: float = 30) -> None:
+    """Until the web interface accepts connections, so that "Ready." means ready."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise StackError("the web interface stopped while starting")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise StackError(f"the web interface did not start on {host}:{port}")
+
+
 async def run(settings: Settings) -> None:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.var_dir / "logs"
@@ -107,6 +123,7 @@ async def run(settings: Settings) -> None:
         worker = build_worker(client, settings, activities)
         web = asyncio.create_task(serve(settings, client, activities.store, settings.web_host,
                                         settings.web_port))
+        await wait_for_port(settings.web_host, settings.web_port, web)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

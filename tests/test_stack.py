@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,10 @@ def run_walkthrough(stack: Embedded) -> str:
 def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embedded,
                                                                    tmp_path: Path) -> None:
     embedded.start()
+    # make run serves the web interface too: its sign-in page answers.
+    web = f"http://127.0.0.1:{embedded.env['APPEALS_WEB_PORT']}/sign-in"
+    with urllib.request.urlopen(web, timeout=10) as page:
+        assert page.status == 200 and "Sign in" in page.read().decode()
     printed = run_walkthrough(embedded)
     settings = embedded.settings()
     first = re.findall(r"UA-\d{4}-\d{4}", printed)[0]
