@@ -27,7 +27,7 @@ from web import serve
 from worker.keys import KeyMaterialError
 from worker.main import ConfigurationError, build_activities, build_worker, data_converter
 from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
-from worker.settings import Settings, load_settings
+from worker.settings import Settings, error_line, load_settings
 
 
 class StackError(Exception):
@@ -161,7 +161,7 @@ def main() -> None:
         settings = load_settings()
         asyncio.run(run(settings))
     except (StackError, ConfigurationError, KeyMaterialError, ValidationError) as exc:
-        print(f"make run: {exc}", file=sys.stderr)
+        print(f"make run: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass

@@ -12,7 +12,7 @@ from store.app import CaseStore
 from web.app import serve
 from worker.keys import KeyMaterialError
 from worker.main import connect
-from worker.settings import load_settings
+from worker.settings import error_line, load_settings
 
 
 async def main() -> None:
@@ -20,7 +20,7 @@ async def main() -> None:
         settings = load_settings()
         store = CaseStore(settings.database_url, settings.event_store_cipher_key())
     except (ValidationError, KeyMaterialError) as exc:
-        print(f"web: cannot start: {exc}", file=sys.stderr)
+        print(f"web: cannot start: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     client = await connect(settings)
     task = asyncio.create_task(serve(settings, client, store, settings.web_host, settings.web_port))

@@ -28,7 +28,7 @@ from store.app import CaseStore
 from worker.codec import make_data_converter
 from worker.keys import KeyMaterialError
 from worker.search import register_search_attributes
-from worker.settings import Settings, load_settings
+from worker.settings import Settings, error_line, load_settings
 from workflows.case import CaseWorkflow
 
 log = logging.getLogger("appeals.worker")
@@ -108,7 +108,7 @@ async def main() -> None:
     except (ValidationError, ConfigurationError, KeyMaterialError) as exc:
         # A clear message and exit status 2, never a traceback (and never a secret's value:
         # the settings hide input values in their errors).
-        print(f"worker: cannot start: {exc}", file=sys.stderr)
+        print(f"worker: cannot start: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     client = await connect(settings, with_metrics=True)
     await register_search_attributes(client)

@@ -292,3 +292,14 @@ def reference_markdown() -> str:
         meaning = " ".join((info.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{_env(name)}` | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
+
+
+def error_line(exc: Exception) -> str:
+    """One line for a person: the first settings error with its variable, or the message."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = _env(str(first["loc"][0])) if first.get("loc") else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return message if message.startswith(ENV_PREFIX) else f"{where}: {message}"
+    return " ".join(str(exc).split())
