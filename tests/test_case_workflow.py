@@ -133,10 +133,14 @@ async def test_permanent_smtp_failure_is_recorded_and_escalated_at_once(case_env
     await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
     case_env.sink.rcpt_reply = "550 mailbox unavailable"
     await clear(handle, "rapporteur")
-    status = await settle(handle, lambda s: s["escalation_level"] == 1, "escalation")
-    assert status["actions"]["rapporteur"]["dispatch"] == "failed"
+    await settle(handle, lambda s: s["actions"]["rapporteur"]["dispatch"] == "failed",
+                   "failed dispatch")
+    escalation = next(e for e in case_env.trail() if e.event == "DeadlineEscalated")
+    assert escalation.details["stage"] == "dispatch" and escalation.details["level"] == 1
     events = case_env.events()
-    assert events[-3:-1] == ["DispatchFailed", "DeadlineEscalated"]
+    # Escalated while still at the dispatch stage (its mail, refused too, becomes a warning), then
+    # the failure is recorded.
+    assert events[-3:] == ["DeadlineEscalated", "StaffWarningRaised", "DispatchFailed"]
     failure = next(e for e in case_env.trail() if e.event == "DispatchFailed")
     assert "550" in failure.details["reason"] and "PermanentMailError" in failure.details["reason"]
     # The 550 also refused the escalation mail: that becomes a warning on the case, not a crash.
@@ -384,8 +388,9 @@ async def test_a_message_that_cannot_be_rendered_is_never_sent_and_is_escalated(
     await verify(handle)
     await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
     await clear(handle, "rapporteur")
-    status = await settle(handle, lambda s: s["escalation_level"] == 1, "escalated")
-    assert status["actions"]["rapporteur"]["dispatch"] == "failed"
+    await settle(handle, lambda s: s["actions"]["rapporteur"]["dispatch"] == "failed",
+                   "failed dispatch")
+    assert "DeadlineEscalated" in case_env.events()
     failure = next(e for e in case_env.trail() if e.event == "DispatchFailed")
     assert "MessageError" in failure.details["reason"]
     assert "a_value_nobody_provides" in failure.details["reason"]

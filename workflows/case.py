@@ -20,7 +20,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from domain.case import SUPPLEMENTABLE
@@ -59,6 +60,7 @@ class Options:
     timeout: timedelta
     retry: RetryPolicy
     heartbeat: timedelta | None = None
+    schedule_to_close: timedelta | None = None
 
 
 # Recording is quick and idempotent (command ids); the store may be briefly unavailable.
@@ -67,28 +69,36 @@ RECORD = Options(
     RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                                 non_retryable_error_types=["Rejected"]),
 )
-# Staff notifications (escalations, reminders): recorded first, then mailed; a mail that cannot
-# be delivered becomes a warning on the case, so these never give up.
+# Staff notifications (escalations, reminders): recorded first, then mailed; a mail refused for
+# good becomes a warning on the case. While SMTP is down they retry for ten minutes at a time and
+# release the case in between, so that staff decisions are never held up by staff mail.
 NOTIFY = Options(
     timedelta(minutes=2),
     RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
-                                maximum_interval=timedelta(minutes=10),
-                                non_retryable_error_types=["Rejected"]),
+                maximum_interval=timedelta(minutes=5), non_retryable_error_types=["Rejected"]),
     heartbeat=timedelta(seconds=10),
+    schedule_to_close=timedelta(minutes=10),
 )
-# Sending: transient SMTP failures retry with backoff; after the last attempt, or at once for a
-# permanent failure, the dispatch is recorded as failed and escalated.
+# Sending: transient SMTP failures retry with backoff until the dispatch deadline; then staff are
+# alerted (an escalation) and sending goes on, so a consented appeal is never dropped because of
+# an outage. A permanent failure (5xx, authentication, a message that cannot be rendered) is
+# escalated and recorded as a failed dispatch at once.
 SEND = Options(
     timedelta(minutes=2),
     RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2.0,
-                                maximum_interval=timedelta(minutes=10), maximum_attempts=8,
-                                non_retryable_error_types=["PermanentMailError", "Rejected"]),
+                maximum_interval=timedelta(minutes=10),
+                non_retryable_error_types=["PermanentMailError", "MessageError", "Rejected"]),
     heartbeat=timedelta(seconds=10),
 )
 
 
 def _rejected(message: str) -> ApplicationError:
     return ApplicationError(message, type="Rejected", non_retryable=True)
+
+
+def _require_payload(req: object, kind: type) -> None:
+    if not isinstance(req, kind):
+        raise _rejected("The decision's details are missing or malformed; nothing was recorded.")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -134,10 +144,12 @@ class CaseWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return str(self.view["outcome"])
 
-    async def _call(self, activity: str, arg: Any, options: Options) -> dict[str, Any]:
+    async def _call(self, activity: str, arg: Any, options: Options,
+                    schedule_to_close: timedelta | None = None) -> dict[str, Any]:
         """Run an activity that records in the store; it returns the case summary."""
         summary: dict[str, Any] = await workflow.execute_activity(
             activity, arg, result_type=dict, start_to_close_timeout=options.timeout,
+            schedule_to_close_timeout=schedule_to_close or options.schedule_to_close,
             heartbeat_timeout=options.heartbeat, retry_policy=options.retry)
         return summary
 
@@ -197,13 +209,29 @@ class CaseWorkflow:
     async def _escalate(self, reason: str, at: datetime | None = None) -> None:
         stage, level = self.stage, int(self.view["escalation_level"]) + 1
         command_id = f"{self.reference}/escalate/{stage}/{level}/v{self.view['version']}"
-        self.state = await self._call(
-            "escalate",
-            Escalate(self.reference, stage, level, at or workflow.now(), command_id, reason,
-                     deadline=_time(self.view["deadline"]), awaited=self._pending()), NOTIFY)
+        try:
+            self.state = await self._call(
+                "escalate",
+                Escalate(self.reference, stage, level, at or workflow.now(), command_id, reason,
+                         deadline=_time(self.view["deadline"]), awaited=self._pending()), NOTIFY)
+        except ActivityError:
+            # Recorded but not mailed yet (SMTP down): the same command id is tried again on the
+            # next round of the loop, and records nothing twice.
+            workflow.logger.warning("escalation mail not delivered yet; will retry")
 
     async def _remind(self, kind: str, at: datetime, command_id: str) -> None:
-        self.state = await self._call("remind", Remind(self.reference, kind, at, command_id), NOTIFY)
+        try:
+            self.state = await self._call("remind", Remind(self.reference, kind, at, command_id),
+                                          NOTIFY)
+        except ActivityError:
+            workflow.logger.warning("reminder not delivered yet; will retry")
+
+    def _until_deadline(self) -> timedelta:
+        """How long sending may keep retrying before staff must hear of it (at least a minute)."""
+        deadline = _time(self.view["deadline"])
+        if deadline is None:
+            return timedelta(hours=1)
+        return max(deadline - workflow.now(), timedelta(minutes=1))
 
     # ================================================================================ dispatch
     def _sendable(self) -> list[str]:
@@ -221,17 +249,24 @@ class CaseWorkflow:
                     continue  # consent withdrawn while an earlier message went out
                 try:
                     self.state = await self._call(
-                        "dispatch", Dispatch(self.reference, action, workflow.now()), SEND)
+                        "dispatch", Dispatch(self.reference, action, workflow.now()), SEND,
+                        schedule_to_close=self._until_deadline())
                 except ActivityError as err:
                     cause = err.cause
+                    if isinstance(cause, ActivityTimeoutError) or err.retry_state == RetryState.TIMEOUT:
+                        # Still failing transiently at the dispatch deadline: staff are told,
+                        # and the action stays pending, so sending goes on (next round).
+                        await self._escalate("dispatch_delayed")
+                        continue
                     if isinstance(cause, ApplicationError):
                         reason = f"{cause.type or 'SendFailed'}: {cause.message}"
                     else:
                         reason = f"SendFailed: {err.message}"
+                    # Escalated while the case is still at the dispatch stage, then recorded.
+                    await self._escalate("dispatch_failed")
                     self.state = await self._call(
                         "record_dispatch_failure",
                         DispatchFailure(self.reference, action, reason[:300], workflow.now()), RECORD)
-                    await self._escalate("dispatch_failed")
             self._publish()
 
     # ============================================================================ the decisions
@@ -316,6 +351,7 @@ class CaseWorkflow:
 
     @record_verification.validator
     def _validate_verification(self, req: VerificationInput) -> None:
+        _require_payload(req, VerificationInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -341,17 +377,20 @@ class CaseWorkflow:
 
     @grant_consent.validator
     def _validate_grant(self, req: ConsentInput) -> None:
+        _require_payload(req, ConsentInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._validate_consent_decision(req)
 
     @refuse_consent.validator
     def _validate_refuse(self, req: ConsentInput) -> None:
+        _require_payload(req, ConsentInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._validate_consent_decision(req)
 
     def _validate_consent_decision(self, req: ConsentInput) -> None:
+        _require_payload(req, ConsentInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -370,6 +409,7 @@ class CaseWorkflow:
 
     @withdraw_consent.validator
     def _validate_withdraw(self, req: ConsentInput) -> None:
+        _require_payload(req, ConsentInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -392,6 +432,7 @@ class CaseWorkflow:
 
     @record_clearance.validator
     def _validate_clearance(self, req: ClearanceInput) -> None:
+        _require_payload(req, ClearanceInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -414,6 +455,7 @@ class CaseWorkflow:
 
     @extend_deadline.validator
     def _validate_extension(self, req: ExtensionInput) -> None:
+        _require_payload(req, ExtensionInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -433,6 +475,7 @@ class CaseWorkflow:
 
     @record_response.validator
     def _validate_response(self, req: ResponseInput) -> None:
+        _require_payload(req, ResponseInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -456,6 +499,7 @@ class CaseWorkflow:
 
     @add_further_information.validator
     def _validate_information(self, req: InformationInput) -> None:
+        _require_payload(req, InformationInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -481,6 +525,7 @@ class CaseWorkflow:
 
     @record_checkin.validator
     def _validate_checkin(self, req: CheckinInput) -> None:
+        _require_payload(req, CheckinInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
@@ -498,6 +543,7 @@ class CaseWorkflow:
 
     @close.validator
     def _validate_close(self, req: CloseInput) -> None:
+        _require_payload(req, CloseInput)
         if self.state is None or self._already_handled():
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
