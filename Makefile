@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint install run clean
+.PHONY: test lint install run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 # The embedded stack in the foreground: Temporal dev server, SMTP sink, worker. Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/python -m stack
+
+# Figures for docs/performance.md (not part of make test): about 11 minutes here.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

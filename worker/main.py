@@ -96,6 +96,7 @@ def build_activities(settings: Settings, store: CaseStore | None = None) -> Case
 
 def build_worker(client: Client, settings: Settings, activities: CaseActivities,
                  **options: Any) -> Worker:
+    options.setdefault("max_cached_workflows", settings.max_cached_workflows)
     return Worker(client, task_queue=settings.task_queue, workflows=[CaseWorkflow],
                   activities=activities.all(), **options)
 

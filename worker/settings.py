@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     is recorded on the case for staff to check it."""
 
 
+    max_cached_workflows: int = Field(default=300, ge=0)
+    """How many case workflows a worker keeps in memory between tasks. Others are replayed from
+    their history when they next act: fewer means less memory and a little more CPU."""
+
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     """Port on which the worker serves Temporal SDK metrics for Prometheus (`/metrics`); off when
     unset."""

@@ -1,0 +1,562 @@
+"""The performance benchmark (`make bench`): `python -m benchmarks.run [--only PART] [sizes]`.
+
+Parts (all by default, in this order; results and targets in docs/performance.md):
+
+- pipeline: N cases through the whole pipeline (the case workflow, the SQLite event store, mail to
+  a real SMTP server on loopback) on the real Temporal dev server, with scripted decisions;
+- bare: the same number of cases through a bare workflow of the same shape (benchmarks/bare.py),
+  on the same dev server; with both, the ratio pipeline / bare;
+- memory: resident memory of the worker process (`python -m worker`) with M open cases waiting
+  for their verification;
+- chain: time to verify the audit chain of a case with 1,000 events;
+- list: time to list 10,000 cases from the case index.
+
+Both throughput workers run in this process (the pipeline's built with worker.main.build_activities
+and build_worker, the bare one a plain temporalio Worker), with the same worker options, the same
+client concurrency and the same dev server, so the ratio compares like with like. The memory part
+runs the real worker process, since that is what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from benchmarks.bare import ACTIVITIES_PER_CASE, UPDATES_PER_CASE, BareWorkflow, bare_step
+from store import schema
+from store.app import CaseStore, sqlite_url
+from tests.dev_stack import DevServer, Stack, running_dev_server, running_stack
+from tests.factories import intake, open_args, verification
+from tests.smtp_sink import SmtpSink
+from worker.main import build_activities, build_worker
+from workflows.case import CaseWorkflow
+from workflows.inputs import CaseStart, ClearanceInput, ConsentInput, VerificationInput
+
+PARTS = ("pipeline", "bare", "memory", "chain", "list")
+ACTIONS = ["rapporteur", "mfa"]
+INTAKE = intake(requested_actions=ACTIONS, refused_actions=[], eu_grant=None)
+
+TARGET_RATIO = 1.0
+TARGET_MEMORY_MIB = 300.0
+TARGET_MEMORY_CASES = 5000
+TARGET_CHAIN_MS = 200.0
+TARGET_CHAIN_EVENTS = 1000
+TARGET_LIST_MS = 1000.0
+TARGET_LIST_CASES = 10_000
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    passed: bool | None = None  # None: no target for this figure
+    note: str = ""
+
+    def verdict(self) -> str:
+        if self.passed is None:
+            return ""
+        return "PASS" if self.passed else "MISS"
+
+
+@dataclass
+class Report:
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> None:
+        self.figures.append(figure)
+        mark = f"  [{figure.verdict()} target {figure.target}]" if figure.passed is not None else ""
+        note = f"  ({figure.note})" if figure.note else ""
+        say(f"  => {figure.name}: {figure.value:.3f} {figure.unit}{mark}{note}")
+
+
+def miss_by(value: float, target: float, *, higher_is_better: bool) -> str:
+    """How far a figure is from its target, as a percentage of the target."""
+    if higher_is_better:
+        return "" if value >= target else f"missed by {100 * (target - value) / target:.0f}%"
+    return "" if value <= target else f"missed by {100 * (value - target) / target:.0f}%"
+
+
+# ======================================================================================= throughput
+async def drive(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Run `one(i)` for i in range(count), at most `concurrency` at a time; the wall time."""
+    next_index = 0
+    done = 0
+    started = time.perf_counter()
+
+    async def lane() -> None:
+        nonlocal next_index, done
+        while next_index < count:
+            i = next_index
+            next_index += 1
+            await one(i)
+            done += 1
+            if done % 50 == 0:
+                say(f"    {done}/{count} cases done ({time.perf_counter() - started:.1f} s)")
+
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, count))))
+    return time.perf_counter() - started
+
+
+class FollowUpWatcher:
+    """Learns from the store's case index when cases reach follow-up (both messages sent and
+    recorded): one cheap query every 50 ms for all cases in flight, no load on the worker."""
+
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def _follow_up(self) -> set[str]:
+        idx = schema.case_index
+        with self.store.engine.connect() as conn:
+            return set(conn.execute(select(idx.c.reference).where(idx.c.stage == "follow_up")).scalars())
+
+    async def _poll(self) -> None:
+        while True:
+            if self.waiting:
+                reached = await asyncio.to_thread(self._follow_up)
+                for ref in list(self.waiting):
+                    if ref in reached:
+                        self.waiting.pop(ref).set_result(None)
+            await asyncio.sleep(0.05)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def wait(self, ref: str, seconds: float = 120) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[ref] = future
+        await asyncio.wait_for(future, seconds)
+
+
+async def pipeline_part(server: DevServer, home: Path, sink: SmtpSink, args: argparse.Namespace,
+                        report: Report) -> float:
+    say(f"\n[pipeline] {args.cases} cases through the whole pipeline, {args.concurrency} at a time")
+    path = home / "pipeline"
+    path.mkdir()
+    sink.clear()
+    async with running_stack(server, path, sink) as stack:
+        activities = build_activities(stack.settings, store=stack.store)
+        worker = build_worker(stack.client, stack.settings, activities)
+        watcher = FollowUpWatcher(stack.store)
+        watcher.start()
+
+        async def one_case(prefix: str, i: int) -> None:
+            ref = f"BP-{prefix}-{i:05d}"
+            handle = await stack.client.start_workflow(
+                CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"), id=ref,
+                task_queue=stack.settings.task_queue)
+            # An update sent while the case is still being opened waits for the opening.
+            await handle.execute_update(CaseWorkflow.record_verification,
+                                        VerificationInput("olga", verification()))
+            for action in ACTIONS:
+                await handle.execute_update(CaseWorkflow.grant_consent,
+                                            ConsentInput("olga", action, ""))
+            for action in ACTIONS:
+                await handle.execute_update(CaseWorkflow.record_clearance,
+                                            ClearanceInput("lina", action, True, "cleared"))
+            await watcher.wait(ref)
+            # The store has both dispatches; done once the workflow has seen them too.
+            while (await handle.query(CaseWorkflow.status))["stage"] != "follow_up":
+                await asyncio.sleep(0.05)
+
+        try:
+            async with worker:
+                if args.warmup:
+                    await drive(args.warmup, args.concurrency, lambda i: one_case("WARM", i))
+                sent_before = len(sink.messages)
+                seconds = await drive(args.cases, args.concurrency, lambda i: one_case("PIPE", i))
+                await check_pipeline(stack, args.cases, len(sink.messages) - sent_before)
+        finally:
+            await watcher.stop()
+    rate = float(args.cases / seconds)
+    report.details["pipeline"] = {"cases": args.cases, "seconds": seconds, "warmup": args.warmup,
+                                  "concurrency": args.concurrency, "worker": "in-process"}
+    report.add(Figure("pipeline throughput", rate, "cases/s",
+                      note=f"{args.cases} cases in {seconds:.1f} s; worker in this process"))
+    return rate
+
+
+async def check_pipeline(stack: Stack, cases: int, sent: int) -> None:
+    """Not timed: every case is in follow-up in the workflow too, and two messages each went out."""
+    refs = [f"BP-PIPE-{i:05d}" for i in range(cases)]
+    stages = await asyncio.gather(*(
+        stack.client.get_workflow_handle(ref).query(CaseWorkflow.status) for ref in refs))
+    wrong = [ref for ref, s in zip(refs, stages, strict=True) if s["stage"] != "follow_up"]
+    if wrong or sent != 2 * cases:
+        raise RuntimeError(f"pipeline check failed: {len(wrong)} cases not in follow-up, "
+                           f"{sent} messages for {cases} cases")
+    say(f"    checked: {cases} cases in follow-up in the workflow, {sent} messages received by "
+        "the SMTP server")
+
+
+async def bare_part(server: DevServer, args: argparse.Namespace, report: Report) -> float:
+    say(f"\n[bare] {args.cases} bare workflows of the same shape ({UPDATES_PER_CASE} updates, "
+        f"{ACTIVITIES_PER_CASE} activities each), {args.concurrency} at a time")
+    client = await Client.connect(server.address)
+    queue = "bench-bare"
+    decisions = ["verification", "consent-1", "consent-2", "clearance-1", "clearance-2"]
+    assert len(decisions) == UPDATES_PER_CASE
+
+    async def one_case(prefix: str, i: int) -> None:
+        ref = f"BB-{prefix}-{i:05d}"
+        handle = await client.start_workflow(BareWorkflow.run, ref, id=ref, task_queue=queue)
+        for decision in decisions:
+            await handle.execute_update(BareWorkflow.decide, decision)
+        await handle.result()
+
+    async with Worker(client, task_queue=queue, workflows=[BareWorkflow], activities=[bare_step]):
+        if args.warmup:
+            await drive(args.warmup, args.concurrency, lambda i: one_case("WARM", i))
+        seconds = await drive(args.cases, args.concurrency, lambda i: one_case("BARE", i))
+    rate = float(args.cases / seconds)
+    report.details["bare"] = {"cases": args.cases, "seconds": seconds, "warmup": args.warmup,
+                              "concurrency": args.concurrency, "worker": "in-process"}
+    report.add(Figure("bare throughput", rate, "cases/s",
+                      note=f"{args.cases} cases in {seconds:.1f} s; worker in this process"))
+    return rate
+
+
+# =========================================================================================== memory
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {key} for process {pid}")
+
+
+def count_stage(store: CaseStore, stage: str) -> int:
+    idx = schema.case_index
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(idx).where(idx.c.stage == stage))
+                   .scalar_one())
+
+
+async def wait_for_worker(stack: Stack, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {stack.worker_logs()[-2000:]}")
+        if "worker polling task queue" in stack.worker_logs():
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the worker did not start polling")
+
+
+async def memory_part(server: DevServer, home: Path, sink: SmtpSink, args: argparse.Namespace,
+                      report: Report) -> None:
+    target = args.open_cases
+    say(f"\n[memory] worker RSS with up to {target} open cases waiting for verification "
+        f"(time budget {args.memory_budget:.0f} s for opening them)")
+    path = home / "memory"
+    path.mkdir()
+    async with running_stack(server, path, sink) as stack:
+        proc = stack.start_worker()
+        await wait_for_worker(stack, proc)
+        await asyncio.sleep(2)
+        baseline = rss_mib(proc.pid)
+        say(f"    worker pid {proc.pid}: idle RSS {baseline:.1f} MiB")
+        samples: list[tuple[int, float]] = [(0, baseline)]
+        started = time.perf_counter()
+        opened = 0
+        batch = max(1, min(args.memory_batch, target))
+        while opened < target:
+            if time.perf_counter() - started > args.memory_budget:
+                say(f"    time budget spent: stopping at {opened} open cases (not {target})")
+                break
+            size = min(batch, target - opened)
+
+            async def start(i: int, first: int = opened) -> None:
+                ref = f"BP-MEM-{first + i:05d}"
+                await stack.client.start_workflow(CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"),
+                                                  id=ref, task_queue=stack.settings.task_queue)
+
+            t_batch = time.perf_counter()
+            await drive(size, 50, start)
+            t_started = time.perf_counter()
+            opened += size
+            await wait_until(partial(opened_at_least, stack.store, opened), f"{opened} cases opened",
+                             seconds=600)
+            t_stored = time.perf_counter()
+            await wait_for_visibility(stack, opened)
+            say(f"    batch: started {t_started - t_batch:.1f} s, in store {t_stored - t_started:.1f} s, "
+                f"in Temporal {time.perf_counter() - t_stored:.1f} s")
+            samples.append((opened, rss_mib(proc.pid)))
+            say(f"    {opened} open cases after {time.perf_counter() - started:.1f} s: worker RSS "
+                f"{samples[-1][1]:.1f} MiB")
+        open_seconds = time.perf_counter() - started
+        await asyncio.sleep(3)  # let the worker finish what it was doing
+        final = rss_mib(proc.pid)
+        peak = rss_mib(proc.pid, "VmHWM")
+    per_case_kib = (final - baseline) * 1024 / opened if opened else 0.0
+    report.details["memory"] = {"open_cases": opened, "requested": target, "seconds_to_open": open_seconds,
+                                "idle_rss_mib": baseline, "final_rss_mib": final, "peak_rss_mib": peak,
+                                "samples": samples, "worker": "subprocess python -m worker",
+                                "max_cached_workflows": 1000}
+    note = (f"{opened} open cases (opened in {open_seconds:.0f} s); idle {baseline:.0f} MiB, "
+            f"peak {peak:.0f} MiB")
+    if opened >= TARGET_MEMORY_CASES:
+        report.add(Figure(f"worker RSS with {opened} open cases", final, "MiB",
+                          f"<= {TARGET_MEMORY_MIB:.0f} MiB at {TARGET_MEMORY_CASES}",
+                          final <= TARGET_MEMORY_MIB,
+                          "; ".join(filter(None, [note, miss_by(final, TARGET_MEMORY_MIB,
+                                                                  higher_is_better=False)]))))
+    else:
+        # Two extrapolations. From the slope of the later samples: the worker caches at most
+        # 1,000 workflows (temporalio's default max_cached_workflows) and evicts the rest, so RSS
+        # levels off once the cache is full. Linear from idle: a pessimistic upper bound.
+        late = samples[len(samples) // 2:]
+        slope_kib = ((late[-1][1] - late[0][1]) * 1024 / (late[-1][0] - late[0][0])
+                     if len(late) > 1 and late[-1][0] > late[0][0] else per_case_kib)
+        estimate = final + max(slope_kib, 0.0) * (TARGET_MEMORY_CASES - opened) / 1024
+        upper = baseline + per_case_kib * TARGET_MEMORY_CASES / 1024
+        report.details["memory"].update(estimate_mib=estimate, linear_upper_bound_mib=upper,
+                                        late_slope_kib_per_case=slope_kib)
+        report.add(Figure(f"worker RSS with {opened} open cases (measured)", final, "MiB", note=note))
+        report.add(Figure(f"worker RSS with {TARGET_MEMORY_CASES} open cases (EXTRAPOLATED)",
+                          estimate, "MiB", f"<= {TARGET_MEMORY_MIB:.0f} MiB", estimate <= TARGET_MEMORY_MIB,
+                          "; ".join(filter(None, [
+                              f"from {opened} at the late slope of {slope_kib:.1f} KiB per case; "
+                              f"linear from idle ({per_case_kib:.1f} KiB per case) "
+                              f"would give {upper:.0f} MiB",
+                              miss_by(estimate, TARGET_MEMORY_MIB, higher_is_better=False)]))))
+
+
+def opened_at_least(store: CaseStore, count: int) -> bool:
+    return count_stage(store, "verification") >= count
+
+
+async def wait_until(ready: Callable[[], bool], what: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if await asyncio.to_thread(ready):
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"timed out waiting for: {what}")
+
+
+async def wait_for_visibility(stack: Stack, opened: int, seconds: float = 120) -> None:
+    """The workflows have published their stage (the workflow task after the opening is done)."""
+    query = f'TaskQueue="{stack.settings.task_queue}" AND CaseStage="verification"'
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            count = (await stack.client.count_workflows(query)).count
+        except Exception as exc:  # visibility without counts: the store said they are open
+            say(f"    (cannot count workflows by stage: {type(exc).__name__}; waiting 5 s instead)")
+            await asyncio.sleep(5)
+            return
+        if count >= opened:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"only {count} of {opened} workflows reached verification in Temporal")
+
+
+# ============================================================================== store: chain, list
+def new_store(path: Path) -> CaseStore:
+    return CaseStore(sqlite_url(str(path)), base64.b64encode(os.urandom(32)).decode())
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    return times, result
+
+
+def chain_part(home: Path, args: argparse.Namespace, report: Report) -> None:
+    events = args.events
+    say(f"\n[chain] verify the audit chain of one case with {events} events (SQLite file)")
+    store = new_store(home / "chain.sqlite")
+    try:
+        ref = "BP-CHAIN-00001"
+        opening = open_args(ref, actions=ACTIONS)
+        t0 = time.perf_counter()
+        store.open_case(**opening)
+        at: datetime = opening["at"]
+        last_hundred = time.perf_counter()
+        for i in range(1, events):
+            store.execute(ref, "add_further_information",
+                          {"information": f"Update {i}: the lawyer visited again.",
+                           "at": at + timedelta(minutes=i)}, "olga", f"{ref}/info/{i}")
+            if i == events - 100:
+                last_hundred = time.perf_counter()
+        setup = time.perf_counter() - t0
+        per_command_ms = (time.perf_counter() - last_hundred) * 1000 / min(100, events - 1)
+        say(f"    setup: {events} events in {setup:.1f} s (the last 100 commands took "
+            f"{per_command_ms:.1f} ms each: every command loads the case by replaying all its events)")
+        times, chain = timed(lambda: store.verify(ref), 5)
+    finally:
+        store.close()
+    if not chain.ok or chain.events != events:
+        raise RuntimeError(f"chain check failed: {chain}")
+    median_ms = statistics.median(times) * 1000
+    report.details["chain"] = {"events": events, "times_ms": [t * 1000 for t in times],
+                               "setup_seconds": setup, "append_ms_at_end": per_command_ms}
+    at_target = events == TARGET_CHAIN_EVENTS
+    report.add(Figure(f"verify chain of {events} events (median of 5)", median_ms, "ms",
+                      f"< {TARGET_CHAIN_MS:.0f} ms" if at_target else "",
+                      median_ms < TARGET_CHAIN_MS if at_target else None,
+                      "; ".join(filter(None, [f"min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}",
+                                              miss_by(median_ms, TARGET_CHAIN_MS, higher_is_better=False)]))))
+
+
+def list_part(home: Path, args: argparse.Namespace, report: Report) -> None:
+    count = args.index
+    say(f"\n[list] list {count} cases from the case index (SQLite file)")
+    store = new_store(home / "index.sqlite")
+    try:
+        t0 = time.perf_counter()
+        for i in range(count):
+            store.open_case(**open_args(f"BP-IDX-{i:05d}", actions=ACTIONS))
+            if (i + 1) % 2000 == 0:
+                say(f"    {i + 1}/{count} cases opened ({time.perf_counter() - t0:.1f} s)")
+        setup = time.perf_counter() - t0
+        say(f"    setup: {count} cases opened with store.open_case in {setup:.1f} s "
+            f"({setup * 1000 / count:.1f} ms each)")
+        times, rows = timed(store.list_cases, 5)
+    finally:
+        store.close()
+    if len(rows) != count:
+        raise RuntimeError(f"listed {len(rows)} cases, expected {count}")
+    median_ms = statistics.median(times) * 1000
+    report.details["list"] = {"cases": count, "times_ms": [t * 1000 for t in times], "setup_seconds": setup}
+    at_target = count == TARGET_LIST_CASES
+    report.add(Figure(f"list {count} cases (median of 5)", median_ms, "ms",
+                      f"< {TARGET_LIST_MS:.0f} ms" if at_target else "",
+                      median_ms < TARGET_LIST_MS if at_target else None,
+                      "; ".join(filter(None, [f"min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}",
+                                              miss_by(median_ms, TARGET_LIST_MS, higher_is_better=False)]))))
+
+
+# ============================================================================================= main
+async def temporal_parts(home: Path, parts: list[str], args: argparse.Namespace, report: Report) -> None:
+    server_home = home / "temporal"
+    server_home.mkdir()
+    with SmtpSink() as sink, running_dev_server(server_home) as server:
+        say(f"Temporal dev server at {server.address}; SMTP sink on 127.0.0.1:{sink.port}")
+        pipeline = bare = None
+        if "pipeline" in parts:
+            pipeline = await pipeline_part(server, home, sink, args, report)
+        if "bare" in parts:
+            bare = await bare_part(server, args, report)
+        if pipeline is not None and bare is not None:
+            ratio = pipeline / bare
+            report.add(Figure("ratio pipeline / bare", ratio, "", f">= {TARGET_RATIO:.1f}",
+                              ratio >= TARGET_RATIO, miss_by(ratio, TARGET_RATIO, higher_is_better=True)))
+        if "memory" in parts:
+            await memory_part(server, home, sink, args, report)
+
+
+def machine() -> dict[str, Any]:
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "uname": " ".join(platform.uname()),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "command": " ".join([Path(sys.executable).name, "-m", "benchmarks.run", *sys.argv[1:]])}
+
+
+def print_summary(report: Report, total: float) -> None:
+    say(f"\n=== summary (total {total:.0f} s; load average now "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}) ===")
+    width = max(len(f.name) for f in report.figures) if report.figures else 10
+    for f in report.figures:
+        value = f"{f.value:.3f} {f.unit}".strip()
+        target = f"target {f.target}" if f.target else ""
+        say(f"{f.name:<{width}}  {value:>16}  {f.verdict():<4}  {target}  {f.note}".rstrip())
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=int, default=200, help="cases through the pipeline and the bare shape")
+    p.add_argument("--concurrency", type=int, default=20, help="cases driven at a time (both shapes)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed cases run first (both shapes)")
+    p.add_argument("--open-cases", type=int, default=TARGET_MEMORY_CASES,
+                   help="open cases for the worker memory figure")
+    p.add_argument("--memory-budget", type=float, default=300,
+                   help="seconds allowed for opening them; the figure is taken at what was opened")
+    p.add_argument("--memory-batch", type=int, default=500, help="cases opened between memory samples")
+    p.add_argument("--events", type=int, default=TARGET_CHAIN_EVENTS, help="events in the verified chain")
+    p.add_argument("--index", type=int, default=TARGET_LIST_CASES, help="cases in the listed index")
+    p.add_argument("--only", choices=[*PARTS, "throughput"],
+                   help="run one part (throughput: pipeline and bare, with the ratio)")
+    p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
+    return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    if keep:
+        path = Path(tempfile.mkdtemp(prefix="appeals-bench-"))
+        say(f"working directory (kept): {path}")
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="appeals-bench-") as tmp:
+            yield Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    named = {"throughput": ["pipeline", "bare"], None: list(PARTS)}
+    parts = named.get(args.only, [args.only])
+    info = machine()
+    say(f"{info['date']}  {info['uname']}\nCPUs {info['cpus']}, Python {info['python']}, "
+        f"load average {info['load_average']}\n"
+        f"command: {info['command']}")
+    report = Report()
+    started = time.perf_counter()
+    with workdir(args.keep) as home:
+        if {"pipeline", "bare", "memory"} & set(parts):
+            asyncio.run(temporal_parts(home, parts, args, report))
+        if "chain" in parts:
+            chain_part(home, args, report)
+        if "list" in parts:
+            list_part(home, args, report)
+    total = time.perf_counter() - started
+    print_summary(report, total)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "total_seconds": total,
+                                         "figures": [asdict(f) for f in report.figures],
+                                         "details": report.details}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
