@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
 from domain.countries import is_country_code
+from domain.fields import as_date
 from domain.routing import Mandate
 
 
@@ -265,16 +266,7 @@ def _flag(raw: Mapping[str, Any], key: str, fail: _Fail) -> bool:
 
 
 def _date(raw: Mapping[str, Any], key: str, fail: _Fail) -> date:
-    value = raw.get(key)
-    if isinstance(value, str):
-        value = _iso_date(value)
-    if not isinstance(value, date) or isinstance(value, datetime):
+    value = as_date(raw.get(key))
+    if value is None:
         raise fail(key, "must be a date written YYYY-MM-DD")
     return value
-
-
-def _iso_date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Any
+
+from domain.fields import as_date
 
 
 class FundStatus(StrEnum):
@@ -443,19 +445,10 @@ def _status(raw: Mapping[str, Any], fail: _Fail) -> FundStatus:
 
 
 def _date(raw: Mapping[str, Any], key: str, fail: _Fail) -> date:
-    value = raw.get(key)
-    if isinstance(value, str):
-        value = _iso_date(value)
-    if not isinstance(value, date) or isinstance(value, datetime):
+    value = as_date(raw.get(key))
+    if value is None:
         raise fail(key, "must be a date written YYYY-MM-DD")
     return value
-
-
-def _iso_date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 _ADDRESS_RE = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
