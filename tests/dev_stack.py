@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from stack.main import dev_server_command, installed
 from store.app import CaseStore
 from tests.smtp_sink import SmtpSink
-from tests.workflow_env import add_users, binary
+from tests.workflow_env import add_users
 from worker.main import data_converter
-from worker.search import CASE_SEARCH_ATTRIBUTES
 from worker.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,18 +60,15 @@ class DevServer:
 
 
 @contextlib.contextmanager
-def running_dev_server(home: Path, *extra: str) -> Iterator[DevServer]:
-    port = free_port()
+def running_dev_server(home: Path, *extra: str, port: int | None = None) -> Iterator[DevServer]:
+    """The dev server as `make run` starts it, headless; a fixed `port` (with the same `home`)
+    lets a test stop it and start it again on the same database file."""
+    port = port or free_port()
     log = home / "server.log"
-    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
-    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
-        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-             "--port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-             "--db-filename", str(home / "temporal.db"), *attributes, *extra],
-            stdout=out, stderr=subprocess.STDOUT, cwd=home)
+    command = dev_server_command(home / "temporal.db", "127.0.0.1", port, extra=[
+        "--http-port", str(free_port()), "--metrics-port", str(free_port()), *extra])
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=home)
     try:
         _wait_for_port(port, proc, log)
         yield DevServer(f"127.0.0.1:{port}", log)
@@ -81,6 +78,7 @@ def running_dev_server(home: Path, *extra: str) -> Iterator[DevServer]:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +125,7 @@ class Stack:
 
     def temporal(self, *args: str) -> str:
         """The Temporal CLI against the dev server, as an operator would run it."""
-        out = subprocess.run([binary("temporal"), *args, "--address", self.settings.temporal_address],
+        out = subprocess.run([installed("temporal"), *args, "--address", self.settings.temporal_address],
                              capture_output=True, check=True, timeout=60)
         return out.stdout.decode()
 

