@@ -19,7 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain import errors
-from domain.intake import parse_intake
+from domain.intake import parse_intake, parse_verification
 from domain.policies import MAX_ESCALATION_LEVEL, deadline_for, risk_level
 from domain.vocab import Action, Outcome, PublicNaming, Stage, Verdict
 
@@ -97,6 +97,8 @@ class Case(Aggregate):
     def record_verification(self, verification: dict[str, Any], at: datetime, actor: str,
                             command_id: str) -> None:
         self._require_stage(Stage.VERIFICATION, "a verification")
+        # Whoever calls, the analysis is checked and normalised before it is recorded.
+        verification = parse_verification(verification)
         self._verification_recorded(verification=verification, at=at, actor=actor,
                                     command_id=command_id)
         if verification["verdict"] == Verdict.UNVERIFIED:

@@ -21,7 +21,7 @@ from eventsourcing.utils import Environment
 from sqlalchemy import Engine, func, select
 
 from domain.case import Case, case_id, new_case
-from domain.intake import parse_intake, parse_verification
+from domain.intake import parse_intake
 from domain.intake import reference as check_reference
 from domain.vocab import Role
 from store import schema
@@ -118,9 +118,6 @@ class CaseStore(Application[UUID]):
             if prior is not None:
                 return prior
             case = self.get(reference)
-            if command == "record_verification":
-                # Whoever calls, the analysis is checked and normalised before it is recorded.
-                args = {**args, "verification": parse_verification(args.get("verification"))}
             getattr(case, command)(**args, actor=actor, command_id=command_id)
             try:
                 return self._save(case, reference, actor, command_id)

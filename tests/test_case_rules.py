@@ -184,3 +184,10 @@ def test_rejection_messages_carry_no_personal_data() -> None:
     with pytest.raises(errors.InvalidInput) as info:
         parse_intake(open_args(country=name)["intake"], today=T0.date())
     assert name not in str(info.value)
+
+
+def test_a_malformed_verification_is_refused_by_the_aggregate_itself() -> None:
+    case = opened()
+    with pytest.raises(errors.InvalidInput, match="probability"):
+        case.record_verification(verification(probability=9), T0, "olga", "v1")
+    assert case.stage == "verification" and len(case.collect_events()) == 1  # only Opened
