@@ -19,7 +19,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
 from activities.messages import Composed, Composer, MessageError
-from activities.render import Renderer
 from domain.addressbook import AddressBook, AddressRole
 from domain.errors import CaseRuleError
 from domain.funds import Fund, FundProfile, match_funds
@@ -41,12 +40,6 @@ from workflows.inputs import (
 T = TypeVar("T")
 SYSTEM = "system"
 HEARTBEAT_SECONDS = 2  # the workflow's heartbeat timeout for sending activities is a few times this
-ACTION_LABELS = {
-    "rapporteur": "UN Special Procedures",
-    "mfa": "Ministry of Foreign Affairs",
-    "eu_delegation": "EU delegation",
-    "emergency_fund": "emergency fund",
-}
 
 
 @dataclass
@@ -71,9 +64,9 @@ def _refused(exc: Exception) -> ApplicationError:
 
 class CaseActivities:
     def __init__(self, store: CaseStore, mailer: Mailer, book: AddressBook, funds: list[Fund],
-                 composer: Composer, renderer: Renderer, config: CaseConfig) -> None:
+                 composer: Composer, config: CaseConfig) -> None:
         self.store, self.mailer, self.book, self.funds = store, mailer, book, funds
-        self.composer, self.renderer, self.config = composer, renderer, config
+        self.composer, self.config = composer, config
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.open_case, self.apply_command, self.dispatch, self.record_dispatch_failure,
@@ -166,13 +159,13 @@ class CaseActivities:
         summary = await self._store(self.store.execute, req.reference, "hold_dispatch",
                                     {"action": req.action, "missing": missing, "at": req.at},
                                     SYSTEM, command_id)
-        subject, body = self.renderer.render("held.txt", {
-            "reference": req.reference, "action_label": ACTION_LABELS[req.action],
-            "missing": missing})
+        composed = self._compose(lambda: self.composer.held(
+            reference=req.reference, country=case.intake["country"], action=req.action,
+            missing=missing))
         return await self._notify_staff(req.reference, command_id, summary, OutgoingMessage(
-            sender=self.config.mail_from, to=await self._officer(case.assignee), subject=subject,
-            text=body, message_id=make_message_id(req.reference, command_id,
-                                                  self.config.message_id_domain),
+            sender=self.config.mail_from, to=await self._officer(case.assignee),
+            subject=composed.subject, text=composed.text,
+            message_id=make_message_id(req.reference, command_id, self.config.message_id_domain),
             headers={"X-Appeal-Kind": "dispatch-held"}))
 
     async def _check_addresses(self, reference: str, action: str, recipients: list[str],
@@ -197,9 +190,10 @@ class CaseActivities:
 
     async def _officer(self, username: str) -> list[str]:
         """The case officer's address, or the first escalation level's when they have none."""
-        users = await asyncio.to_thread(self.store.list_users)
-        to = [u["email"] for u in users if u["username"] == username and u["active"]]
-        return to or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
+        user = await asyncio.to_thread(self.store.user, username)
+        if user is not None and user["active"] and user["email"]:
+            return [user["email"]]
+        return list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
 
     @activity.defn(name="send_further_information")
     async def send_further_information(self, req: FurtherInformation) -> dict[str, Any]:

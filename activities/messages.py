@@ -344,6 +344,16 @@ class Composer:
         }
         return self._compose("reminder", view)
 
+    def held(self, *, reference: str, country: str, action: str, missing: list[str]) -> Composed:
+        """To the case officer: which fields a held message waits for (field names, no data)."""
+        view = {
+            "reference": one_line(reference),
+            "country_name": _country_name(one_line(country)),
+            "action_label": label(action, ACTION_LABELS),
+            "missing": [one_line(field) for field in missing],
+        }
+        return self._compose("held", view)
+
     # ------------------------------------------------------------------------------- views
     def _case_view(self, case: Case, action: str) -> dict[str, Any]:
         """What every message about the case may say, for one action whose consent is granted."""

@@ -438,3 +438,12 @@ def test_an_eu_grant_over_the_cap_is_refused_even_when_the_intake_was_bypassed(
     case.intake["eu_grant"] = {"amount_eur": 10_001, "purpose": "legal fees"}
     with pytest.raises(MessageError, match="cannot exceed EUR 10,000"):
         composer.appeal(case, "eu_delegation")
+
+
+def test_the_held_notice_names_the_missing_fields_and_nothing_else() -> None:
+    held = Composer().held(reference="UA-2026-0101", country="KG", action="rapporteur",
+                           missing=["domestic_steps", "defenders[0].location"])
+    assert held.kind == "held" and held.html is None
+    assert "UA-2026-0101" in held.subject and "\n" not in held.subject
+    assert "- domestic_steps" in held.text and "- defenders[0].location" in held.text
+    assert "Kyrgyzstan" in held.text and "UN Special Procedures" in held.text

@@ -28,7 +28,6 @@ from activities.case import CaseActivities, CaseConfig
 from activities.directories import load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
-from activities.render import Renderer
 from stack.main import installed
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
@@ -105,7 +104,7 @@ def make_activities(store: CaseStore, sink: SmtpSink) -> CaseActivities:
     config = CaseConfig(mail_from="appeals@secretariat.example.org", escalation_contacts=CONTACTS,
                         address_max_age_days=365_000)
     return CaseActivities(store, mailer, load_address_book(), load_fund_directory(), Composer(),
-                          Renderer(), config)
+                          config)
 
 
 def add_users(store: CaseStore) -> None:

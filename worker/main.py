@@ -22,7 +22,6 @@ from activities.case import CaseActivities, CaseConfig
 from activities.directories import DirectoryFileError, load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
-from activities.render import Renderer
 from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
 from worker.codec import make_data_converter
@@ -91,7 +90,7 @@ def build_activities(settings: Settings, store: CaseStore | None = None) -> Case
     book = checked_address_book(settings)
     store = store or CaseStore(settings.database_url, settings.event_store_cipher_key())
     return CaseActivities(store, Mailer.from_settings(settings), book, load_fund_directory(),
-                          Composer(), Renderer(), case_config(settings))
+                          Composer(), case_config(settings))
 
 
 def build_worker(client: Client, settings: Settings, activities: CaseActivities,
