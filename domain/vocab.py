@@ -118,10 +118,6 @@ class Stage(StrEnum):
     CLOSED = "closed"
 
 
-# The order in which a case walks the stages; none is skipped except by the rules in Case.
-STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
-
-
 class Outcome(StrEnum):
     RESOLVED = "resolved"
     NO_FURTHER_ACTION = "no_further_action"
@@ -144,16 +140,3 @@ class Role(StrEnum):
     MINISTRY_LIAISON = "ministry_liaison"
     HEAD = "head"
     AUDITOR = "auditor"
-
-
-class ActionState(StrEnum):
-    """Where one action stands; the aggregate derives it from the events."""
-
-    PROPOSED = "proposed"
-    GRANTED = "granted"
-    REFUSED = "refused"
-    WITHDRAWN = "withdrawn"
-    CLEARED = "cleared"
-    DENIED = "denied"
-    DISPATCHED = "dispatched"
-    FAILED = "failed"

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.case import SUPPLEMENTABLE
     from domain.errors import InvalidInput
     from domain.intake import parse_verification
-    from domain.vocab import Action, Outcome, PublicNaming, Role
+    from domain.vocab import Outcome, PublicNaming, Role
     from worker.search import CASE_NEXT_DEADLINE, CASE_RISK, CASE_STAGE
     from workflows.inputs import (
         ApplyCommand,
@@ -620,4 +620,4 @@ class CaseWorkflow:
         ])
 
 
-__all__ = ["CaseWorkflow", "WORKFLOW_NAME", "Action"]
+__all__ = ["CaseWorkflow", "WORKFLOW_NAME"]
