@@ -24,7 +24,7 @@ from domain.errors import CaseRuleError
 from domain.funds import Fund, FundProfile, match_funds
 from domain.policies import clearance_required, deadline_table
 from domain.readiness import missing_fields
-from domain.routing import route_rapporteur
+from domain.routing import Mandate, route_rapporteur
 from domain.vocab import Action
 from store.app import CaseStore, StoreError
 from workflows.inputs import (
@@ -142,6 +142,8 @@ class CaseActivities:
             return await self._hold(case, req, missing)
         recipients = [fund.address] if fund else self._recipients(case.intake, req.action)
         await self._check_addresses(case.reference, req.action, recipients, req.at)
+        if req.action == Action.RAPPORTEUR:
+            await self._warn_unaddressed_mandates(case, req.at)
         composed = self._compose(lambda: self.composer.appeal(case, req.action, fund=fund))
         await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
                                          subject=composed.subject, text=composed.text,
@@ -187,6 +189,17 @@ class CaseActivities:
                               {"warning": f"Check these addresses, not verified for more than "
                                           f"{self.config.address_max_age_days} days: {listed}",
                                "at": at}, SYSTEM, f"{reference}/stale-addresses/{action}")
+
+    async def _warn_unaddressed_mandates(self, case: Any, at: datetime) -> None:
+        """A mandate the routing picks but the address book has no mailbox for still hears of the
+        case through the general OHCHR mailbox; staff are warned so that they can add it."""
+        missing = self.book.missing_mandates(_mandates(case.intake))
+        if missing:
+            await self._store(self.store.execute, case.reference, "raise_warning",
+                              {"warning": "No address book entry for the mandate(s) "
+                                          f"{', '.join(m.value for m in missing)}: the appeal went "
+                                          "to the general OHCHR mailbox only for them.", "at": at},
+                              SYSTEM, f"{case.reference}/unaddressed-mandates")
 
     async def _officer(self, username: str) -> list[str]:
         """The case officer's address, or the first escalation level's when they have none."""
@@ -290,9 +303,7 @@ class CaseActivities:
     def _recipients(self, intake: Mapping[str, Any], action: str) -> list[str]:
         country = intake["country"]
         if action == "rapporteur":
-            groups = {g for d in intake["defenders"] for g in d.get("at_risk_groups", [])}
-            mandates = route_rapporteur(intake["threat_types"], intake["rights_affected"], groups)
-            entries = self.book.rapporteur_recipients(mandates)
+            entries = self.book.rapporteur_recipients(_mandates(intake))
         elif action == "mfa":
             entries = self.book.for_country(AddressRole.MFA_DESK, country)
         elif action == "eu_delegation":
@@ -338,3 +349,9 @@ class CaseActivities:
                                   self.config.address_max_age_days)
         chosen = {f.id: f for f in self.funds}
         return chosen[suggestions[0].fund_id] if suggestions else None
+
+
+def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:
+    """The UN mandates the rapporteur action goes to, from the facts of the intake."""
+    groups = {g for d in intake["defenders"] for g in d.get("at_risk_groups", [])}
+    return route_rapporteur(intake["threat_types"], intake["rights_affected"], groups)

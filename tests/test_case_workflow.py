@@ -11,6 +11,8 @@ import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.messages import TEMPLATES, Composer
+from domain.addressbook import AddressBook
+from domain.routing import Mandate
 from tests.factories import verification
 from tests.workflow_env import CONTACTS, CaseEnv, settle
 from workflows.case import CaseWorkflow
@@ -395,3 +397,18 @@ async def test_a_message_that_cannot_be_rendered_is_never_sent_and_is_escalated(
     assert "MessageError" in failure.details["reason"]
     assert "a_value_nobody_provides" in failure.details["reason"]
     assert case_env.sent("appeal") == []
+
+
+async def test_a_routed_mandate_without_an_address_is_warned_about(case_env: CaseEnv) -> None:
+    book = case_env.activities.book
+    case_env.activities.book = AddressBook(tuple(e for e in book.entries
+                                                 if e.mandate != Mandate.EXPRESSION))
+    handle = await case_env.start()  # a journalist: routed to the expression mandate too
+    await verify(handle)
+    await consent(handle, {"rapporteur": True, "mfa": False, "eu_delegation": False})
+    await clear(handle, "rapporteur")
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    [warning] = [e.details["warning"] for e in case_env.trail() if e.event == "StaffWarningRaised"]
+    assert "freedom_of_expression" in warning
+    [(_, rcpts, _)] = case_env.sink.messages
+    assert "urgent-action@ohchr.org" in rcpts and "freedex@ohchr.org" not in rcpts
