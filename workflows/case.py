@@ -1,4 +1,4 @@
-"""The case workflow: one long-lived, durable workflow per urgent case (DESIGN.md section 2).
+"""The case workflow: one long-lived, durable workflow per urgent case (docs/design.md section 2).
 
 The workflow decides *when* things happen; the aggregate in the store decides *whether* they may.
 Every change goes through an activity that records it in the event store, and the summary the
@@ -7,7 +7,8 @@ arrive as updates: the validator rejects what the workflow's view can already te
 (stage, action, four eyes, malformed payload), the handler has an activity check the actor's roles
 in the registry and record the command, which the aggregate may still refuse with a named error.
 
-No I/O here, no clock but workflow.now(), no randomness: see the determinism rules in DEVELOPERS.md.
+No I/O here, no clock but workflow.now(), no randomness: see the determinism rules in
+docs/design.md section 4.3.
 """
 
 from __future__ import annotations
