@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint install run bench clean
+.PHONY: test lint install lock run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,18 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# requirements.lock, which the image installs with --require-hashes: the main dependencies of
+# pyproject.toml and everything they need, pinned with their hashes, for the image's Python 3.11 on
+# Linux x86_64. Run it after changing the dependencies; tests/test_deployment.py fails while the
+# lock is stale. Existing pins are kept where they still fit: `make lock LOCK_ARGS=--upgrade` moves
+# everything to the newest allowed versions.
+LOCK_ARGS ?=
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		$(LOCK_ARGS) -o requirements.lock
+	$(BIN)/python -c 'from tests.test_deployment import stamp_lock; stamp_lock()'
 
 # The embedded stack in the foreground: Temporal dev server, SMTP sink, worker. Ctrl-C stops it.
 run: $(STAMP)
