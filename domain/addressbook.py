@@ -1,6 +1,6 @@
 """The address book: where each kind of message goes, with the date each address was last checked.
 
-Addresses are configuration (activities/data/address_book.toml), never code (DESIGN.md section 3:
+Addresses are configuration (activities/data/address_book.toml), never code (docs/design.md section 3.1:
 OHCHR has been moving mandate mailboxes, so every address carries a last-verified date). This
 module is pure: it builds the book from plain dicts, validates every entry with an error that
 names the entry and the field, and answers lookups. Reading the file is an activity's job.
@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from domain.countries import is_country_code
+from domain.errors import UnconfirmedAddress
 from domain.fields import as_date
 from domain.routing import Mandate
 
@@ -57,6 +58,10 @@ class AddressEntry:
     example: bool = False
     # Inferred from a pattern, not confirmed with the recipient: verify before live use.
     placeholder: bool = False
+    # Where the address was published (a page, in words or as an https:// address); "" if unknown.
+    source: str = ""
+    # Staff confirmed the address with the recipient; with live sending on, only these are used.
+    confirmed: bool = False
 
     @property
     def live_ready(self) -> bool:
@@ -109,6 +114,11 @@ class AddressBook:
     def contains(self, address: str) -> bool:
         return any(_key(e.address) == _key(address) for e in self.entries)
 
+    def entries_for(self, addresses: Iterable[str]) -> list[AddressEntry]:
+        """Every entry of these addresses, in book order (an address may have several)."""
+        wanted = {_key(a) for a in addresses}
+        return [e for e in self.entries if _key(e.address) in wanted]
+
     def stale_entries(
         self, addresses: Iterable[str], today: date, max_age_days: int
     ) -> list[AddressEntry]:
@@ -129,11 +139,72 @@ def _key(address: str) -> str:
     return address.strip().lower()
 
 
+def unconfirmed(addresses: Iterable[AddressEntry]) -> list[AddressEntry]:
+    """The entries that staff have not confirmed (never used while live sending is on)."""
+    return [e for e in addresses if not e.confirmed]
+
+
+class FundChannel(Protocol):
+    """What the live-sending check needs of a fund directory entry (domain.funds.Fund)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def confirmed(self) -> bool: ...
+
+
+def check_live_addresses(
+    book: AddressBook,
+    recipients: Iterable[str],
+    live: bool = True,
+    funds: Iterable[FundChannel] = (),
+) -> None:
+    """With live sending on, refuse a message to any address staff have not confirmed.
+
+    An address of the book counts as confirmed when every entry for it is; a fund's address when
+    its directory entry is; an address in neither is never confirmed. With live sending off (the
+    development sink) nothing is refused. The error names roles, mandates, countries and fund ids,
+    never the addresses themselves.
+    """
+    if not live:
+        return
+    fund_list = list(funds)
+    problems: list[str] = []
+    for recipient in dict.fromkeys(_key(r) for r in recipients):
+        entries = book.entries_for([recipient])
+        of_funds = [f for f in fund_list if f.address and _key(f.address) == recipient]
+        if entries:
+            problems += [_describe(e) for e in unconfirmed(entries)]
+        elif of_funds:
+            problems += [f"fund {f.id}" for f in of_funds if not f.confirmed]
+        else:
+            problems.append("an address in neither the address book nor the fund directory")
+    if problems:
+        listed = "; ".join(dict.fromkeys(problems))
+        raise UnconfirmedAddress(
+            f"Recipients not confirmed by staff ({listed}); with live sending on they cannot be "
+            "used: confirm them (confirmed = true) in the address book or the fund directory first."
+        )
+
+
+def _describe(entry: AddressEntry) -> str:
+    """An entry named by what it is for, without its address."""
+    if entry.mandate is not None:
+        return f"mandate {entry.mandate.value}"
+    if entry.role in COUNTRY_ROLES:
+        return f"{entry.role.value} {entry.country or 'fallback'}"
+    return f"{entry.role.value} mailbox"
+
+
 # Parsing from plain data: {"entries": [ {...}, ... ]}, as tomllib reads address_book.toml.
 
 _ENTRY_KEYS = frozenset(
     {"address", "purpose", "role", "mandate", "country", "last_verified", "note", "example",
-     "placeholder"}
+     "placeholder", "source", "confirmed"}
 )
 
 _Fail = Callable[[str, str], AddressBookError]
@@ -175,6 +246,9 @@ def parse_address_entry(raw: Any, index: int = 1) -> AddressEntry:
         note=_text(raw, "note", fail),
         example=_flag(raw, "example", fail),
         placeholder=_flag(raw, "placeholder", fail),
+        # Both optional, so that entries written before they existed still load (as unconfirmed).
+        source=_text(raw, "source", fail),
+        confirmed=_flag(raw, "confirmed", fail),
     )
     _check_markings(entry, fail)
     return entry
@@ -231,6 +305,10 @@ def _check_markings(entry: AddressEntry, fail: _Fail) -> None:
         raise fail("example", "must be true exactly for addresses at example domains")
     if entry.placeholder and not entry.note:
         raise fail("note", "must say what to verify when 'placeholder' is true")
+    if entry.confirmed and (entry.example or entry.placeholder):
+        raise fail("confirmed", "cannot be true for an example or placeholder address")
+    if entry.confirmed and not entry.source:
+        raise fail("source", "must say where the address was published when 'confirmed' is true")
 
 
 def _refuse_duplicates(entries: Iterable[AddressEntry]) -> None:

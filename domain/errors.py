@@ -66,3 +66,13 @@ class EscalationOutOfOrder(CaseRuleError):
 
 class CaseClosed(CaseRuleError):
     """Nothing but reads after a case is closed."""
+
+
+class FundChoiceRefused(CaseRuleError):
+    """The emergency fund(s) chosen for a request cannot be used: unknown, excluded for this case,
+    a second fund for the same purpose, or not confirmed by staff while live sending is on."""
+
+
+class UnconfirmedAddress(CaseRuleError):
+    """With live sending on, only addresses that staff confirmed (address book `confirmed`) are
+    used; the message names roles, mandates and countries, never the addresses."""

@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from domain.policies import DAY, HOUR, deadline_table
 from worker.keys import KEY_LENGTH, decode_key, encode_key
-from worker.settings import Settings, load_settings
+from worker.settings import Settings, error_line, load_settings
 
 SECRET_PASSWORD = "Zephyrine-Qwoxlandt-smtp-password"
 REAL_CONTACTS = {
@@ -45,6 +46,8 @@ def production_env(env: pytest.MonkeyPatch) -> dict[str, str]:
     env.setenv("APPEALS_CODEC_KEYS", f"k1:{secrets['codec']}")
     env.setenv("APPEALS_ESCALATION_CONTACTS", json.dumps(REAL_CONTACTS))
     env.setenv("APPEALS_MAIL_FROM", "appeals@secretariat.test")
+    env.setenv("APPEALS_SIGNATORY_NAME", "Head of Secretariat")
+    env.setenv("APPEALS_SIGNATORY_ORGANISATION", "Defenders Fund Secretariat")
     return secrets
 
 
@@ -68,6 +71,10 @@ def test_development_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.starttls_required is False
     assert sorted(settings.escalation_contacts) == [1, 2, 3]
     assert all(settings.escalation_contacts[level] for level in (1, 2, 3))
+    assert settings.deadlines_file is None and settings.deadline_overrides is None
+    assert settings.checkin_interval == "14d" and settings.checkin_interval_seconds == 14 * DAY
+    assert "development" in settings.signatory_name
+    assert "development" in settings.signatory_organisation
     # Loading settings creates nothing: keys appear only when asked for.
     assert not (tmp_path / "var").exists()
 
@@ -297,3 +304,135 @@ def test_bad_sender_is_refused(env: pytest.MonkeyPatch) -> None:
 def test_settings_object_can_be_built_directly(tmp_path: Path, env: pytest.MonkeyPatch) -> None:
     settings = Settings(var_dir=tmp_path / "direct", smtp_port=2525)
     assert settings.database_url.endswith("direct/events.sqlite")
+
+
+# --- who signs the letters --------------------------------------------------------------------
+
+
+def test_production_signs_letters_with_the_configured_signatory(env: pytest.MonkeyPatch) -> None:
+    production_env(env)
+    settings = load_settings()
+    assert settings.signatory_name == "Head of Secretariat"
+    assert settings.signatory_organisation == "Defenders Fund Secretariat"
+
+
+@pytest.mark.parametrize("variable", ["APPEALS_SIGNATORY_NAME", "APPEALS_SIGNATORY_ORGANISATION"])
+def test_production_refuses_to_start_without_a_signatory(
+        env: pytest.MonkeyPatch, variable: str) -> None:
+    production_env(env)
+    env.setenv(variable, "  ")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    line = error_line(info.value)
+    assert line.startswith(f"{variable}: production needs who signs the letters") and "\n" not in line
+
+
+def test_a_signatory_on_several_lines_is_refused_without_echoing_it(env: pytest.MonkeyPatch) -> None:
+    env.setenv("APPEALS_SIGNATORY_NAME", "Zephyrine Qwoxlandt\r\nBcc: all@elsewhere.test")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    line = error_line(info.value)
+    assert line.startswith("APPEALS_SIGNATORY_NAME: must be one line") and "Zephyrine" not in line
+
+
+# --- deadlines and the check-in interval ---------------------------------------------------------
+
+SHORT_TABLE = """\
+# Shorter deadlines for critical cases, longer follow-up for low-risk ones.
+[consent]
+critical = "6h"
+high = "1d"
+
+[dispatch]
+critical = "30m"
+
+[follow_up]
+low = "6w"
+"""
+
+
+def deadlines(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deadlines.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_deadline_table_is_read_from_a_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("APPEALS_DEADLINES_FILE", str(deadlines(tmp_path, SHORT_TABLE)))
+    settings = load_settings()
+    assert settings.deadline_overrides == {
+        "consent": {"critical": 6 * HOUR, "high": DAY},
+        "dispatch": {"critical": 30 * 60},
+        "follow_up": {"low": 42 * DAY},
+    }
+    table = deadline_table(settings.deadline_overrides)
+    assert table["consent"]["critical"] == 6 * HOUR and table["consent"]["medium"] == 5 * DAY
+    assert table["verification"] == deadline_table()["verification"]
+
+
+def test_the_worker_hands_the_settings_to_the_activities(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from worker.main import case_config
+
+    env.setenv("APPEALS_DEADLINES_FILE", str(deadlines(tmp_path, SHORT_TABLE)))
+    env.setenv("APPEALS_LIVE_SENDING", "false")
+    settings = load_settings()
+    config = case_config(settings)
+    assert config.deadline_overrides == settings.deadline_overrides
+    assert config.live_sending is settings.live_sending
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[consent]\ncritical = "soon"\n',
+         "APPEALS_DEADLINES_FILE: consent.critical: must be a positive duration like 12h or 5d"),
+        ("[consent]\ncritical = 12\n",
+         "APPEALS_DEADLINES_FILE: consent.critical: must be a positive duration like 12h or 5d"),
+        ('[consent]\ncritical = "0h"\n',
+         "APPEALS_DEADLINES_FILE: consent.critical: must be a positive duration like 12h or 5d"),
+        ('[consent]\nurgent = "4h"\n',
+         "APPEALS_DEADLINES_FILE: consent.urgent: not a level (levels: critical, high, medium, low)"),
+        ('[approval]\ncritical = "4h"\n',
+         "APPEALS_DEADLINES_FILE: 'approval' is not a step (steps: verification, consent, "),
+        ('consent = "4h"\n', "APPEALS_DEADLINES_FILE: consent: must be a table of levels"),
+        ('[clearance]\ncritical = "3d"\n',
+         "APPEALS_DEADLINES_FILE: clearance.critical: 3d is longer than clearance.high (2d); a more "
+         "urgent level cannot wait longer"),
+        ("[consent\ncritical = 4h\n", "is not valid UTF-8 TOML"),
+    ],
+)
+def test_a_bad_deadline_entry_stops_start_up_with_one_line_naming_it(
+        env: pytest.MonkeyPatch, tmp_path: Path, text: str, message: str) -> None:
+    env.setenv("APPEALS_DEADLINES_FILE", str(deadlines(tmp_path, text)))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    line = error_line(info.value)
+    assert message in line and "\n" not in line and line.startswith("APPEALS_DEADLINES_FILE: ")
+
+
+def test_a_missing_deadlines_file_is_named(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("APPEALS_DEADLINES_FILE", str(tmp_path / "nowhere.toml"))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value).startswith("APPEALS_DEADLINES_FILE: ") and \
+        "cannot be read" in error_line(info.value)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("36h", 36 * HOUR), ("2w", 14 * DAY),
+                                                ("1d12h", 36 * HOUR), (" 7d ", 7 * DAY)])
+def test_the_checkin_interval_is_a_duration(
+        env: pytest.MonkeyPatch, value: str, seconds: int) -> None:
+    env.setenv("APPEALS_CHECKIN_INTERVAL", value)
+    assert load_settings().checkin_interval_seconds == seconds
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("fortnight", "APPEALS_CHECKIN_INTERVAL: must be a positive duration like 12h or 14d"),
+    ("14", "APPEALS_CHECKIN_INTERVAL: must be a positive duration like 12h or 14d"),
+    ("30m", "APPEALS_CHECKIN_INTERVAL: must be at least 1h, like 14d"),
+])
+def test_a_bad_checkin_interval_is_refused(env: pytest.MonkeyPatch, value: str, message: str) -> None:
+    env.setenv("APPEALS_CHECKIN_INTERVAL", value)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == message

@@ -7,13 +7,17 @@ Each field's docstring is its entry in the configuration reference.
 
 from __future__ import annotations
 
+import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.mail import check_address, is_loopback_host
+from domain.policies import DEFAULT_DEADLINES
 from worker.keys import (
     KeyMaterialError,
     KeyRing,
@@ -26,6 +30,12 @@ from worker.keys import (
 ENV_PREFIX = "APPEALS_"
 PLACEHOLDER_DOMAIN = "example.org"
 REQUIRED_ESCALATION_LEVELS = (1, 2, 3)
+# Who signs the letters on a development stack (production must name its own).
+DEVELOPMENT_SIGNATORY = {
+    "signatory_name": "Duty officer (development)",
+    "signatory_organisation": "Urgent appeals secretariat (development)",
+}
+SIGNATORY_MAX_LENGTH = 120
 
 
 def _env(field: str) -> str:
@@ -137,6 +147,25 @@ class Settings(BaseSettings):
     """An address not verified for longer than this still receives the message, but a warning
     is recorded on the case for staff to check it."""
 
+    deadlines_file: Path | None = None
+    """TOML file of deadlines: a table per step of the deadline table (`verification`, `consent`,
+    `clearance`, `dispatch`, `follow_up`...) with durations per level (`critical`, `high`,
+    `medium`, `low`) such as `"30m"`, `"4h"`, `"5d"` or `"2w"`. What it leaves out keeps its
+    default (docs/design.md section 2.9); a more urgent level may not wait longer than a less
+    urgent one."""
+
+    checkin_interval: str = "14d"
+    """How often, during follow-up, the case officer is reminded to check in with the defenders:
+    a duration of at least `1h`, such as `14d` or `36h`."""
+
+    signatory_name: str = ""
+    """Name that signs every letter to outside recipients. Development: `Duty officer
+    (development)`. Required in production."""
+
+    signatory_organisation: str = ""
+    """Organisation that signs every letter, named as the submitting organisation to OHCHR.
+    Development: `Urgent appeals secretariat (development)`. Required in production."""
+
 
     max_cached_workflows: int = Field(default=300, ge=0)
     """How many case workflows a worker keeps in memory between tasks. Others are replayed from
@@ -165,6 +194,9 @@ class Settings(BaseSettings):
     web_port: int = Field(default=8000, ge=1, le=65535)
     """Port of the staff web interface."""
 
+    # The deadlines file's entries in seconds, read and checked once at start-up.
+    _deadline_overrides: dict[str, dict[str, int]] | None = PrivateAttr(default=None)
+
     # --- field checks -------------------------------------------------------------------------
 
     @field_validator("event_cipher_key")
@@ -185,6 +217,27 @@ class Settings(BaseSettings):
     @classmethod
     def _mail_from_is_address(cls, value: str) -> str:
         return check_address(value, header=_env("mail_from"))
+
+    @field_validator("checkin_interval")
+    @classmethod
+    def _checkin_interval_is_a_duration(cls, value: str) -> str:
+        setting = _env("checkin_interval")
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise ValueError(f"{setting}: must be a positive duration like 12h or 14d") from None
+        if seconds < HOUR:
+            raise ValueError(f"{setting}: must be at least 1h, like 14d")
+        return value.strip()
+
+    @field_validator("signatory_name", "signatory_organisation")
+    @classmethod
+    def _signatory_is_one_line(cls, value: str, info: Any) -> str:
+        value = value.strip()
+        if len(value) > SIGNATORY_MAX_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"{_env(info.field_name)}: must be one line of at most "
+                             f"{SIGNATORY_MAX_LENGTH} characters")
+        return value
 
     @field_validator("escalation_contacts")
     @classmethod
@@ -230,11 +283,38 @@ class Settings(BaseSettings):
             raise ValueError(f"{_env('mail_from')}: production needs a real sender address")
         return self
 
+    @model_validator(mode="after")
+    def _letters_are_signed(self) -> Settings:
+        for field, development in DEVELOPMENT_SIGNATORY.items():
+            if getattr(self, field):
+                continue
+            if self.environment == "production":
+                raise ValueError(f"{_env(field)}: production needs who signs the letters "
+                                 f"({'name' if field == 'signatory_name' else 'organisation'})")
+            setattr(self, field, development)
+        return self
+
+    @model_validator(mode="after")
+    def _deadlines_are_read(self) -> Settings:
+        if self.deadlines_file is not None:
+            self._deadline_overrides = read_deadlines_file(self.deadlines_file)
+        return self
+
     # --- derived values -----------------------------------------------------------------------
 
     @property
     def starttls_required(self) -> bool:
         return bool(self.smtp_starttls)
+
+    @property
+    def deadline_overrides(self) -> dict[str, dict[str, int]] | None:
+        """Seconds per step and level from `deadlines_file` (None without one), for
+        `domain.policies.deadline_table`."""
+        return self._deadline_overrides
+
+    @property
+    def checkin_interval_seconds(self) -> int:
+        return parse_duration(self.checkin_interval)
 
     def event_store_cipher_key(self) -> str:
         """The event store key as base64 text (what the eventsourcing cipher expects)."""
@@ -268,6 +348,78 @@ def _require_key_file(path: Path, key_field: str, file_field: str) -> None:
         raise ValueError(str(exc)) from None
 
 
+MINUTE, HOUR, DAY = 60, 3600, 86400
+_UNITS = {"m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
+_DURATION_RE = re.compile(r"^(?:\d+[mhdw])+$")
+LEVEL_ORDER = ("critical", "high", "medium", "low")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a human duration: whole numbers with a unit, m, h, d or w (`30m`, `4h`, `5d`,
+    `1d12h`). Anything else, or zero, is a ValueError."""
+    compact = text.strip().lower() if isinstance(text, str) else ""
+    if not _DURATION_RE.match(compact):
+        raise ValueError("must be a positive duration like 12h or 5d")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in re.findall(r"(\d+)([mhdw])", compact))
+    if seconds <= 0:
+        raise ValueError("must be a positive duration like 12h or 5d")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest exact human form of a duration (`90m` → `1h30m`)."""
+    parts = []
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or f"{seconds}s"
+
+
+def read_deadlines_file(path: Path) -> dict[str, dict[str, int]]:
+    """The deadlines file as overrides in seconds; ValueError naming the setting and the entry."""
+    setting = _env("deadlines_file")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{setting}: {path} cannot be read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{setting}: {path} is not valid UTF-8 TOML ({exc})") from None
+    return deadline_overrides_from(data, setting)
+
+
+def deadline_overrides_from(data: Mapping[str, Any], setting: str) -> dict[str, dict[str, int]]:
+    """Check a plain {step: {level: duration}} table; every error is one line naming the entry."""
+    steps = ", ".join(DEFAULT_DEADLINES)
+    overrides: dict[str, dict[str, int]] = {}
+    for step, levels in data.items():
+        if step not in DEFAULT_DEADLINES:
+            raise ValueError(f"{setting}: {step[:40]!r} is not a step (steps: {steps})")
+        if not isinstance(levels, Mapping):
+            raise ValueError(f'{setting}: {step}: must be a table of levels, e.g. critical = "4h"')
+        for level, value in levels.items():
+            where = f"{setting}: {step}.{level[:40]}"
+            if level not in DEFAULT_DEADLINES[step]:
+                raise ValueError(f"{where}: not a level (levels: {', '.join(LEVEL_ORDER)})")
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: must be a positive duration like 12h or 5d")
+            try:
+                overrides.setdefault(step, {})[level] = parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+    for step, defaults in DEFAULT_DEADLINES.items():
+        table = {**defaults, **overrides.get(step, {})}
+        for urgent, calmer in zip(LEVEL_ORDER, LEVEL_ORDER[1:], strict=False):
+            if table[urgent] > table[calmer]:
+                raise ValueError(
+                    f"{setting}: {step}.{urgent}: {format_duration(table[urgent])} is longer than "
+                    f"{step}.{calmer} ({format_duration(table[calmer])}); a more urgent level "
+                    "cannot wait longer")
+    return overrides
+
+
 def _is_placeholder(address: str) -> bool:
     domain = address.rpartition("@")[2].lower()
     return domain == PLACEHOLDER_DOMAIN or domain.endswith("." + PLACEHOLDER_DOMAIN)
@@ -289,7 +441,7 @@ def reference_markdown() -> str:
         if info.default_factory is not None:
             default = "derived from `APPEALS_VAR_DIR`" if name != "escalation_contacts" else \
                 "placeholder addresses (development only)"
-        elif info.default is None:
+        elif info.default is None or info.default == "":
             default = "unset"
         else:
             default = f"`{info.default}`"
