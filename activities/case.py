@@ -20,8 +20,9 @@ from temporalio.exceptions import ApplicationError
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
 from activities.messages import Composed, Composer, MessageError
 from domain.addressbook import AddressBook, AddressRole
+from domain.case import Case
 from domain.errors import CaseRuleError
-from domain.funds import Fund, FundProfile, match_funds
+from domain.funds import Fund, profile_from_intake, suggest_funds
 from domain.policies import clearance_required, deadline_table
 from domain.readiness import missing_fields
 from domain.routing import Mandate, route_rapporteur
@@ -52,6 +53,8 @@ class CaseConfig:
     emergency_fund_requires_clearance: bool = False
     deadline_overrides: Mapping[str, Mapping[str, int]] | None = None
     address_max_age_days: int = 365
+    # Real outside addresses are mailed only when this is on; then unconfirmed ones are refused.
+    live_sending: bool = False
 
     @property
     def message_id_domain(self) -> str:
@@ -121,6 +124,8 @@ class CaseActivities:
     async def dispatch(self, req: Dispatch) -> dict[str, Any]:
         """Send the action's message once: checked against the store before, recorded after."""
         case = await self._store(self.store.get, req.reference)
+        if not isinstance(case, Case):  # cases with tracks are sent by activities.tracks
+            raise _refused(CaseRuleError("This case is sent through its action tracks."))
         message_id = make_message_id(req.reference, f"appeal/{req.action}",
                                      self.config.message_id_domain)
         state = case.actions.get(req.action)
@@ -325,30 +330,20 @@ class CaseActivities:
             raise ApplicationError(str(exc), type="MessageError", non_retryable=True) from None
 
     def _choose_fund(self, case: Any, at: datetime) -> Fund | None:
-        """The best-matching available fund not yet approached for the same purpose."""
-        request = case.intake.get("fund_request") or {}
-        organisation = case.intake.get("organisation") or {}
-        defenders = case.intake.get("defenders") or []
-        profile = FundProfile(
-            women_or_trans_led=bool(organisation.get("women_or_trans_led")),
-            lgbti=any("lgbti" in (d.get("at_risk_groups") or []) for d in defenders),
-            group_size=len(defenders),
-            in_exile=bool(request.get("in_exile")),
-            costs_already_incurred=bool(request.get("costs_already_incurred")),
-            activism_months=organisation.get("activism_months"),
-            causal_link_to_rights_work=case.verifier is not None,
-            time_urgent=(case.risk_level or case.urgency) in ("critical", "high"),
-            purpose=str(request.get("purpose", "")),
-            amount_eur=int(request.get("amount_eur") or 0),
-        )
+        """Cases opened before staff chose funds: the best-matching fund that takes applications
+        by email, not yet approached for the same purpose (every case opened now has the fund
+        chosen by a case officer instead: see activities.tracks)."""
+        profile = profile_from_intake(case.intake, case.risk_level, case.verifier is not None)
         by_address = {f.address.lower(): f.id for f in self.funds if f.address}
         approached = [(by_address[r.lower()], profile.purpose)
                       for r in case.actions.get(Action.EMERGENCY_FUND, {}).get("recipients", [])
                       if r.lower() in by_address]
-        suggestions = match_funds(profile, self.funds, approached, at.date(),
-                                  self.config.address_max_age_days)
-        chosen = {f.id: f for f in self.funds}
-        return chosen[suggestions[0].fund_id] if suggestions else None
+        advice = suggest_funds(profile, self.funds, at.date(), already_chosen=approached,
+                               max_age_days=self.config.address_max_age_days,
+                               live_sending=self.config.live_sending)
+        funds = {f.id: f for f in self.funds}
+        return next((funds[s.fund_id] for s in advice.suggestions if funds[s.fund_id].sendable),
+                    None)
 
 
 def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:

@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import errors
 from domain.intake import parse_intake, parse_verification
-from domain.policies import MAX_ESCALATION_LEVEL, deadline_for, risk_level
+from domain.policies import MAX_ESCALATION_LEVEL, deadline_for, most_restrictive, risk_level
 from domain.vocab import Action, Outcome, PublicNaming, Stage, Verdict
 
 CASE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:urgent-appeals:case")
@@ -404,6 +404,19 @@ class Case(Aggregate):
     @property
     def is_closed(self) -> bool:
         return self.stage == Stage.CLOSED
+
+    # Read by the message composer (the same surface as domain.tracked.TrackedCase): cases opened
+    # before per-person consent recorded one naming choice per action; the person's profile is the
+    # most restrictive of those, so that no message contradicts another.
+    def publicity_of(self, index: int) -> str:
+        return most_restrictive(s["public_naming"] for s in self.actions.values()
+                                if s["consent"] == GRANTED)
+
+    def public_action_advised(self) -> bool:
+        return bool((self.verification or {}).get("public_action_advised", True))
+
+    def consent_givers(self, action: str) -> list[dict[str, Any]]:
+        return []
 
     def pending_clearance(self) -> list[str]:
         return [a for a, s in self.actions.items()

@@ -9,17 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from domain.vocab import Action, Urgency
+from domain.vocab import Action, PublicNaming, Urgency
 
 HOUR = 3600
 DAY = 24 * HOUR
 
-# Seconds per step and urgency / risk level (DESIGN.md section 2). "dispatch" is the system's own
-# step: if mail cannot go out by then, staff are told.
+# Seconds per step and urgency / risk level (docs/design.md section 2.9). "dispatch" is the
+# system's own step: if mail cannot go out by then, staff are told.
 DEFAULT_DEADLINES: dict[str, dict[str, int]] = {
     "verification": {"critical": 4 * HOUR, "high": 24 * HOUR, "medium": 72 * HOUR, "low": 7 * DAY},
     "consent": {"critical": 12 * HOUR, "high": 48 * HOUR, "medium": 5 * DAY, "low": 10 * DAY},
     "clearance": {"critical": 12 * HOUR, "high": 48 * HOUR, "medium": 5 * DAY, "low": 10 * DAY},
+    # Choosing the emergency fund(s) among the suggestions, once the fund request is consented.
+    "fund_choice": {"critical": 4 * HOUR, "high": 12 * HOUR, "medium": 48 * HOUR, "low": 5 * DAY},
     "dispatch": {"critical": 1 * HOUR, "high": 4 * HOUR, "medium": 12 * HOUR, "low": 24 * HOUR},
     "follow_up": {"critical": 3 * DAY, "high": 7 * DAY, "medium": 14 * DAY, "low": 30 * DAY},
 }
@@ -91,3 +93,14 @@ def clearance_required(
     if emergency_fund:
         needs.add(Action.EMERGENCY_FUND)
     return sorted(a for a in actions if a in needs)
+
+
+# From the most open to the most protective: a person's profile is the most protective choice
+# recorded for them, whichever action it was recorded with.
+NAMING_ORDER = (PublicNaming.FULL_NAMES, PublicNaming.INITIALS_ONLY, PublicNaming.ANONYMOUS)
+
+
+def most_restrictive(choices: Iterable[str | None]) -> str:
+    """The most protective naming among `choices` (anonymous when nothing was chosen)."""
+    ranks = [NAMING_ORDER.index(PublicNaming(c)) for c in choices if c in set(PublicNaming)]
+    return str(NAMING_ORDER[max(ranks)]) if ranks else str(PublicNaming.ANONYMOUS)

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, select
 from domain.case import Case, case_id, new_case
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
+from domain.tracked import TrackedCase, open_tracked_case
 from domain.vocab import Role
 from store import schema
 from store.chain import ChainReport, ChainVerifier, event_name
@@ -34,6 +35,8 @@ COMMANDS = frozenset({
     "record_clearance", "record_dispatch", "record_dispatch_failure", "escalate",
     "extend_deadline", "record_response", "add_further_information", "record_checkin",
     "record_reminder", "raise_warning", "close", "hold_dispatch",
+    # Cases with per-action tracks (domain.tracked) only.
+    "choose_funds", "record_fund_submission",
 })
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30
@@ -95,8 +98,9 @@ class CaseStore(Application[UUID]):
     # ----------------------------------------------------------------------------- commands
     def open_case(self, reference: str, intake: Mapping[str, Any], clearance_required: list[str],
                   deadline_table: dict[str, dict[str, int]], at: datetime, actor: str,
-                  command_id: str) -> dict[str, Any]:
-        """Open a case from a raw intake (validated here); the same command id opens it once."""
+                  command_id: str, tracked: bool = False) -> dict[str, Any]:
+        """Open a case from a raw intake (validated here); the same command id opens it once.
+        `tracked`: with one track per action (every case the current workflow opens)."""
         check_reference(reference)
         prior = self.prior_result(command_id)
         if prior is not None:
@@ -104,8 +108,8 @@ class CaseStore(Application[UUID]):
         clean = parse_intake(intake, today=at.date())
         if self._exists(reference):
             raise CaseAlreadyExists(reference)
-        case = new_case(reference, clean, clearance_required, deadline_table, at, actor,
-                        command_id)
+        opener = open_tracked_case if tracked else new_case
+        case = opener(reference, clean, clearance_required, deadline_table, at, actor, command_id)
         return self._save(case, reference, actor, command_id)
 
     def execute(self, reference: str, command: str, args: Mapping[str, Any], actor: str,
@@ -127,7 +131,7 @@ class CaseStore(Application[UUID]):
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
 
-    def _save(self, case: Case, reference: str, actor: str, command_id: str) -> dict[str, Any]:
+    def _save(self, case: Case | TrackedCase, reference: str, actor: str, command_id: str) -> dict[str, Any]:
         pending = case.collect_events()
         summary = case.summary()
         audit = AuditContext(reference=reference, actor=actor, command_id=command_id,
@@ -143,9 +147,9 @@ class CaseStore(Application[UUID]):
         return summary
 
     # -------------------------------------------------------------------------------- reads
-    def get(self, reference: str) -> Case:
+    def get(self, reference: str) -> Case | TrackedCase:
         try:
-            case: Case = self.repository.get(case_id(reference))
+            case: Case | TrackedCase = self.repository.get(case_id(reference))
         except AggregateNotFoundError:
             raise CaseNotFound(reference) from None
         return case

@@ -14,12 +14,17 @@ from tests.dev_stack import FIXTURE_CODEC_KEY, HISTORIES
 from worker.codec import make_data_converter
 from worker.keys import KeyRing, decode_key
 from workflows.case import CaseWorkflow
+from workflows.tracks import TrackedCaseWorkflow
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:
-    assert {p.stem for p in RECORDED} >= {"happy_path", "worker_killed"}
+    # Cases opened before per-action tracks (UrgentCase) and after (UrgentCaseTracks).
+    assert {p.stem for p in RECORDED} >= {"happy_path", "worker_killed",
+                                          "tracks_fund_before_clearance",
+                                          "tracks_clearance_escalated",
+                                          "tracks_further_information"}
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
@@ -27,7 +32,7 @@ async def test_recorded_history_replays_against_the_current_workflow(path: Path)
     # A test-only key, committed with the histories (git does not keep its 0600 mode).
     key = decode_key(FIXTURE_CODEC_KEY.read_text().strip(), setting="replay fixture key")
     converter = make_data_converter(KeyRing.single(key))
-    replayer = Replayer(workflows=[CaseWorkflow], data_converter=converter)
+    replayer = Replayer(workflows=[CaseWorkflow, TrackedCaseWorkflow], data_converter=converter)
     result = await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()),
                                             raise_on_replay_failure=True)
     assert result.replay_failure is None

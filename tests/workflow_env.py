@@ -24,20 +24,22 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.case import CaseActivities, CaseConfig
+from activities.case import CaseConfig
 from activities.directories import load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
+from activities.tracks import TrackActivities
 from stack.main import installed
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
 from tests.factories import intake
 from tests.smtp_sink import SmtpSink
 from worker.codec import make_data_converter
-from worker.keys import KeyRing
+from worker.keys import KeyRing, decode_key
 from worker.search import register_search_attributes
 from workflows.case import CaseWorkflow
-from workflows.inputs import CaseStart
+from workflows.inputs import CaseStart, TracksStart
+from workflows.tracks import TrackedCaseWorkflow
 
 CONTACTS = {1: ["duty@secretariat.example.org"], 2: ["head@secretariat.example.org"],
             3: ["board@secretariat.example.org"]}
@@ -46,7 +48,21 @@ USERS = [("olga", "case_officer"), ("omar", "case_officer"), ("lina", "ministry_
 
 
 def test_converter() -> DataConverter:
+    """A fresh key per session; with APPEALS_RECORD_HISTORIES=1 the committed fixture key, so that
+    the histories the tests keep (tests/histories) can be replayed."""
+    if os.environ.get("APPEALS_RECORD_HISTORIES"):
+        from tests.dev_stack import FIXTURE_CODEC_KEY  # (dev_stack imports this module)
+        key = decode_key(FIXTURE_CODEC_KEY.read_text().strip(), setting="replay fixture key")
+        return make_data_converter(KeyRing.single(key))
     return make_data_converter(KeyRing.single(os.urandom(32)))
+
+
+async def keep_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With APPEALS_RECORD_HISTORIES=1, keep this run's history as a replay fixture."""
+    if os.environ.get("APPEALS_RECORD_HISTORIES"):
+        from tests.dev_stack import HISTORIES
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +84,9 @@ class CaseEnv:
     task_queue: str
     env: WorkflowEnvironment
     ref: str  # one case per test; unique because the test server lives for the whole session
-    activities: CaseActivities  # the worker's own instance: a test may swap a dependency
+    activities: TrackActivities  # the worker's own instance: a test may swap a dependency
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
+    tracked: bool = False  # start cases with per-action tracks (the current workflow type)
 
     async def terminate_running(self) -> None:
         """A workflow left running with no worker would stop the shared server skipping time."""
@@ -79,9 +96,14 @@ class CaseEnv:
 
     async def start(self, **overrides: Any) -> WorkflowHandle[Any, Any]:
         """Start the case and wait until it is opened in the store."""
-        handle = await self.client.start_workflow(
-            CaseWorkflow.run, CaseStart(self.ref, intake(**overrides), "olga"),
-            id=self.ref, task_queue=self.task_queue)
+        if self.tracked:
+            handle: WorkflowHandle[Any, Any] = await self.client.start_workflow(
+                TrackedCaseWorkflow.run, TracksStart(self.ref, intake(**overrides), "olga"),
+                id=self.ref, task_queue=self.task_queue)
+        else:
+            handle = await self.client.start_workflow(
+                CaseWorkflow.run, CaseStart(self.ref, intake(**overrides), "olga"),
+                id=self.ref, task_queue=self.task_queue)
         self.handles.append(handle)
         await settle(handle, lambda s: s["stage"] != "intake", "opened")
         return handle
@@ -97,13 +119,13 @@ class CaseEnv:
         return [m for _, _, m in self.sink.messages if kind is None or m["X-Appeal-Kind"] == kind]
 
 
-def make_activities(store: CaseStore, sink: SmtpSink) -> CaseActivities:
+def make_activities(store: CaseStore, sink: SmtpSink) -> TrackActivities:
     mailer = Mailer(host="127.0.0.1", port=sink.port, timeout=10, starttls_required=False, live=False)
     # The shared test server's clock runs years ahead as tests skip time; the address-age warning
     # is tested where time is real (end to end), so here every address counts as fresh.
     config = CaseConfig(mail_from="appeals@secretariat.example.org", escalation_contacts=CONTACTS,
                         address_max_age_days=365_000)
-    return CaseActivities(store, mailer, load_address_book(), load_fund_directory(), Composer(),
+    return TrackActivities(store, mailer, load_address_book(), load_fund_directory(), Composer(),
                           config)
 
 
@@ -113,16 +135,33 @@ def add_users(store: CaseStore) -> None:
 
 
 @pytest.fixture
+async def tracked_env(time_skipping: WorkflowEnvironment, tmp_path: Path,
+                      smtp_sink: SmtpSink) -> AsyncIterator[CaseEnv]:
+    """Like case_env, for cases with per-action tracks."""
+    async with _case_env(time_skipping, tmp_path, smtp_sink, tracked=True) as env:
+        yield env
+
+
+@pytest.fixture
 async def case_env(time_skipping: WorkflowEnvironment, tmp_path: Path,
                    smtp_sink: SmtpSink) -> AsyncIterator[CaseEnv]:
+    """Cases under the workflow type of cases opened before per-action tracks (UrgentCase)."""
+    async with _case_env(time_skipping, tmp_path, smtp_sink, tracked=False) as env:
+        yield env
+
+
+@contextlib.asynccontextmanager
+async def _case_env(time_skipping: WorkflowEnvironment, tmp_path: Path, smtp_sink: SmtpSink,
+                    tracked: bool) -> AsyncIterator[CaseEnv]:
     store = CaseStore(sqlite_url(str(tmp_path / "events.sqlite")), new_key())
     add_users(store)
     client = Client(**{**time_skipping.client.config(), "data_converter": test_converter()})
     queue = f"cases-{uuid.uuid4().hex[:8]}"
     activities = make_activities(store, smtp_sink)
-    async with Worker(client, task_queue=queue, workflows=[CaseWorkflow], activities=activities.all()):
+    async with Worker(client, task_queue=queue, workflows=[CaseWorkflow, TrackedCaseWorkflow],
+                      activities=activities.all()):
         env = CaseEnv(client, store, smtp_sink, queue, time_skipping,
-                      f"UA-2026-{uuid.uuid4().hex[:6].upper()}", activities)
+                      f"UA-2026-{uuid.uuid4().hex[:6].upper()}", activities, tracked=tracked)
         try:
             yield env
         finally:

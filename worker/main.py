@@ -18,10 +18,11 @@ from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from activities.case import CaseActivities, CaseConfig
+from activities.case import CaseConfig
 from activities.directories import DirectoryFileError, load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
+from activities.tracks import TrackActivities
 from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
 from worker.codec import make_data_converter
@@ -29,6 +30,7 @@ from worker.keys import KeyMaterialError
 from worker.search import register_search_attributes
 from worker.settings import Settings, error_line, load_settings
 from workflows.case import CaseWorkflow
+from workflows.tracks import TrackedCaseWorkflow
 
 log = logging.getLogger("appeals.worker")
 
@@ -61,7 +63,15 @@ def case_config(settings: Settings) -> CaseConfig:
         rapporteur_requires_clearance=settings.rapporteur_requires_clearance,
         emergency_fund_requires_clearance=settings.emergency_fund_requires_clearance,
         address_max_age_days=settings.address_max_age_days,
+        live_sending=settings.live_sending,
+        deadline_overrides=settings.deadline_overrides,
     )
+
+
+def composer(settings: Settings) -> Composer:
+    """The one composer of outgoing messages, signed as the settings say."""
+    return Composer(signatory_name=settings.signatory_name,
+                    signatory_organisation=settings.signatory_organisation)
 
 
 class ConfigurationError(Exception):
@@ -86,17 +96,20 @@ def checked_address_book(settings: Settings) -> AddressBook:
     return book
 
 
-def build_activities(settings: Settings, store: CaseStore | None = None) -> CaseActivities:
+def build_activities(settings: Settings, store: CaseStore | None = None) -> TrackActivities:
     book = checked_address_book(settings)
     store = store or CaseStore(settings.database_url, settings.event_store_cipher_key())
-    return CaseActivities(store, Mailer.from_settings(settings), book, load_fund_directory(),
-                          Composer(), case_config(settings))
+    return TrackActivities(store, Mailer.from_settings(settings), book, load_fund_directory(),
+                           composer(settings), case_config(settings))
 
 
-def build_worker(client: Client, settings: Settings, activities: CaseActivities,
+def build_worker(client: Client, settings: Settings, activities: TrackActivities,
                  **options: Any) -> Worker:
     options.setdefault("max_cached_workflows", settings.max_cached_workflows)
-    return Worker(client, task_queue=settings.task_queue, workflows=[CaseWorkflow],
+    # Cases opened before per-action tracks finish under their own workflow type (UrgentCase);
+    # every new case is an UrgentCaseTracks.
+    return Worker(client, task_queue=settings.task_queue,
+                  workflows=[TrackedCaseWorkflow, CaseWorkflow],
                   activities=activities.all(), **options)
 
 

@@ -357,8 +357,12 @@ class CaseWorkflow:
             return  # opening (the handler checks once the case exists), or a repeated update
         self._check_actor(req.actor)
         self._check_stage("verification", "a verification")
+        # Verifications accepted before the do-no-harm answer (public_action_advised) was required
+        # must still be accepted when their histories replay; the store requires it of new ones.
+        legacy = ({"public_action_advised": True, **req.verification}
+                  if isinstance(req.verification, dict) else req.verification)
         try:
-            parse_verification(req.verification)
+            parse_verification(legacy)
         except InvalidInput as exc:
             raise _rejected(str(exc)) from None
 

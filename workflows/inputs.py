@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from domain.view import CaseView
+
 
 @dataclass
 class CaseStart:
@@ -20,6 +22,19 @@ class CaseStart:
     actor: str
     checkin_interval_days: int = 14
     state: dict[str, Any] | None = None
+    handled_updates: list[str] = field(default_factory=list)
+    next_checkin: datetime | None = None
+
+
+@dataclass
+class TracksStart:
+    """Starts a case with per-action tracks. `view` is set only when it continues as new."""
+
+    reference: str
+    intake: dict[str, Any]
+    actor: str
+    checkin_interval_seconds: int = 14 * 24 * 3600
+    view: CaseView | None = None
     handled_updates: list[str] = field(default_factory=list)
     next_checkin: datetime | None = None
 
@@ -41,6 +56,11 @@ class ConsentInput:
     action: str
     text: str = ""
     public_naming: str = "initials_only"
+    # Cases with per-action tracks: who consented for each defender, how and when
+    # ([{defender, given_by, relationship, channel, given_at}]), and each defender's naming
+    # choice ({"0": "initials_only", ...}; `public_naming` applies to everyone when absent).
+    consents: list[dict[str, Any]] | None = None
+    publicity: dict[str, str] | None = None
 
 
 @dataclass
@@ -56,6 +76,7 @@ class ExtensionInput:
     actor: str
     new_deadline: datetime
     reason: str
+    action: str = ""  # cases with tracks: the action whose deadline moves ("" = verification)
 
 
 @dataclass
@@ -63,6 +84,7 @@ class ResponseInput:
     actor: str
     action: str
     summary: str
+    recipient: str = ""  # cases with tracks: which recipient of the action answered
 
 
 @dataclass
@@ -74,6 +96,26 @@ class InformationInput:
     information: str
     send_to_recipients: bool = False
     intake_changes: dict[str, Any] | None = None
+    # Cases with tracks: the actions whose earlier recipients receive it (each still consented).
+    send_to: list[str] | None = None
+
+
+@dataclass
+class FundChoiceInput:
+    """The officer's choice among the suggested emergency funds (ids from the directory)."""
+
+    actor: str
+    funds: list[str]
+    reason: str = ""
+
+
+@dataclass
+class FundSubmissionInput:
+    """Staff applied through a fund's own web form, with the text the system prepared."""
+
+    actor: str
+    fund: str
+    note: str = ""
 
 
 @dataclass
@@ -98,6 +140,32 @@ class OpenCase:
     actor: str
     at: datetime
     command_id: str
+
+
+@dataclass
+class ChooseFunds:
+    reference: str
+    funds: list[str]
+    reason: str
+    actor: str
+    at: datetime
+    command_id: str
+
+
+@dataclass
+class TrackEvent:
+    """A system step on one track (send, escalate, remind); `action` "" is the case itself."""
+
+    reference: str
+    action: str
+    at: datetime
+    command_id: str = ""
+    step: str = ""
+    level: int = 0
+    reason: str = ""
+    kind: str = ""
+    deadline: datetime | None = None
+    awaited: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,137 @@
+"""The typed view of a case that the aggregate, the workflow, the activities and both doors share.
+
+Codes only: no names, no incident text. The view is what the store keeps unencrypted beside the
+events (the command results and the case index), what Temporal carries between activities and
+the workflow, and what the status query returns. Standard library only, so that workflow code can
+import it inside Temporal's sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+# Consent: proposed | granted | refused | withdrawn.
+PROPOSED, GRANTED, REFUSED, WITHDRAWN = "proposed", "granted", "refused", "withdrawn"
+# Clearance: not_required | pending | granted | denied.
+NOT_REQUIRED, PENDING, DENIED = "not_required", "pending", "denied"
+# Dispatch: pending | held | sent | failed.
+HELD, SENT, FAILED = "held", "sent", "failed"
+# Per fund chosen for an emergency-fund track: to_send (by email) | to_submit (through the fund's
+# own web form, by staff) | sent | submitted.
+TO_SEND, TO_SUBMIT, SUBMITTED = "to_send", "to_submit", "submitted"
+
+# The steps of one action's track, in order. `ended`: refused, withdrawn before sending, denied,
+# failed for good, or the case closed.
+STEPS = ("consent", "clearance", "fund_choice", "dispatch", "follow_up", "ended")
+# Steps whose missed deadline escalates to staff; in follow-up a deadline reminds the officer.
+ESCALATING_STEPS = ("verification", "consent", "clearance", "fund_choice", "dispatch")
+
+
+@dataclass
+class Delivery:
+    """How sending is going, so that staff see an outage before the deadline passes."""
+
+    attempts: int = 0
+    retrying_since: datetime | None = None
+    last_error: str = ""  # the kind of error only (e.g. TransientMailError), never its text
+
+
+@dataclass
+class Track:
+    """One proposed action's own way from consent to follow-up."""
+
+    action: str
+    step: str = "consent"
+    consent: str = PROPOSED
+    clearance: str = NOT_REQUIRED
+    dispatch: str = "pending"
+    deadline: datetime | None = None
+    escalation_level: int = 0
+    held: list[str] = field(default_factory=list)  # intake fields the message still lacks
+    message_ids: list[str] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)
+    funds: dict[str, str] = field(default_factory=dict)  # fund id -> TO_SEND | TO_SUBMIT | ...
+    failures: int = 0
+    ended: str = ""  # why the track ended
+    delivery: Delivery = field(default_factory=Delivery)
+
+    @property
+    def sendable(self) -> bool:
+        """Consented, cleared where needed, not ended: a message for it may go now."""
+        return (self.consent == GRANTED and self.clearance in (NOT_REQUIRED, GRANTED)
+                and self.step != "ended")
+
+    @property
+    def ready_to_send(self) -> bool:
+        """The system has something to send for this track now (not held, not sent)."""
+        if self.step != "dispatch" or not self.sendable or self.held:
+            return False
+        if self.funds:
+            return any(state == TO_SEND for state in self.funds.values())
+        return self.dispatch == "pending"
+
+
+@dataclass
+class CaseView:
+    reference: str
+    version: int
+    stage: str  # verification | consent | clearance | dispatch | follow_up | closed (earliest track)
+    stage_detail: str  # e.g. "consent: 1, clearance: 1, follow-up: 2"
+    urgency: str
+    risk_level: str | None
+    assignee: str
+    verifier: str | None
+    deadline: datetime | None  # the soonest deadline over the case and its tracks
+    escalation_level: int  # the highest level over the case and its tracks
+    country: str
+    tracks: dict[str, Track] = field(default_factory=dict)
+    verification_deadline: datetime | None = None
+    verification_escalation: int = 0
+    public_action_advised: bool | None = None
+    # Per defender, in intake order: True where the person cannot consent personally
+    # (disappeared, or detained incommunicado): a relative or lawyer consents for them.
+    represented: list[bool] = field(default_factory=list)
+    outcome: str | None = None
+    warnings: int = 0
+    tracked: bool = True  # False for cases opened before per-action tracks
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseView:
+        raw = dict(data)
+        raw["tracks"] = {a: _track(t) for a, t in raw.get("tracks", {}).items()}
+        for key in ("deadline", "verification_deadline"):
+            raw[key] = _when(raw.get(key))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def _track(data: dict[str, Any]) -> Track:
+    raw = dict(data)
+    raw["deadline"] = _when(raw.get("deadline"))
+    d = dict(raw.get("delivery") or {})
+    d["retrying_since"] = _when(d.get("retrying_since"))
+    raw["delivery"] = Delivery(**d)
+    known = {f.name for f in fields(Track)}
+    return Track(**{k: v for k, v in raw.items() if k in known})
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
