@@ -249,3 +249,91 @@ async def test_further_information_reaches_exactly_the_chosen_recipients(
     assert await handle.result() == "resolved"
     assert tracked_env.store.verify(tracked_env.ref).ok
     await keep_history(handle, "tracks_further_information")
+
+
+async def test_an_smtp_outage_shows_on_the_track_while_sending_retries(tracked_env: CaseEnv) -> None:
+    handle = await tracked_env.start(requested_actions=["mfa"], refused_actions=[], eu_grant=None)
+    await verify(handle)
+    await grant(handle, "mfa")
+    tracked_env.sink.data_reply = "451 local error, try again later"
+    await clear(handle, "mfa")
+    status = await settle(handle, lambda s: s["tracks"]["mfa"]["delivery"]["attempts"] >= 2,
+                          "retrying")
+    delivery = status["tracks"]["mfa"]["delivery"]
+    assert delivery["last_error"] == "TransientMailError" and delivery["retrying_since"]
+    assert status["tracks"]["mfa"]["step"] == "dispatch"
+    tracked_env.sink.data_reply = None
+    status = await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "sent")
+    assert status["tracks"]["mfa"]["delivery"]["attempts"] == 0
+    assert len(tracked_env.sent("appeal")) == 1
+    assert "DispatchFailed" not in tracked_env.events()
+
+
+async def test_with_live_sending_an_unconfirmed_address_is_never_used(tracked_env: CaseEnv) -> None:
+    import dataclasses
+    acts = tracked_env.activities
+    acts.config = dataclasses.replace(acts.config, live_sending=True)
+    handle = await tracked_env.start(requested_actions=["mfa"], refused_actions=[], eu_grant=None)
+    await verify(handle)
+    await grant(handle, "mfa")
+    await clear(handle, "mfa")
+    status = await settle(handle, lambda s: s["tracks"]["mfa"]["ended"] == "failed", "refused")
+    assert status["tracks"]["mfa"]["dispatch"] == "failed"
+    assert tracked_env.sent("appeal") == []
+    failure = next(e for e in tracked_env.trail() if e.event == "DispatchFailed")
+    assert "not confirmed" in failure.details["reason"]
+    assert len(tracked_env.sent("escalation")) == 1  # staff are told at once
+
+
+async def test_a_held_message_goes_once_further_information_completes_the_intake(
+        tracked_env: CaseEnv) -> None:
+    from tests.factories import intake
+    organisation = {**intake()["organisation"], "contact_name": ""}
+    handle = await tracked_env.start(requested_actions=["rapporteur", "mfa"], refused_actions=[],
+                                     eu_grant=None, organisation=organisation)
+    await verify(handle)
+    for action in ("rapporteur", "mfa"):
+        await grant(handle, action)
+        await clear(handle, action)
+    status = await settle(handle, lambda s: bool(s["tracks"]["rapporteur"]["held"])
+                          and s["tracks"]["mfa"]["step"] == "follow_up", "held, mfa sent")
+    assert status["held"] == {"rapporteur": ["organisation.contact_name"]}
+    assert {"decision": "add_further_information", "roles": ["case_officer"],
+            "action": "rapporteur", "missing": ["organisation.contact_name"]} in status["pending"]
+    await handle.execute_update(WF.add_further_information, InformationInput(
+        "olga", "Contact named", intake_changes={"organisation": {"contact_name": "D. Orvenne"}}))
+    await settle(handle, lambda s: s["tracks"]["rapporteur"]["step"] == "follow_up", "sent")
+    assert sorted(appeals_sent(tracked_env)) == ["mfa", "rapporteur"]
+
+
+async def test_the_deadline_table_and_checkin_interval_come_from_the_settings(
+        tracked_env: CaseEnv, tmp_path: Any) -> None:
+    import dataclasses
+
+    from tests.factories import intake
+    from worker.settings import load_settings
+    from workflows.inputs import TracksStart
+    table = tmp_path / "deadlines.toml"
+    table.write_text('[consent]\ncritical = "30m"\nhigh = "1h"\nmedium = "2h"\nlow = "3h"\n')
+    settings = load_settings(var_dir=str(tmp_path / "var"), deadlines_file=str(table),
+                             checkin_interval="2d")
+    acts = tracked_env.activities
+    acts.config = dataclasses.replace(acts.config, deadline_overrides=settings.deadline_overrides)
+    handle = await tracked_env.client.start_workflow(
+        WF.run, TracksStart(tracked_env.ref, intake(requested_actions=["rapporteur", "mfa"],
+                                                    refused_actions=[], eu_grant=None), "olga",
+                            checkin_interval_seconds=settings.checkin_interval_seconds),
+        id=tracked_env.ref, task_queue=tracked_env.task_queue)
+    tracked_env.handles.append(handle)
+    await settle(handle, lambda s: s["stage"] == "verification", "opened")
+    await verify(handle)  # critical risk: consent waits 30 minutes under this table
+    await grant(handle, "mfa")
+    await clear(handle, "mfa")
+    await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "mfa sent")
+    await tracked_env.env.sleep(timedelta(minutes=31))
+    status = await settle(handle, lambda s: s["tracks"]["rapporteur"]["escalation_level"] == 1,
+                          "consent escalated at 30 minutes")
+    assert status["tracks"]["mfa"]["escalation_level"] == 0
+    await tracked_env.env.sleep(timedelta(days=2))
+    await settle(handle, lambda s: len(tracked_env.sent("reminder-checkin")) == 1,
+                 "check-in reminder after two days")

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ClearanceInput,
         CloseInput,
         ConsentInput,
+        DispatchFailure,
         ExtensionInput,
         FundChoiceInput,
         FundSubmissionInput,
@@ -259,10 +260,8 @@ class TrackedCaseWorkflow:
         await self._escalate(action, "dispatch_failed", workflow.now())
         cause = err.cause
         text = cause.message if isinstance(cause, ApplicationError) else str(err.message)
-        self.state = await self._call("apply_command", ApplyCommand(
-            self.reference, "record_dispatch_failure",
-            {"action": action, "reason": f"{kind}: {text}"[:300]}, "system", workflow.now(),
-            f"{self.reference}/dispatch-failed/{action}/v{self.view.version}", []), RECORD)
+        self.state = await self._call("record_dispatch_failure", DispatchFailure(
+            self.reference, action, f"{kind}: {text}"[:300], workflow.now()), RECORD)
 
     # ============================================================================ the decisions
     async def _decide(self, command: str, actor: str, args: dict[str, Any],
