@@ -219,9 +219,11 @@ class Mailer:
         username: str | None = None,
         password: str | None = None,
         tls_context: ssl.SSLContext | None = None,
+        capture_host: str | None = None,
     ) -> None:
-        if not live and not is_loopback_host(host):
-            raise ValueError("Mailer: live sending is off, so the SMTP host must be loopback")
+        if not live and not is_loopback_host(host) and host != capture_host:
+            raise ValueError("Mailer: live sending is off, so the SMTP host must be loopback "
+                             "or the declared mail-capturing host")
         self._host, self._port, self._timeout = host, port, timeout
         self._starttls_required = starttls_required
         self._username, self._password = username, password
@@ -237,6 +239,7 @@ class Mailer:
             timeout=settings.smtp_timeout_seconds,
             starttls_required=settings.starttls_required,
             live=settings.live_sending,
+            capture_host=settings.smtp_capture_host,
             username=settings.smtp_username,
             password=password,
             tls_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,

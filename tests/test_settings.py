@@ -238,6 +238,21 @@ def test_non_loopback_smtp_host_is_refused_while_live_sending_is_off(
     assert "APPEALS_LIVE_SENDING" in text
 
 
+def test_the_declared_capture_host_is_accepted_while_live_sending_is_off_and_nothing_else(
+    env: pytest.MonkeyPatch
+) -> None:
+    # docker-compose.yml's defaults: Mailpit captures every message, and an empty SMTP login.
+    env.setenv("APPEALS_SMTP_HOST", "mailpit")
+    env.setenv("APPEALS_SMTP_CAPTURE_HOST", "mailpit")
+    env.setenv("APPEALS_SMTP_USERNAME", "")
+    settings = load_settings()
+    assert settings.smtp_host == "mailpit" and settings.smtp_username is None
+    env.setenv("APPEALS_SMTP_HOST", "relay.example.org")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "APPEALS_SMTP_HOST" in error_text(info)
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost", "LOCALHOST."])
 def test_loopback_smtp_hosts_are_accepted(env: pytest.MonkeyPatch, host: str) -> None:
     env.setenv("APPEALS_SMTP_HOST", host)

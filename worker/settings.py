@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     """Send to any SMTP host. Off: only a loopback host is accepted, so nothing real can be
     mailed by accident."""
 
+    smtp_capture_host: str | None = None
+    """A mail-capturing server that delivers nothing (Mailpit in docker-compose.yml): while
+    `live_sending` is off, `smtp_host` may name this host besides loopback. Never a relay."""
+
     mail_from: str = f"urgent-appeals@secretariat.{PLACEHOLDER_DOMAIN}"
     """Sender address of every outgoing message."""
 
@@ -213,6 +217,12 @@ class Settings(BaseSettings):
             KeyRing.parse(value.get_secret_value(), setting=_env("codec_keys"))
         return value
 
+    @field_validator("smtp_username", "smtp_password", "smtp_capture_host", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """`VAR=` (as compose writes `${VAR:-}`) means not set, not an empty login."""
+        return None if value == "" else value
+
     @field_validator("mail_from")
     @classmethod
     def _mail_from_is_address(cls, value: str) -> str:
@@ -257,7 +267,8 @@ class Settings(BaseSettings):
     def _mail_cannot_leak(self) -> Settings:
         if self.smtp_starttls is None:
             self.smtp_starttls = self.live_sending
-        if not self.live_sending and not is_loopback_host(self.smtp_host):
+        capture = self.smtp_capture_host is not None and self.smtp_host == self.smtp_capture_host
+        if not self.live_sending and not is_loopback_host(self.smtp_host) and not capture:
             raise ValueError(
                 f"{_env('smtp_host')} must be a loopback address while "
                 f"{_env('live_sending')} is off, so that nothing real is mailed by accident"
