@@ -128,6 +128,9 @@ def require_information_recipients(view: CaseView, actions: Sequence[str]) -> No
         if t.dispatch != SENT:
             raise errors.StageOrderError(f"send_to: nothing was sent for {action} yet, so there "
                                          "is no earlier recipient to inform.")
+        if not t.recipients:
+            raise errors.StageOrderError(f"send_to: {action} was applied for through a fund's own "
+                                         "form, so there is no earlier recipient to email.")
         require_sendable(view, action)
 
 

@@ -135,3 +135,21 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+def waiting_for(track: dict[str, Any]) -> str:
+    """The decision a track (as JSON) waits for, by name (domain.decisions), or ""."""
+    step = track.get("step")
+    if step == "consent":
+        return "grant_consent"
+    if step == "clearance":
+        return "record_clearance"
+    if step == "fund_choice":
+        return "choose_funds"
+    if step == "dispatch" and track.get("held"):
+        return "add_further_information"
+    if step == "dispatch" and TO_SUBMIT in (track.get("funds") or {}).values():
+        return "record_fund_submission"
+    if step == "follow_up":
+        return "record_response"
+    return ""

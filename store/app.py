@@ -21,6 +21,7 @@ from eventsourcing.utils import Environment
 from sqlalchemy import Engine, func, select
 
 from domain.case import Case, case_id, new_case
+from domain.decisions import DECISIONS, OFFICER
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
 from domain.tracked import TrackedCase, open_tracked_case
@@ -210,21 +211,45 @@ class CaseStore(Application[UUID]):
         return rows
 
     def pending_for(self, username: str, now: datetime) -> list[dict[str, Any]]:
-        """The decisions waiting for this person, by their roles, soonest deadline first."""
+        """The decisions waiting for this person, by their roles, soonest deadline first.
+
+        Cases with per-action tracks are matched per action (appeals_track_index): a clearance
+        waiting on one action shows in the liaison's inbox while another action waits for
+        consent. Each row gets `waiting` (decision names) for this person."""
         roles = self.user_roles(username)
+        waiting = self._waiting_by_case()
         mine = []
         for row in self.list_cases(overdue_at=None):
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
-            officer = ("case_officer" in roles and row["assignee"] == username
-                       and row["stage"] in ("verification", "consent", "follow_up"))
-            liaison = ("ministry_liaison" in roles and row["stage"] == "clearance"
-                       and row["verifier"] != username)
-            head = "head" in roles and row["escalation_level"] >= 2
-            if officer or liaison or head:
-                mine.append(row)
+            decisions = waiting.get(row["reference"])
+            if decisions is None:  # a case opened before per-action tracks
+                decisions = {"verification": {"record_verification"},
+                             "consent": {"grant_consent"}, "clearance": {"record_clearance"},
+                             "follow_up": {"record_response"}}.get(row["stage"], set())
+            elif row["stage"] == "verification":
+                decisions = {"record_verification"}
+            mine_here = sorted(
+                d for d in decisions
+                if (set(DECISIONS[d].roles) & roles)
+                and (d != "record_clearance" or row["verifier"] != username)
+                and (OFFICER not in DECISIONS[d].roles or row["assignee"] == username))
+            if "head" in roles and row["escalation_level"] >= 2:
+                mine_here.append("escalated")
+            if mine_here:
+                mine.append({**row, "waiting": mine_here})
         return mine
+
+    def _waiting_by_case(self) -> dict[str, set[str]]:
+        t = schema.track_index
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for reference, decision in conn.execute(select(t.c.reference, t.c.waiting_for)):
+                out.setdefault(reference, set())
+                if decision:
+                    out[reference].add(decision)
+        return out
 
     # ------------------------------------------------------------------------------- users
     def add_user(self, username: str, display_name: str, email: str, roles: list[str]) -> None:

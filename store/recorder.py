@@ -16,9 +16,10 @@ from typing import Any, cast
 from eventsourcing.persistence import StoredEvent
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from domain.view import waiting_for
 from store import schema
 from store.chain import GENESIS, event_hash, event_name, link_hash
 
@@ -92,6 +93,20 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
         if not changed:
             session.execute(insert(schema.case_index).values(
                 reference=audit.reference, opened_at=now, **values))
+        if "tracks" in s:
+            self._write_tracks(session, audit.reference, s["tracks"])
+
+    @staticmethod
+    def _write_tracks(session: Session, reference: str, tracks: dict[str, Any]) -> None:
+        t = schema.track_index
+        session.execute(delete(t).where(t.c.reference == reference))
+        rows = [dict(reference=reference, action=action, step=track["step"],
+                     waiting_for=waiting_for(track),
+                     deadline=datetime.fromisoformat(track["deadline"]) if track["deadline"]
+                     else None, escalation_level=track["escalation_level"])
+                for action, track in tracks.items()]
+        if rows:
+            session.execute(insert(t), rows)
 
 
 class AppealsFactory(SQLAlchemyFactory):

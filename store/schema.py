@@ -71,6 +71,19 @@ case_index = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# One row per action of a case with per-action tracks: what each action waits for, so that
+# inboxes find a clearance waiting on one action while another still waits for consent.
+track_index = Table(
+    "appeals_track_index",
+    metadata,
+    Column("reference", String(40), primary_key=True),
+    Column("action", String(20), primary_key=True),
+    Column("step", String(20), nullable=False, index=True),
+    Column("waiting_for", String(40), nullable=False, default=""),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("escalation_level", Integer, nullable=False, default=0),
+)
+
 users = Table(
     "appeals_users",
     metadata,

@@ -337,3 +337,38 @@ async def test_the_deadline_table_and_checkin_interval_come_from_the_settings(
     await tracked_env.env.sleep(timedelta(days=2))
     await settle(handle, lambda s: len(tracked_env.sent("reminder-checkin")) == 1,
                  "check-in reminder after two days")
+
+
+async def test_the_head_extends_one_actions_deadline_and_only_that_clock_moves(
+        tracked_env: CaseEnv) -> None:
+    from datetime import datetime
+
+    from workflows.inputs import ExtensionInput
+    handle = await tracked_env.start(requested_actions=["rapporteur", "mfa"],
+                                     refused_actions=[], eu_grant=None)
+    await verify(handle)
+    await grant(handle, "rapporteur")
+    status = await grant(handle, "mfa")
+    before = {a: t["deadline"] for a, t in status["tracks"].items()}
+    later = datetime.fromisoformat(before["mfa"]) + timedelta(days=2)
+    status = await handle.execute_update(WF.extend_deadline, ExtensionInput(
+        "hana", later, "ministry closed for the holiday", action="mfa"))
+    assert datetime.fromisoformat(status["tracks"]["mfa"]["deadline"]) == later
+    assert status["tracks"]["rapporteur"]["deadline"] == before["rapporteur"]
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(WF.extend_deadline, ExtensionInput(
+            "olga", later + timedelta(days=1), "not mine to extend", action="mfa"))
+    assert "head" in str(refused.value.cause)
+
+
+async def test_inboxes_find_each_decision_by_action(tracked_env: CaseEnv) -> None:
+    handle = await tracked_env.start(requested_actions=["rapporteur", "mfa"],
+                                     refused_actions=[], eu_grant=None)
+    await verify(handle)
+    await grant(handle, "mfa")  # mfa waits for clearance; rapporteur still waits for consent
+    store, now = tracked_env.store, T0 + timedelta(days=3650)
+    liaison = [r for r in store.pending_for("lina", now) if r["reference"] == tracked_env.ref]
+    assert [r["waiting"] for r in liaison] == [["record_clearance"]]
+    officer = [r for r in store.pending_for("olga", now) if r["reference"] == tracked_env.ref]
+    assert [r["waiting"] for r in officer] == [["grant_consent"]]
+    assert not [r for r in store.pending_for("omar", now) if r["reference"] == tracked_env.ref]

@@ -266,7 +266,7 @@ class TrackedCaseWorkflow:
     # ============================================================================ the decisions
     async def _decide(self, command: str, actor: str, args: dict[str, Any],
                       check: Callable[[], None], *, activity: str = "apply_command",
-                      arg: Any = None) -> dict[str, Any]:
+                      arg: Any = None, new_deadline: datetime | None = None) -> dict[str, Any]:
         # An update that arrives while the case is being opened waits for it, then is checked.
         await workflow.wait_condition(lambda: self.state is not None)
         if self._already_handled():
@@ -280,7 +280,7 @@ class TrackedCaseWorkflow:
             try:
                 self.state = await self._call(activity, arg(command_id) if arg else ApplyCommand(
                     self.reference, command, args, actor, workflow.now(), command_id,
-                    roles_for(command)), RECORD)
+                    roles_for(command), new_deadline), RECORD)
             except ActivityError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError):
@@ -409,10 +409,11 @@ class TrackedCaseWorkflow:
     # -- deadlines
     @workflow.update
     async def extend_deadline(self, req: ExtensionInput) -> dict[str, Any]:
+        # The deadline travels typed (ApplyCommand.new_deadline), not inside the plain args.
         return await self._decide("extend_deadline", req.actor,
-                                  {"reason": req.reason, "new_deadline": req.new_deadline,
-                                   "action": req.action},
-                                  lambda: self._validate_extension(req))
+                                  {"reason": req.reason, "action": req.action},
+                                  lambda: self._validate_extension(req),
+                                  new_deadline=req.new_deadline)
 
     @extend_deadline.validator
     def _validate_extension(self, req: ExtensionInput) -> None:
@@ -446,9 +447,15 @@ class TrackedCaseWorkflow:
         info = workflow.current_update_info()
         for action in args["send_to"]:
             async with self.lock:
-                self.state = await self._call("send_further_information", FurtherInformation(
-                    self.reference, action, req.information, workflow.now(),
-                    f"{self.reference}/further/{action}/{info.id if info else ''}"), SEND_RETRY)
+                try:
+                    self.state = await self._call("send_further_information", FurtherInformation(
+                        self.reference, action, req.information, workflow.now(),
+                        f"{self.reference}/further/{action}/{info.id if info else ''}"),
+                        SEND_RETRY)
+                except ActivityError:
+                    # The information is recorded; the message could not go for good (e.g. the
+                    # address was refused): staff are told, and the other recipients still get it.
+                    await self._escalate(action, "further_information_failed", workflow.now())
         if args["send_to"]:
             self._publish()
             result = self.status()
@@ -459,7 +466,9 @@ class TrackedCaseWorkflow:
         if req.send_to is not None:
             return list(req.send_to)
         if req.send_to_recipients and self.state is not None:
-            return [a for a, t in self.view.tracks.items() if t.dispatch == "sent"]
+            return [a for a, t in self.view.tracks.items()
+                    if t.dispatch == "sent" and t.recipients and t.consent == "granted"
+                    and t.clearance in ("not_required", "granted")]
         return []
 
     @add_further_information.validator
