@@ -25,7 +25,7 @@ from domain.errors import CaseRuleError
 from domain.funds import Fund, profile_from_intake, suggest_funds
 from domain.policies import clearance_required, deadline_table
 from domain.readiness import missing_fields
-from domain.routing import Mandate, route_rapporteur
+from domain.routing import Mandate, route_intake
 from domain.vocab import Action
 from store.app import CaseStore, StoreError
 from workflows.inputs import (
@@ -188,8 +188,10 @@ class CaseActivities:
                                    type="PermanentMailError", non_retryable=True)
         stale = self.book.stale_entries(recipients, at.date(), self.config.address_max_age_days)
         if stale:
+            # One line per address, although several entries (mandates) may share it.
+            first = {e.address.lower(): e for e in reversed(stale)}
             listed = "; ".join(f"{e.purpose} ({e.address}, last verified "
-                               f"{e.last_verified.isoformat()})" for e in stale)
+                               f"{e.last_verified.isoformat()})" for e in first.values())
             await self._store(self.store.execute, reference, "raise_warning",
                               {"warning": f"Check these addresses, not verified for more than "
                                           f"{self.config.address_max_age_days} days: {listed}",
@@ -348,5 +350,4 @@ class CaseActivities:
 
 def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:
     """The UN mandates the rapporteur action goes to, from the facts of the intake."""
-    groups = {g for d in intake["defenders"] for g in d.get("at_risk_groups", [])}
-    return route_rapporteur(intake["threat_types"], intake["rights_affected"], groups)
+    return route_intake(intake)

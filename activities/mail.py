@@ -100,7 +100,9 @@ _MANAGED_HEADERS = frozenset(
     }
 )  # fmt: skip
 # 7bit keeps bodies deliverable through relays without 8BITMIME; SMTP policy writes CRLF.
-_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+# Headers are folded only past RFC 5322's hard limit: the library's folding of long encoded
+# subjects at 78 characters leaves a stray space before the break, which readers then see.
+_POLICY = email.policy.SMTP.clone(cte_type="7bit", max_line_length=998)
 
 
 def check_address(value: str, *, header: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from domain.countries import is_country_code
 from domain.errors import GrantAmountExceeded, InvalidInput
+from domain.fields import as_date
 from domain.policies import EU_GRANT_CAP_EUR
 from domain.vocab import (
     Action,
@@ -157,7 +158,7 @@ def _items(data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, 
     return [parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
 
 
-def _defender(data: Any, field: str) -> dict[str, Any]:
+def _defender(data: Any, field: str, today: date) -> dict[str, Any]:
     d = _obj(data, field)
     return {
         "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
@@ -166,7 +167,104 @@ def _defender(data: Any, field: str) -> dict[str, Any]:
         "age": integer(d, "age", f"{field}.age", low=0, high=120, required=False),
         "location": line(d, "location", f"{field}.location", required=False),
         "at_risk_groups": choices(d, "at_risk_groups", f"{field}.at_risk_groups", AtRiskGroup),
+        "disappearance": _disappearance(d.get("disappearance"), f"{field}.disappearance", today),
+        "detention": _detention(d.get("detention"), f"{field}.detention", today),
     }
+
+
+# Optional structured blocks per defender, for the UN working groups on enforced disappearances and
+# on arbitrary detention. Every field of a block is optional at intake (what is known arrives bit by
+# bit); domain.readiness says which ones the letter to OHCHR waits for. A block that is given marks
+# the defender: disappeared, or detained (incommunicado when it says so).
+DISAPPEARANCE_FIELDS = ("last_seen_date", "last_seen_place", "nationality", "date_of_birth",
+                        "forces_believed_responsible", "steps_by_family")
+DETENTION_FIELDS = ("arrest_date", "authority", "legal_basis_and_charges", "place_of_detention",
+                    "access_to_lawyer", "access_to_family", "incommunicado")
+
+
+def _block(data: Any, field: str, known: tuple[str, ...]) -> Mapping[str, Any] | None:
+    if data is None:
+        return None
+    d = _obj(data, field)
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise InvalidInput(f"{field}.{unknown[0]:.40}", "is not a known field")
+    return d
+
+
+def _past_date(data: Mapping[str, Any], key: str, field: str, today: date) -> str | None:
+    """An optional calendar date, not in the future, as YYYY-MM-DD text (None when not given).
+    YAML files give unquoted dates as dates: those are accepted too."""
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    when = as_date(value.strip() if isinstance(value, str) else value)
+    if when is None:
+        raise InvalidInput(field, "must be a date YYYY-MM-DD")
+    if when > today:
+        raise InvalidInput(field, "is in the future")
+    return when.isoformat()
+
+
+def _known_flag(data: Mapping[str, Any], key: str, field: str) -> bool | None:
+    """true, false, or None when not known (not given)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise InvalidInput(field, "must be true or false")
+    return value
+
+
+def _disappearance(data: Any, field: str, today: date) -> dict[str, Any] | None:
+    d = _block(data, field, DISAPPEARANCE_FIELDS)
+    if d is None:
+        return None
+    return {
+        "last_seen_date": _past_date(d, "last_seen_date", f"{field}.last_seen_date", today),
+        "last_seen_place": line(d, "last_seen_place", f"{field}.last_seen_place", required=False),
+        "nationality": line(d, "nationality", f"{field}.nationality", required=False,
+                            max_len=NAME_MAX),
+        "date_of_birth": _past_date(d, "date_of_birth", f"{field}.date_of_birth", today),
+        "forces_believed_responsible": text(d, "forces_believed_responsible",
+                                            f"{field}.forces_believed_responsible",
+                                            required=False, max_len=2_000),
+        "steps_by_family": text(d, "steps_by_family", f"{field}.steps_by_family",
+                                required=False, max_len=5_000),
+    }
+
+
+def _detention(data: Any, field: str, today: date) -> dict[str, Any] | None:
+    d = _block(data, field, DETENTION_FIELDS)
+    if d is None:
+        return None
+    return {
+        "arrest_date": _past_date(d, "arrest_date", f"{field}.arrest_date", today),
+        "authority": line(d, "authority", f"{field}.authority", required=False),
+        "legal_basis_and_charges": text(d, "legal_basis_and_charges",
+                                        f"{field}.legal_basis_and_charges", required=False,
+                                        max_len=2_000),
+        "place_of_detention": line(d, "place_of_detention", f"{field}.place_of_detention",
+                                   required=False),
+        "access_to_lawyer": _known_flag(d, "access_to_lawyer", f"{field}.access_to_lawyer"),
+        "access_to_family": _known_flag(d, "access_to_family", f"{field}.access_to_family"),
+        "incommunicado": _known_flag(d, "incommunicado", f"{field}.incommunicado"),
+    }
+
+
+def is_disappeared(defender: Mapping[str, Any]) -> bool:
+    """The intake records the defender as disappeared (a `disappearance` block is given)."""
+    return isinstance(defender.get("disappearance"), Mapping)
+
+
+def is_detained_incommunicado(defender: Mapping[str, Any]) -> bool:
+    detention = defender.get("detention")
+    return isinstance(detention, Mapping) and detention.get("incommunicado") is True
+
+
+def cannot_consent_personally(defender: Mapping[str, Any]) -> bool:
+    """Disappeared or held incommunicado: consent can only come from relatives or a lawyer."""
+    return is_disappeared(defender) or is_detained_incommunicado(defender)
 
 
 def _country(data: Mapping[str, Any], key: str, field: str) -> str:
@@ -253,7 +351,9 @@ def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
         raise InvalidInput("refused_actions", f"{', '.join(both)} is also requested")
     intake = {
         "organisation": _organisation(d.get("organisation"), "organisation"),
-        "defenders": _items(d, "defenders", "defenders", _defender, max_items=DEFENDERS_MAX),
+        "defenders": _items(d, "defenders", "defenders",
+                            lambda item, field: _defender(item, field, today),
+                            max_items=DEFENDERS_MAX),
         "country": _country(d, "country", "country"),
         "incident": _incident(d.get("incident"), "incident", today),
         "threat_types": choices(d, "threat_types", "threat_types", ThreatType, required=True),
@@ -275,9 +375,18 @@ def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
 
 
 def parse_verification(data: Any) -> dict[str, Any]:
-    """The threat analysis of DESIGN.md section 2, normalised."""
+    """The threat analysis of docs/design.md section 2.2, normalised.
+
+    `public_action_advised` is the do-no-harm analysis's answer in one word: may anyone act in
+    public (statements, press, social media) without endangering the defenders? A verified threat
+    must answer it; for the other verdicts nothing is sent and it is False unless given.
+    """
     d = _obj(data, "verification")
     questions = _obj(d.get("threat_questions"), "threat_questions")
+    verdict = choice(d, "verdict", "verdict", Verdict)
+    advised = d.get("public_action_advised")
+    if not isinstance(advised, bool) and (verdict is Verdict.VERIFIED or advised is not None):
+        raise InvalidInput("public_action_advised", "is required (true or false)")
     return {
         "threat_questions": {
             key: text(questions, key, f"threat_questions.{key}", max_len=5_000)
@@ -287,7 +396,8 @@ def parse_verification(data: Any) -> dict[str, Any]:
         "capacities": text(d, "capacities", "capacities", max_len=5_000),
         "probability": integer(d, "probability", "probability", low=1, high=5),
         "impact": integer(d, "impact", "impact", low=1, high=5),
-        "verdict": choice(d, "verdict", "verdict", Verdict).value,
+        "verdict": verdict.value,
         "verifying_source": line(d, "verifying_source", "verifying_source", max_len=NAME_MAX),
         "do_no_harm": text(d, "do_no_harm", "do_no_harm", max_len=5_000),
+        "public_action_advised": advised is True,
     }

@@ -1,20 +1,22 @@
-"""Which UN Special Procedures mandates an urgent appeal goes to (DESIGN.md section 3).
+"""Which UN Special Procedures mandates an urgent appeal goes to (docs/design.md section 3.1).
 
 Routing follows what happened: the threat types, the rights affected and the at-risk groups of the
-case. Every defender case goes to the mandate on human rights defenders, first; the others follow
-from the rules below, in a fixed order so that the same case always gives the same subject line.
-The rules are data (`RULES`) and every routed mandate carries the triggers that put it there, so
-that staff see why a mandate is addressed and can argue with it.
+case, who the perpetrators are and the defenders' gender. Every defender case goes to the mandate on
+human rights defenders, first; the others follow from the rules below, in a fixed order so that the
+same case always gives the same subject line. The rules are data (`RULES`) and every routed mandate
+carries the triggers that put it there, so that staff see why a mandate is addressed and can argue
+with it. `explain_intake` / `route_intake` read those facts from a normalised intake: callers that
+route a case should use them, so that the letter's subject and its recipients agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from domain.vocab import AtRiskGroup, Right, ThreatType
+from domain.vocab import AtRiskGroup, Gender, PerpetratorKind, Right, ThreatType
 
 
 class Mandate(StrEnum):
@@ -27,8 +29,8 @@ class Mandate(StrEnum):
     ARBITRARY_DETENTION = "arbitrary_detention"
     TORTURE = "torture"
     EXECUTIONS = "executions"
-    # Beyond the seven that DESIGN.md names, only mandates that a field of the intake points at
-    # unambiguously:
+    # Beyond the seven that docs/design.md section 3.1 routes to, only mandates that a field of the
+    # intake points at unambiguously:
     # - women defenders facing sexual or physical violence: gender-based violence is the subject
     #   of the mandate on violence against women and girls;
     VIOLENCE_AGAINST_WOMEN = "violence_against_women"
@@ -38,6 +40,13 @@ class Mandate(StrEnum):
     SEXUAL_ORIENTATION_GENDER_IDENTITY = "sexual_orientation_gender_identity"
     # - the right to privacy and surveillance of defenders (a threat type of its own).
     PRIVACY = "privacy"
+    # Added after the first eleven, so at the end of the subject line (see RULES for the triggers):
+    JUDGES_AND_LAWYERS = "independence_of_judges_and_lawyers"
+    BUSINESS_AND_HUMAN_RIGHTS = "business_and_human_rights"
+    ENVIRONMENT = "environment"
+    DISCRIMINATION_AGAINST_WOMEN = "discrimination_against_women_and_girls"
+    RELIGION_OR_BELIEF = "freedom_of_religion_or_belief"
+    MINORITY_ISSUES = "minority_issues"
 
     @property
     def label(self) -> str:
@@ -62,6 +71,12 @@ MANDATE_LABELS: dict[Mandate, str] = {
     Mandate.INDIGENOUS_PEOPLES: "SR Indigenous Peoples",
     Mandate.SEXUAL_ORIENTATION_GENDER_IDENTITY: "IE Sexual Orientation and Gender Identity",
     Mandate.PRIVACY: "SR Privacy",
+    Mandate.JUDGES_AND_LAWYERS: "SR Independence of Judges and Lawyers",
+    Mandate.BUSINESS_AND_HUMAN_RIGHTS: "WG Business and Human Rights",
+    Mandate.ENVIRONMENT: "SR Environment",
+    Mandate.DISCRIMINATION_AGAINST_WOMEN: "WG Discrimination against Women and Girls",
+    Mandate.RELIGION_OR_BELIEF: "SR Freedom of Religion or Belief",
+    Mandate.MINORITY_ISSUES: "SR Minority Issues",
 }
 
 MANDATE_TITLES: dict[Mandate, str] = {
@@ -89,6 +104,17 @@ MANDATE_TITLES: dict[Mandate, str] = {
         "orientation and gender identity"
     ),
     Mandate.PRIVACY: "Special Rapporteur on the right to privacy",
+    Mandate.JUDGES_AND_LAWYERS: "Special Rapporteur on the independence of judges and lawyers",
+    Mandate.BUSINESS_AND_HUMAN_RIGHTS: (
+        "Working Group on the issue of human rights and transnational corporations and other "
+        "business enterprises"
+    ),
+    Mandate.ENVIRONMENT: (
+        "Special Rapporteur on the human right to a clean, healthy and sustainable environment"
+    ),
+    Mandate.DISCRIMINATION_AGAINST_WOMEN: "Working Group on discrimination against women and girls",
+    Mandate.RELIGION_OR_BELIEF: "Special Rapporteur on freedom of religion or belief",
+    Mandate.MINORITY_ISSUES: "Special Rapporteur on minority issues",
 }
 
 
@@ -100,6 +126,8 @@ class TriggerKind(StrEnum):
     THREAT_TYPE = "threat_type"
     RIGHT = "right"
     AT_RISK_GROUP = "at_risk_group"
+    PERPETRATOR_KIND = "perpetrator_kind"  # the intake's incident.perpetrator_kind
+    GENDER = "gender"  # a defender's gender
 
 
 @dataclass(frozen=True)
@@ -116,6 +144,8 @@ class Trigger:
             TriggerKind.THREAT_TYPE: "threat",
             TriggerKind.RIGHT: "right affected",
             TriggerKind.AT_RISK_GROUP: "at-risk group",
+            TriggerKind.PERPETRATOR_KIND: "perpetrators",
+            TriggerKind.GENDER: "defender's gender",
         }[self.kind]
         return f"{noun}: {self.value.replace('_', ' ')}"
 
@@ -125,14 +155,18 @@ class RoutingRule:
     """A mandate is addressed when any listed fact is in the case.
 
     `only_with_groups`, when set, must all be present too: they narrow the rule (women defenders,
-    not every victim of an assault) and are reported among the triggers.
+    not every victim of an assault) and are reported among the triggers. `only_with_any`, when set,
+    narrows by facts of which at least one must be present (the at-risk group "women" or a defender
+    whose gender is "woman"); those present are reported among the triggers too.
     """
 
     mandate: Mandate
     threat_types: frozenset[ThreatType] = frozenset()
     rights: frozenset[Right] = frozenset()
     at_risk_groups: frozenset[AtRiskGroup] = frozenset()
+    perpetrator_kinds: frozenset[PerpetratorKind] = frozenset()
     only_with_groups: frozenset[AtRiskGroup] = frozenset()
+    only_with_any: tuple[Trigger, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -146,7 +180,7 @@ class RoutedMandate:
 
 
 # In the order of the subject line after the defenders mandate. Comments say why a fact counts
-# where DESIGN.md section 3 does not say so in as many words.
+# where docs/design.md section 3.1 does not say so in as many words.
 RULES: tuple[RoutingRule, ...] = (
     RoutingRule(
         Mandate.EXPRESSION,
@@ -204,6 +238,52 @@ RULES: tuple[RoutingRule, ...] = (
         threat_types=frozenset({ThreatType.SURVEILLANCE}),
         rights=frozenset({Right.PRIVACY}),
     ),
+    # Lawyers are the mandate's own constituency; fair-trial guarantees are its subject, and
+    # judicial harassment (the justice system turned against a defender) is a misuse of them.
+    RoutingRule(
+        Mandate.JUDGES_AND_LAWYERS,
+        threat_types=frozenset({ThreatType.JUDICIAL_HARASSMENT}),
+        rights=frozenset({Right.FAIR_TRIAL}),
+        at_risk_groups=frozenset({AtRiskGroup.LAWYERS}),
+    ),
+    # Abuses by a business enterprise or persons acting for it (the intake's perpetrator kind);
+    # the working group asks both the state and the company to answer.
+    RoutingRule(
+        Mandate.BUSINESS_AND_HUMAN_RIGHTS,
+        perpetrator_kinds=frozenset({PerpetratorKind.BUSINESS}),
+    ),
+    # Land and environmental defenders: the mandate on the right to a clean, healthy and
+    # sustainable environment treats them as environmental human rights defenders.
+    RoutingRule(
+        Mandate.ENVIRONMENT,
+        rights=frozenset({Right.LAND, Right.ENVIRONMENT}),
+        at_risk_groups=frozenset({AtRiskGroup.LAND_ENVIRONMENT}),
+    ),
+    # Women defenders facing gendered attacks: sexual violence, smear campaigns and online abuse
+    # are how women defenders are most often targeted *as women*. Physical assault alone is not
+    # taken as gendered (it goes to violence against women, above, when the group is recorded).
+    # Women defenders are recognised by the at-risk group or by a defender's gender; a trans woman
+    # is recognised by the at-risk group "women", since the gender code "trans" does not say which.
+    RoutingRule(
+        Mandate.DISCRIMINATION_AGAINST_WOMEN,
+        threat_types=frozenset(
+            {ThreatType.SEXUAL_ASSAULT, ThreatType.DEFAMATION, ThreatType.ONLINE_ATTACK}
+        ),
+        only_with_any=(
+            Trigger(TriggerKind.AT_RISK_GROUP, AtRiskGroup.WOMEN.value),
+            Trigger(TriggerKind.GENDER, Gender.WOMAN.value),
+        ),
+    ),
+    RoutingRule(
+        Mandate.RELIGION_OR_BELIEF,
+        rights=frozenset({Right.RELIGION}),
+        at_risk_groups=frozenset({AtRiskGroup.RELIGIOUS_MINORITY}),
+    ),
+    # National or ethnic, religious and linguistic minorities (UN Minorities Declaration).
+    RoutingRule(
+        Mandate.MINORITY_ISSUES,
+        at_risk_groups=frozenset({AtRiskGroup.ETHNIC_MINORITY, AtRiskGroup.RELIGIOUS_MINORITY}),
+    ),
 )
 
 
@@ -211,17 +291,24 @@ def explain_routing(
     threat_types: Iterable[ThreatType | str],
     rights: Iterable[Right | str],
     at_risk_groups: Iterable[AtRiskGroup | str],
+    *,
+    perpetrator_kinds: Iterable[PerpetratorKind | str] = (),
+    genders: Iterable[Gender | str] = (),
 ) -> list[RoutedMandate]:
     """The mandates to address, defenders first, each with the facts that triggered it.
 
     Unknown codes raise ValueError (from the vocabulary), so a typo cannot silently drop a mandate.
     """
-    threats = _as_set(ThreatType, threat_types)
-    rights_set = _as_set(Right, rights)
-    groups = _as_set(AtRiskGroup, at_risk_groups)
+    facts = _Facts(
+        threats=_as_set(ThreatType, threat_types),
+        rights=_as_set(Right, rights),
+        groups=_as_set(AtRiskGroup, at_risk_groups),
+        perpetrators=_as_set(PerpetratorKind, perpetrator_kinds),
+        genders=_as_set(Gender, genders),
+    )
     routed = [RoutedMandate(Mandate.HUMAN_RIGHTS_DEFENDERS, (Trigger(TriggerKind.ALWAYS),))]
     for rule in RULES:
-        triggers = _triggers(rule, threats, rights_set, groups)
+        triggers = _triggers(rule, facts)
         if triggers:
             routed.append(RoutedMandate(rule.mandate, triggers))
     return routed
@@ -231,46 +318,98 @@ def route_rapporteur(
     threat_types: Iterable[ThreatType | str],
     rights: Iterable[Right | str],
     at_risk_groups: Iterable[AtRiskGroup | str],
+    *,
+    perpetrator_kinds: Iterable[PerpetratorKind | str] = (),
+    genders: Iterable[Gender | str] = (),
 ) -> list[Mandate]:
     """The mandates to address, in order, without duplicates; the defenders mandate is first."""
-    return [routed.mandate for routed in explain_routing(threat_types, rights, at_risk_groups)]
+    return [routed.mandate for routed in explain_routing(
+        threat_types, rights, at_risk_groups, perpetrator_kinds=perpetrator_kinds,
+        genders=genders)]
 
 
 def routing_reasons(
     threat_types: Iterable[ThreatType | str],
     rights: Iterable[Right | str],
     at_risk_groups: Iterable[AtRiskGroup | str],
+    *,
+    perpetrator_kinds: Iterable[PerpetratorKind | str] = (),
+    genders: Iterable[Gender | str] = (),
 ) -> dict[Mandate, list[str]]:
     """For each routed mandate (in routing order), why it is addressed, in words for staff."""
     return {
         routed.mandate: routed.reasons
-        for routed in explain_routing(threat_types, rights, at_risk_groups)
+        for routed in explain_routing(threat_types, rights, at_risk_groups,
+                                      perpetrator_kinds=perpetrator_kinds, genders=genders)
     }
 
 
-def _triggers(
-    rule: RoutingRule,
-    threats: frozenset[ThreatType],
-    rights: frozenset[Right],
-    groups: frozenset[AtRiskGroup],
-) -> tuple[Trigger, ...]:
-    if not rule.only_with_groups <= groups:
+def explain_intake(intake: Mapping[str, Any]) -> list[RoutedMandate]:
+    """`explain_routing` over the facts of a normalised intake (domain.intake.parse_intake): its
+    threat types and rights, the at-risk groups and genders of all its defenders, and the
+    incident's perpetrator kind."""
+    defenders = intake.get("defenders") or []
+    incident = intake.get("incident") or {}
+    kind = incident.get("perpetrator_kind")
+    return explain_routing(
+        intake.get("threat_types") or [],
+        intake.get("rights_affected") or [],
+        sorted({g for d in defenders for g in d.get("at_risk_groups") or []}),
+        perpetrator_kinds=[kind] if kind else [],
+        genders=sorted({d["gender"] for d in defenders if d.get("gender")}),
+    )
+
+
+def route_intake(intake: Mapping[str, Any]) -> list[Mandate]:
+    """The mandates a normalised intake's rapporteur action goes to, in order."""
+    return [routed.mandate for routed in explain_intake(intake)]
+
+
+@dataclass(frozen=True)
+class _Facts:
+    threats: frozenset[ThreatType]
+    rights: frozenset[Right]
+    groups: frozenset[AtRiskGroup]
+    perpetrators: frozenset[PerpetratorKind]
+    genders: frozenset[Gender]
+
+    def has(self, trigger: Trigger) -> bool:
+        present: frozenset[StrEnum] = {
+            TriggerKind.THREAT_TYPE: self.threats,
+            TriggerKind.RIGHT: self.rights,
+            TriggerKind.AT_RISK_GROUP: self.groups,
+            TriggerKind.PERPETRATOR_KIND: self.perpetrators,
+            TriggerKind.GENDER: self.genders,
+        }.get(trigger.kind, frozenset())
+        return any(member.value == trigger.value for member in present)
+
+
+def _triggers(rule: RoutingRule, facts: _Facts) -> tuple[Trigger, ...]:
+    if not rule.only_with_groups <= facts.groups:
+        return ()
+    any_of = [t for t in rule.only_with_any if facts.has(t)]
+    if rule.only_with_any and not any_of:
         return ()
     found = (
-        [Trigger(TriggerKind.THREAT_TYPE, t.value) for t in _in_order(rule.threat_types, threats)]
-        + [Trigger(TriggerKind.RIGHT, r.value) for r in _in_order(rule.rights, rights)]
+        [Trigger(TriggerKind.THREAT_TYPE, t.value)
+         for t in _in_order(rule.threat_types, facts.threats)]
+        + [Trigger(TriggerKind.RIGHT, r.value) for r in _in_order(rule.rights, facts.rights)]
         + [
             Trigger(TriggerKind.AT_RISK_GROUP, g.value)
-            for g in _in_order(rule.at_risk_groups, groups)
+            for g in _in_order(rule.at_risk_groups, facts.groups)
+        ]
+        + [
+            Trigger(TriggerKind.PERPETRATOR_KIND, p.value)
+            for p in _in_order(rule.perpetrator_kinds, facts.perpetrators)
         ]
     )
     if not found:
         return ()
     narrowing = [
         Trigger(TriggerKind.AT_RISK_GROUP, g.value)
-        for g in _in_order(rule.only_with_groups, groups)
+        for g in _in_order(rule.only_with_groups, facts.groups)
     ]
-    return tuple(found + narrowing)
+    return tuple(found + narrowing + any_of)
 
 
 def _in_order(wanted: frozenset[E], present: frozenset[E]) -> list[E]:

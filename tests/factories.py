@@ -55,6 +55,7 @@ def verification(verdict: str = "verified", probability: int = 4, impact: int = 
         "verdict": verdict,
         "verifying_source": "Trusted partner in Nairobi",
         "do_no_harm": "Publicity could harden the prosecution; prefer quiet diplomacy.",
+        "public_action_advised": False,  # what the do-no-harm note concludes
     }
 
 

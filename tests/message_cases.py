@@ -5,6 +5,11 @@ Each case is walked through the aggregate as staff would: opened from a raw inta
 consented action by action (with the grantee's conditions and naming preference), cleared by a
 second person. The verification texts carry markers (VERISRC-, DNH-, NOTE-) so that tests can
 prove that none of them reaches any outgoing message.
+
+The aggregate is the older domain.case.Case: each defender's publicity profile is the most
+restrictive naming over the granted actions, and it records no detail of who gave consent. A case
+with `consent_givers` is wrapped so that it answers them as a tracked case does (the trade
+unionist, disappeared, for whom his wife consented).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from activities.messages import Composer
 from domain.case import Case, new_case
 from domain.intake import parse_intake, parse_verification
 from domain.policies import clearance_required, deadline_table
@@ -22,6 +28,14 @@ T0 = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
 T1 = T0 + timedelta(hours=3)
 T2 = T0 + timedelta(hours=6)
 T3 = T0 + timedelta(hours=9)
+
+SIGNATORY_NAME = "Hedda Quillmarsh"
+SIGNATORY_ORGANISATION = "Secretariat of the Tallowmere Fund for Defenders at Risk"
+
+
+def composer() -> Composer:
+    """The composer as the worker configures it, with an invented signatory."""
+    return Composer(signatory_name=SIGNATORY_NAME, signatory_organisation=SIGNATORY_ORGANISATION)
 
 
 @dataclass(frozen=True)
@@ -40,9 +54,15 @@ class MessageCase:
     consents: dict[str, Consent]
     fund_id: str | None = None
     further_information: dict[str, str] = field(default_factory=dict)
+    # Action -> who consented for whom (the shape of MessageCase.consent_givers).
+    consent_givers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
-    def build(self) -> Case:
+    def build(self) -> Any:
         """The case as it stands at dispatch: verified, consented, cleared."""
+        case = self.build_case()
+        return WithConsentGivers(case, self.consent_givers) if self.consent_givers else case
+
+    def build_case(self) -> Case:
         intake = parse_intake(self.intake, today=TODAY)
         case = new_case(self.reference, intake, clearance_required(intake["requested_actions"]),
                         deadline_table(), T0, "olga", f"{self.reference}:open")
@@ -72,7 +92,21 @@ class MessageCase:
                 v["verifying_source"], v["do_no_harm"]]
 
 
-def _verification(tag: str, probability: int, impact: int) -> dict[str, Any]:
+class WithConsentGivers:
+    """A real Case that answers `consent_givers` from the fixture (the older Case records none)."""
+
+    def __init__(self, case: Case, givers: dict[str, list[dict[str, Any]]]) -> None:
+        self._case = case
+        self._givers = givers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._case, name)
+
+    def consent_givers(self, action: str) -> list[dict[str, Any]]:
+        return [dict(g) for g in self._givers.get(action, [])]
+
+
+def _verification(tag: str, probability: int, impact: int, advised: bool) -> dict[str, Any]:
     return {
         "threat_questions": {
             "facts": f"NOTE-{tag}-facts: confirmed by two independent contacts",
@@ -88,6 +122,7 @@ def _verification(tag: str, probability: int, impact: int) -> dict[str, Any]:
         "verdict": "verified",
         "verifying_source": f"VERISRC-{tag} Brother Anselm Quobrick of the diocesan office",
         "do_no_harm": f"DNH-{tag}: loud publicity could harden the authorities' position",
+        "public_action_advised": advised,
     }
 
 
@@ -98,7 +133,17 @@ JOURNALIST = MessageCase(
         "organisation": {"name": "Orvask Independent Media Centre", "contact_name": "Ilse Brannoch",
                          "contact_email": "desk@orvask-media.example.org", "activism_months": 96},
         "defenders": [{"name": "Tavrin Olloque", "role": "investigative journalist", "gender": "man",
-                       "age": 41, "location": "Orvask", "at_risk_groups": ["journalists"]}],
+                       "age": 41, "location": "Orvask", "at_risk_groups": ["journalists"],
+                       "detention": {
+                           "arrest_date": "2026-10-28",
+                           "authority": "State Committee for National Security, Orvask branch",
+                           "legal_basis_and_charges": ("Charged on 29 October 2026 with \"calls to "
+                                                       "mass unrest\" (article 278 of the Criminal "
+                                                       "Code)."),
+                           "place_of_detention": "Orvask pre-trial detention centre",
+                           "access_to_family": False,
+                           "incommunicado": False,
+                       }}],
         "country": "KG",
         "incident": {
             "date": "2026-10-28", "time": "about 06:30", "place": "his home in Orvask",
@@ -132,7 +177,7 @@ JOURNALIST = MessageCase(
         "eu_grant": {"amount_eur": 6000,
                      "purpose": "legal fees and the family's living costs during the detention"},
     },
-    verification=_verification("journalist", 4, 5),
+    verification=_verification("journalist", 4, 5, advised=True),
     consents={
         "rapporteur": Consent("full_names"),
         "mfa": Consent("full_names", "Please tell the family before any visit to the detention "
@@ -185,7 +230,7 @@ WOMAN_DEFENDER = MessageCase(
         "fund_request": {"amount_eur": 3500, "purpose": "digital_security",
                          "costs_already_incurred": False, "in_exile": False},
     },
-    verification=_verification("woman_defender", 3, 4),
+    verification=_verification("woman_defender", 3, 4, advised=False),
     consents={
         "rapporteur": Consent("initials_only", "Initials only in public reports; no press "
                                                "statements."),
@@ -243,7 +288,7 @@ LAND_DEFENDER = MessageCase(
         "fund_request": {"amount_eur": 12000, "purpose": "relocation",
                          "costs_already_incurred": False, "in_exile": False},
     },
-    verification=_verification("land_defender", 4, 5),
+    verification=_verification("land_defender", 4, 5, advised=True),
     consents={
         "rapporteur": Consent("initials_only", "The community asks to be consulted before any "
                                                "public statement."),
@@ -297,7 +342,7 @@ LGBTI_ORGANISATION = MessageCase(
         "fund_request": {"amount_eur": 5000, "purpose": "legal_fees",
                          "costs_already_incurred": False, "in_exile": False},
     },
-    verification=_verification("lgbti_organisation", 4, 3),
+    verification=_verification("lgbti_organisation", 4, 3, advised=False),
     consents={
         "rapporteur": Consent("anonymous", "Do not publish names, initials or the organisation's "
                                            "name."),
@@ -319,7 +364,19 @@ TRADE_UNIONIST = MessageCase(
                          "contact_email": "info@kalinaw-workers.example.org", "activism_months": 200},
         "defenders": [{"name": "Emiliano Bantayog-Quirre",
                        "role": "general secretary of the estate workers' union", "gender": "man",
-                       "age": 47, "location": "Kalinaw estate", "at_risk_groups": ["trade_unionists"]}],
+                       "age": 47, "location": "Kalinaw estate", "at_risk_groups": ["trade_unionists"],
+                       "disappearance": {
+                           "last_seen_date": "2026-11-01",
+                           "last_seen_place": "the gate of the Kalinaw banana estate, about 17:45",
+                           "nationality": "Philippine",
+                           "date_of_birth": "1979-03-14",
+                           "forces_believed_responsible": ("Members of the army's local "
+                                                           "intelligence unit, with the Kalinaw "
+                                                           "police."),
+                           "steps_by_family": ("His wife asked for him at the Kalinaw police "
+                                               "station on 1 and 2 November 2026 and at the army "
+                                               "camp on 3 November 2026; both denied holding him."),
+                       }}],
         "country": "PH",
         "incident": {
             "date": "2026-11-01", "time": "about 17:45", "place": "the gate of the Kalinaw banana estate",
@@ -347,7 +404,7 @@ TRADE_UNIONIST = MessageCase(
         "confidential_information": ("CONF-trade_unionist: the names of the witnesses at the gate "
                                      "must stay confidential."),
     },
-    verification=_verification("trade_unionist", 5, 5),
+    verification=_verification("trade_unionist", 5, 5, advised=True),
     consents={
         "rapporteur": Consent("full_names", "The family asks to be told before any public "
                                             "statement."),
@@ -357,6 +414,10 @@ TRADE_UNIONIST = MessageCase(
     },
     further_information={"mfa": ("Emiliano Bantayog-Quirre was seen alive on 6 November 2026 at "
                                  "the army camp near Kalinaw, according to a released detainee.")},
+    consent_givers={action: [{"defender": 0, "given_by": "relative", "relationship": "wife",
+                              "channel": "in person, at the union office",
+                              "given_at": "2026-11-05T11:00:00+00:00"}]
+                    for action in ("rapporteur", "mfa")},
 )
 
 CASES: dict[str, MessageCase] = {c.key: c for c in (JOURNALIST, WOMAN_DEFENDER, LAND_DEFENDER,

@@ -12,22 +12,26 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from markupsafe import escape
 
 from activities.directories import load_fund_directory
-from activities.messages import Composed, Composer, MessageError
+from activities.messages import Composed, Composer, MessageError, initials
 from domain.case import Case, new_case
 from domain.funds import Fund
 from domain.intake import parse_intake, parse_verification
 from domain.policies import clearance_required, deadline_table
+from domain.readiness import missing_fields
 from domain.routing import Mandate
 from tests.message_cases import (
     CASES,
     ESCALATION_DEADLINE,
     ESCALATION_NOW,
     REMINDER_DUE,
+    SIGNATORY_NAME,
+    SIGNATORY_ORGANISATION,
     T0,
     T1,
     T2,
@@ -35,6 +39,7 @@ from tests.message_cases import (
     MessageCase,
     awaited,
 )
+from tests.message_cases import composer as configured_composer
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("APPEALS_UPDATE_GOLDEN") == "1"
@@ -45,7 +50,7 @@ SUBJECT_RE = re.compile(
 
 @pytest.fixture(scope="module")
 def composer() -> Composer:
-    return Composer()
+    return configured_composer()
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +84,18 @@ def parts(message: Composed) -> Iterator[str]:
         yield message.html
 
 
+def shown_name(case: Any, index: int, name: str) -> str:
+    """How messages name the defender: as their publicity profile allows ("" for no name)."""
+    return {"full_names": name, "initials_only": initials(name)}.get(case.publicity_of(index), "")
+
+
 @pytest.fixture(scope="module")
 def rendered(composer: Composer, funds: dict[str, Fund]) -> dict[str, dict[str, Composed]]:
     return {key: render_all(mc, composer, funds) for key, mc in CASES.items()}
 
 
 def _golden_names() -> list[tuple[str, str]]:
-    composer = Composer()
+    composer = configured_composer()
     funds = {f.id: f for f in load_fund_directory()}
     return [(key, name) for key, mc in CASES.items() for name in render_all(mc, composer, funds)]
 
@@ -144,9 +154,17 @@ def test_the_rapporteur_letter_has_every_element_ohchr_asks_for(
     assert SUBJECT_RE.match(letter.subject), letter.subject
     assert letter.subject.startswith("URGENT APPEAL – SR Human Rights Defenders")
     text = letter.text
-    for d in intake["defenders"]:
-        for value in (d["name"], d["role"], str(d["age"]), d["location"]):
+    flat = " ".join(text.split())
+    case = mc.build()
+    for i, d in enumerate(intake["defenders"]):
+        shown = shown_name(case, i, d["name"]) or "withheld at the defender's request"
+        for value in (shown, d["role"], str(d["age"]), d["location"]):
             assert value in text
+        # The structured facts for the working groups, when the intake has them.
+        for block in ("disappearance", "detention"):
+            for value in (d.get(block) or {}).values():
+                if isinstance(value, str) and not re.match(r"\d{4}-\d\d-\d\d$", value):
+                    assert value in flat, (block, value)
     assert intake["organisation"]["name"] in text
     assert intake["incident"]["perpetrators"][:40] in " ".join(text.split())
     for element in ("ALLEGED PERPETRATORS", "WHY THE RISK IS ONGOING OR IMMINENT",
@@ -154,18 +172,23 @@ def test_the_rapporteur_letter_has_every_element_ohchr_asks_for(
                     "CONFIDENTIAL INFORMATION", "kept confidential by OHCHR",
                     "Special Rapporteur on the situation of human rights defenders"):
         assert element in text
-    flat = " ".join(text.split())
     assert intake["domestic_steps"] in flat
     assert intake["incident"]["ongoing_risk"] in flat
     assert intake["organisation"]["contact_email"] in text
     assert intake["organisation"]["contact_name"] in text
-    naming = mc.consents["rapporteur"].public_naming
+    # The submitting organisation is identifiable (OHCHR does not consider anonymous submissions)
+    # and signs the letter.
+    submitting = flat[flat.index("8. SUBMITTING ORGANISATION"):flat.index("9. REQUEST")]
+    assert f"Submitted by: {SIGNATORY_ORGANISATION}, signed by {SIGNATORY_NAME}" in submitting
+    assert text.endswith(f"Yours sincerely,\n\n{SIGNATORY_NAME}\n{SIGNATORY_ORGANISATION}\n")
+    naming = case.publicity_of(0)
     phrase = {"full_names": "to being named in full in the public report",
               "initials_only": "to being named by initials only in the public report",
               "anonymous": "but not to being named in the public report"}[naming]
     assert phrase in flat
     if mc.consents["rapporteur"].conditions:
         assert mc.consents["rapporteur"].conditions in flat
+    assert ("No domestic steps are reported" in flat) == (not intake["domestic_steps"])
     # The confidential information sits in the confidential section, before the organisation's.
     confidential = intake["confidential_information"]
     section = flat.index("7. CONFIDENTIAL INFORMATION")
@@ -177,7 +200,13 @@ def test_rapporteur_subject_is_exact_and_follows_the_mandates_given(
         composer: Composer, rendered: dict[str, dict[str, Composed]]) -> None:
     assert rendered["journalist"]["rapporteur"].subject == (
         "URGENT APPEAL – SR Human Rights Defenders, SR Freedom of Expression, WG Arbitrary "
-        "Detention, SR Privacy – Kyrgyzstan – UA-2026-0101")
+        "Detention, SR Privacy, SR Independence of Judges and Lawyers – Kyrgyzstan – UA-2026-0101")
+    assert rendered["land_defender"]["rapporteur"].subject == (
+        "URGENT APPEAL – SR Human Rights Defenders, SR Extrajudicial Executions, SR Indigenous "
+        "Peoples, WG Business and Human Rights, SR Environment – Guatemala – UA-2026-0103")
+    assert rendered["woman_defender"]["rapporteur"].subject == (
+        "URGENT APPEAL – SR Human Rights Defenders, SR Freedom of Expression, SR Privacy, WG "
+        "Discrimination against Women and Girls – Mexico – UA-2026-0102")
     assert rendered["trade_unionist"]["rapporteur"].subject == (
         "URGENT APPEAL – SR Human Rights Defenders, SR Assembly and Association, WG Enforced "
         "Disappearances, SR Extrajudicial Executions – Philippines – UA-2026-0105")
@@ -200,10 +229,11 @@ def test_the_mfa_brief(rendered: dict[str, dict[str, Composed]]) -> None:
     assert "The grantee does NOT want: EU delegation." in flat
     assert "No public statements by the embassy." in flat  # the grantee's conditions
     assert "PUBLICITY CAN ENDANGER THE DEFENDERS" in flat
-    assert "No public statement" in flat and "- A public statement" not in flat
+    assert "advises against any public action" in flat  # the verification's do-no-harm answer
+    assert "- No public action on the case" in flat and "A public statement" not in flat
     assert "Raise the case with the authorities of Mexico (demarche)" in flat
     assert "DECISION REQUESTED FROM THE MINISTRY" in flat
-    # Full names and publicity agreed: a statement may be proposed, hearings observed.
+    # Full names, publicity agreed and advised: a statement may be proposed, hearings observed.
     journalist = " ".join(rendered["journalist"]["mfa"].text.split())
     assert "- A public statement on the case." in journalist
     assert "Observe the hearings and the trial" in journalist
@@ -214,7 +244,7 @@ def test_the_mfa_brief(rendered: dict[str, dict[str, Composed]]) -> None:
 def test_the_mfa_brief_never_speaks_of_funds_or_money(
         rendered: dict[str, dict[str, Composed]], key: str) -> None:
     """Fund applications are outside what the ministry's channel covers, consented or not."""
-    text = rendered[key]["mfa"].text
+    text = rendered[key]["mfa"].text.replace(SIGNATORY_ORGANISATION, "")
     assert not re.search(r"\bfunds?\b|\bEUR\b|\bgrant\b", text, re.IGNORECASE), key
 
 
@@ -225,8 +255,10 @@ def test_the_eu_delegation_request(rendered: dict[str, dict[str, Composed]]) -> 
         assert message.text.startswith("CONFIDENTIAL\n")
         assert message.html is not None and "<strong>CONFIDENTIAL</strong>" in message.html
         assert "EU Guidelines on Human Rights Defenders" in " ".join(message.text.split())
-        for d in CASES[key].intake["defenders"]:
-            assert d["name"] in message.text
+        case = CASES[key].build()
+        for i, d in enumerate(CASES[key].intake["defenders"]):
+            shown = shown_name(case, i, d["name"])
+            assert f"- {shown or 'Name withheld'}, {d['role']}" in message.text
     land = rendered["land_defender"]["eu_delegation"]
     assert land.subject == ("CONFIDENTIAL – Request for EU intervention and emergency grant – "
                             "Guatemala – UA-2026-0103")
@@ -243,16 +275,20 @@ def test_the_eu_delegation_request(rendered: dict[str, dict[str, Composed]]) -> 
 def test_the_fund_application_is_capped_and_answers_the_funds_items(
         rendered: dict[str, dict[str, Composed]], funds: dict[str, Fund]) -> None:
     application = rendered["land_defender"]["emergency_fund"]
-    assert application.subject == ("Emergency grant application – Protection grant fund for "
-                                   "defenders at risk – Guatemala – UA-2026-0103")
+    fund = funds["protection_grant"]
+    assert fund.cap_eur == 7_500
+    assert application.subject == (f"Emergency grant application – {fund.name} – Guatemala – "
+                                   "UA-2026-0103")
     flat = " ".join(application.text.split())
     assert "Amount requested: EUR 7,500" in flat
     assert "The grantee needs EUR 12,000 in all; this application is for EUR 7,500" in flat
-    assert "applications@protection-grant.example.org" in flat
+    assert not fund.address or fund.address in flat
     assert "Costs already incurred: no" in flat and "In exile: no" in flat
     for item in ("Link between the danger and the human rights work", "Whether the defenders are "
-                 "in exile", "Reference: the secretariat"):
+                 "in exile", f"Reference: {SIGNATORY_ORGANISATION}"):
         assert item in flat
+    assert "I. S. O. (community leader and land-rights defender) and M. C. B. (community radio " \
+           "presenter) are targeted" in flat
     lgbti = " ".join(rendered["lgbti_organisation"]["emergency_fund"].text.split())
     assert "Record of activism: 48 months of documented activism" in lgbti
     assert "Security plan: to be provided by the applicant organisation directly" in lgbti
@@ -447,3 +483,277 @@ def test_the_held_notice_names_the_missing_fields_and_nothing_else() -> None:
     assert "UA-2026-0101" in held.subject and "\n" not in held.subject
     assert "- domestic_steps" in held.text and "- defenders[0].location" in held.text
     assert "Kyrgyzstan" in held.text and "UN Special Procedures" in held.text
+
+
+# ------------------------------------------------------------- per-person naming and publicity
+def _journalist_case(*, naming: str, advised: bool, conditions: str = "",
+                     **intake_changes: Any) -> Case:
+    """The journalist's case through the real aggregate, every consent with the same naming."""
+    mc = CASES["journalist"]
+    intake = parse_intake({**mc.intake, **intake_changes}, today=TODAY)
+    case = new_case("UA-2026-0198", intake, clearance_required(intake["requested_actions"]),
+                    deadline_table(), T0, "olga", "open")
+    case.record_verification(verification=parse_verification(
+        {**mc.verification, "public_action_advised": advised}), at=T1, actor="olga",
+        command_id="v")
+    for i, action in enumerate(intake["requested_actions"]):
+        case.grant_consent(action=action, conditions=conditions, at=T2, actor="olga",
+                           command_id=f"c{i}", public_naming=naming)
+    return case
+
+
+def _every_message(composer: Composer, case: Any, information: str = "News.") -> list[Composed]:
+    """Every outside message of the case: each consented appeal and further information."""
+    funds = {f.id: f for f in load_fund_directory()}
+    out = []
+    for action, state in case.actions.items():
+        if state["consent"] != "granted":
+            continue
+        fund = funds["protection_grant"] if action == "emergency_fund" else None
+        out.append(composer.appeal(case, action, fund=fund))
+        out.append(composer.further_information(case, action, information))
+    return out
+
+
+def test_initials_only_means_no_message_names_anyone_in_full_or_proposes_a_statement(
+        composer: Composer) -> None:
+    case = _journalist_case(naming="initials_only", advised=True)
+    messages = _every_message(composer, case, information=(
+        "Tavrin Olloque was moved to another cell. Olloque's lawyer saw him on Monday."))
+    assert {m.kind for m in messages} == {"rapporteur", "mfa", "eu_delegation",
+                                          "further_information"}
+    for message in messages:
+        for part in parts(message):
+            # Neither the full name nor any part of it, in the subject, the text or the HTML, and
+            # even where the account and the further information mention him.
+            assert "Tavrin" not in part and "Olloque" not in part, message.kind
+            assert "public statement" not in part.lower(), message.kind
+    letter = " ".join(messages[0].text.split())
+    assert "concerning the human rights defender T. O.," in letter
+    assert "searched the home of T. O. at dawn" in letter
+    assert "being named by initials only in the public report (T. O.)" in letter
+    update = next(m for m in messages if m.kind == "further_information")
+    assert "T. O. was moved to another cell. T. O.'s lawyer saw him" in " ".join(update.text.split())
+
+
+def test_anonymous_means_no_name_and_no_initials(composer: Composer) -> None:
+    case = _journalist_case(naming="anonymous", advised=True)
+    for message in _every_message(composer, case, information="Tavrin Olloque was moved."):
+        for part in parts(message):
+            assert "Tavrin" not in part and "Olloque" not in part and "T. O." not in part
+            assert "public statement" not in part.lower()
+    letter = " ".join(composer.appeal(case, "rapporteur").text.split())
+    assert "concerning a human rights defender whose name is withheld at their request" in letter
+    assert "Name: withheld at the defender's request" in letter
+    assert "searched the home of the defender at dawn" in letter
+    update = composer.further_information(case, "mfa", "Tavrin Olloque was moved.")
+    assert "The defender was moved." in update.text  # a sentence still starts with a capital
+
+
+def test_no_message_proposes_public_action_when_it_is_not_advised(composer: Composer) -> None:
+    advised = _journalist_case(naming="full_names", advised=True)
+    assert "- A public statement on the case." in composer.appeal(advised, "mfa").text
+    case = _journalist_case(naming="full_names", advised=False)
+    messages = _every_message(composer, case)
+    for message in messages:
+        for part in parts(message):
+            assert "public statement" not in part.lower(), message.kind
+            assert "Tavrin Olloque" in part or part == message.subject  # full names agreed
+    brief = " ".join(composer.appeal(case, "mfa").text.split())
+    assert "The secretariat's risk assessment advises against any public action" in brief
+    assert "- No public action on the case" in brief
+    # The letter to OHCHR states the naming consent as given, and asks for no publicity.
+    letter = " ".join(composer.appeal(case, "rapporteur").text.split())
+    assert "consents to this submission and to being named in full in the public report" in letter
+    assert "consult us before any press release or other publicity about the case" in letter
+
+
+def test_conditions_of_any_consent_that_speak_of_publicity_hold_back_every_channel(
+        composer: Composer) -> None:
+    case = _journalist_case(naming="full_names", advised=True)
+    case.actions["rapporteur"]["conditions"] = "No press before the hearing."
+    brief = " ".join(composer.appeal(case, "mfa").text.split())
+    assert "Conditions the grantee set for another channel limit publicity" in brief
+    assert "No press before the hearing" not in brief  # not quoted to another channel
+    assert "A public statement" not in brief
+
+
+def test_a_disappeared_persons_letter_records_the_relatives_consent(
+        rendered: dict[str, dict[str, Composed]]) -> None:
+    letter = rendered["trade_unionist"]["rapporteur"]
+    flat = " ".join(letter.text.split())
+    assert ("The defender has been disappeared and cannot consent personally. A relative (wife) "
+            "consented on the defender's behalf to this submission and to being named in full in "
+            "the public report.") in flat
+    assert letter.html is not None and "A relative (wife) consented" in letter.html
+    assert "consents" not in flat and "consents" not in letter.html
+    brief = " ".join(rendered["trade_unionist"]["mfa"].text.split())
+    assert "A relative (wife) consented on behalf of the defender." in brief
+    # How and when consent was given stays with the secretariat.
+    for message in rendered["trade_unionist"].values():
+        for part in parts(message):
+            assert "union office" not in part and "2026-11-05T11" not in part
+
+
+def test_without_recorded_givers_a_disappeared_person_is_never_said_to_consent(
+        composer: Composer) -> None:
+    """An older case recorded consent for the whole group: it came through the organisation."""
+    case = CASES["trade_unionist"].build_case()
+    assert case.consent_givers("rapporteur") == []
+    flat = " ".join(composer.appeal(case, "rapporteur").text.split())
+    assert ("The defender has been disappeared and cannot consent personally. Consent on the "
+            "defender's behalf to this submission and to being named in full in the public report "
+            "was obtained through Federation of Kalinaw Estate Workers.") in flat
+    assert "consents to" not in flat
+
+
+def test_a_case_without_domestic_steps_or_known_perpetrators_renders_the_templates_sentences(
+        composer: Composer) -> None:
+    mc = CASES["journalist"]
+    incident = {**mc.intake["incident"], "perpetrators": "", "perpetrator_kind": "unknown"}
+    case = _journalist_case(naming="full_names", advised=True, domestic_steps="",
+                            incident=incident)
+    assert missing_fields("rapporteur", case.intake) == []  # OHCHR practice: neither is required
+    letter = composer.appeal(case, "rapporteur")
+    flat = " ".join(letter.text.split())
+    assert ("5. STEPS TAKEN DOMESTICALLY No domestic steps are reported (domestic remedies need not "
+            "be exhausted for an urgent appeal).") in flat
+    assert "Type: Unknown Nothing further is known about the perpetrators." in flat
+    assert letter.html is not None
+    assert "domestic remedies need not be exhausted for an urgent appeal" in letter.html
+    assert "Nothing further is known about the perpetrators." in letter.html
+
+
+# ------------------------------------------------------------------- the composer's Protocol
+class FakeCase:
+    """A case as the composer sees it (activities.messages.MessageCase), with one defender per
+    publicity profile: what neither fixture aggregate can show in one case."""
+
+    def __init__(self, profiles: list[str], givers: list[dict[str, Any]] | None = None,
+                 advised: bool = True, **defender_blocks: dict[str, Any]) -> None:
+        mc = CASES["land_defender"]
+        self.reference = "UA-2026-0197"
+        self.intake = parse_intake(mc.intake, today=TODAY)
+        names = ["Ixmukané Sactic Oxlajuj", "Mateo Coyoy Batzibal", "Rosa Sactic Imul"]
+        self.intake["defenders"] = [
+            {**self.intake["defenders"][0], "name": name, "role": f"role {i}",
+             "disappearance": None, "detention": None}
+            for i, name in enumerate(names[:len(profiles)])]
+        for key, block in defender_blocks.items():
+            index, field = key.split("_", 1)
+            self.intake["defenders"][int(index[1:])][field] = block
+        self.intake["incident"]["description"] = (
+            "Guards threatened Ixmukané Sactic Oxlajuj and Mateo Coyoy Batzibal; Sactic was "
+            "followed home. Rosa Sactic Imul saw it.")
+        self.risk_level: str | None = "critical"
+        self.actions = {a: {"consent": "granted", "conditions": ""}
+                        for a in self.intake["requested_actions"]}
+        self._profiles = profiles
+        self._givers = givers or []
+        self._advised = advised
+
+    def publicity_of(self, index: int) -> str:
+        return self._profiles[index]
+
+    def public_action_advised(self) -> bool:
+        return self._advised
+
+    def consent_givers(self, action: str) -> list[dict[str, Any]]:
+        return [dict(g) for g in self._givers]
+
+
+def test_each_defender_is_named_as_their_own_profile_allows(composer: Composer) -> None:
+    case = FakeCase(["full_names", "initials_only", "anonymous"])
+    messages = _every_message(composer, case, information="Mateo Coyoy Batzibal is safe.")
+    for message in messages:
+        for part in parts(message):
+            for withheld in ("Mateo", "Coyoy", "Batzibal", "Rosa", "Imul", "R. S. I."):
+                assert withheld not in part, (message.kind, withheld)
+            assert "public statement" not in part.lower()
+    letter = composer.appeal(case, "rapporteur")
+    flat = " ".join(letter.text.split())
+    # A name part shared with the defender named in full is hers to keep.
+    assert "Guards threatened Ixmukané Sactic Oxlajuj and M. C. B.; Sactic was followed" in flat
+    assert "followed home. One of the defenders saw it." in flat
+    assert ("concerning the human rights defenders Ixmukané Sactic Oxlajuj, M. C. B. and one "
+            "other defender whose name is withheld,") in flat
+    for statement in (
+            "Ixmukané Sactic Oxlajuj consents to this submission and to being named in full in "
+            "the public report.",
+            "M. C. B. consents to this submission and to being named by initials only in the "
+            "public report (M. C. B.).",
+            "Defender 3 (name withheld) consents to this submission but not to being named in the "
+            "public report, neither in full nor by initials."):
+        assert statement in flat
+    brief = " ".join(composer.appeal(case, "mfa").text.split())
+    assert ("M. C. B. agrees to be named by initials only in public reports; Defender 3 (name "
+            "withheld) does not agree to be named in public at all") in brief
+    fund = next(m for m in messages if m.kind == "emergency_fund")
+    assert ("Ixmukané Sactic Oxlajuj (role 0), M. C. B. (role 1) and one other defender whose name "
+            "is withheld (role 2) are targeted") in " ".join(fund.text.split())
+
+
+def test_consent_given_by_relatives_and_lawyers_is_said_so_for_each_person(
+        composer: Composer) -> None:
+    givers = [
+        {"defender": 0, "given_by": "defender", "relationship": "", "channel": "phone",
+         "given_at": "2026-11-05T10:00:00+00:00"},
+        {"defender": 1, "given_by": "relative", "relationship": "mother", "channel": "phone",
+         "given_at": "2026-11-05T10:00:00+00:00"},
+        {"defender": 1, "given_by": "lawyer", "relationship": "defence counsel",
+         "channel": "secure_message", "given_at": "2026-11-05T10:00:00+00:00"},
+    ]
+    case = FakeCase(["full_names", "full_names"], givers=givers,
+                    d1_detention={"arrest_date": "2026-10-20", "place_of_detention": "unknown",
+                                  "incommunicado": True})
+    flat = " ".join(composer.appeal(case, "rapporteur").text.split())
+    assert "Ixmukané Sactic Oxlajuj consents to this submission" in flat
+    assert ("Mateo Coyoy Batzibal is held incommunicado and cannot consent personally. A relative "
+            "(mother) and a lawyer (defence counsel) consented on their behalf to this submission "
+            "and to being named in full in the public report.") in flat
+    assert "Mateo Coyoy Batzibal consents" not in flat
+    assert "- Held incommunicado: yes" in flat
+    brief = " ".join(composer.appeal(case, "mfa").text.split())
+    assert ("A relative (mother) and a lawyer (defence counsel) consented on behalf of Mateo Coyoy "
+            "Batzibal.") in brief
+    assert "secure_message" not in flat and "phone" not in flat
+
+
+def test_a_disappeared_person_never_consents_personally_even_if_recorded_so(
+        composer: Composer) -> None:
+    givers = [{"defender": 0, "given_by": "defender", "relationship": "", "channel": "phone",
+               "given_at": "2026-11-05T10:00:00+00:00"}]
+    case = FakeCase(["initials_only"], givers=givers, d0_disappearance={})
+    flat = " ".join(composer.appeal(case, "rapporteur").text.split())
+    assert "consents" not in flat
+    assert "Consent on the defender's behalf to this submission and to being named by initials " \
+           "only in the public report (I. S. O.) was obtained through" in flat
+    assert "Disappeared: yes (no further details known yet)" in flat
+
+
+def test_the_composer_reads_an_unknown_profile_as_anonymous(composer: Composer) -> None:
+    case = FakeCase(["nicknames"])
+    for message in _every_message(composer, case):
+        for part in parts(message):
+            assert "Sactic" not in part and "I. S. O." not in part
+
+
+def test_the_signature_defaults_to_the_older_setting() -> None:
+    case = CASES["journalist"].build()
+    assert Composer().appeal(case, "mfa").text.endswith("\nThe secretariat\n")
+    old = Composer(signature="The Tallowmere secretariat").appeal(case, "rapporteur")
+    assert old.text.endswith("\nThe Tallowmere secretariat\n")
+    assert "Submitted by: the secretariat" in " ".join(old.text.split())
+    named = Composer(signatory_organisation="Tallowmere Trust").appeal(case, "rapporteur")
+    assert named.text.endswith("\nTallowmere Trust\n") and named.html is not None
+    assert "<p>Tallowmere Trust</p>" in named.html
+
+
+if TYPE_CHECKING:
+    from activities.messages import MessageCase as MessageCaseProtocol
+    from domain.tracked import TrackedCase
+
+    def _both_aggregates_are_message_cases(old: Case, tracked: TrackedCase,
+                                           fake: FakeCase) -> list[MessageCaseProtocol]:
+        """Checked by mypy: what the composer reads, every case provides."""
+        return [old, tracked, fake]

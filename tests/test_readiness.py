@@ -26,9 +26,10 @@ def intake_without(**changes: object) -> dict[str, object]:
     ("action", "changes", "missing"),
     [
         ("rapporteur", {}, []),
-        ("rapporteur", {"domestic_steps": ""}, ["domestic_steps"]),
+        # OHCHR practice: domestic remedies need not be exhausted, perpetrators may be unknown.
+        ("rapporteur", {"domestic_steps": ""}, []),
         ("rapporteur", {"incident": {**COMPLETE["incident"], "perpetrators": "", "ongoing_risk": ""}},
-         ["incident.perpetrators", "incident.ongoing_risk"]),
+         ["incident.ongoing_risk"]),
         ("rapporteur", {"defenders": [{"name": "A. B."}]}, ["defenders[0].role", "defenders[0].location"]),
         ("rapporteur", {"organisation": {"name": "Org"}},
          ["organisation.contact_name", "organisation.contact_email"]),
@@ -43,14 +44,58 @@ def test_each_channel_names_the_fields_it_lacks(action: str, changes: dict[str, 
     assert missing_fields(action, intake_without(**changes)) == missing
 
 
+def defenders_with(**blocks: dict[str, object]) -> list[dict[str, object]]:
+    return [{**COMPLETE["defenders"][0], **blocks}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "missing"),
+    [
+        # Nobody is recorded as detained: the account of the incident stands for the facts.
+        ({}, []),
+        ({"defenders": defenders_with(detention={})},
+         ["defenders[0].detention.arrest_date", "defenders[0].detention.place_of_detention"]),
+        ({"defenders": defenders_with(detention={"arrest_date": "2026-11-01",
+                                                 "authority": "County police"})},
+         ["defenders[0].detention.place_of_detention"]),
+        ({"defenders": defenders_with(detention={"arrest_date": "2026-11-01",
+                                                 "place_of_detention": "Central police station"})},
+         []),
+        # A disappearance block is not checked while the case is not routed to the working group.
+        ({"defenders": defenders_with(disappearance={})}, []),
+        ({"defenders": defenders_with(disappearance={}),
+          "threat_types": ["enforced_disappearance"]},
+         ["defenders[0].disappearance.last_seen_date", "defenders[0].disappearance.last_seen_place"]),
+        ({"defenders": [*defenders_with(),
+                        {**COMPLETE["defenders"][0], "name": "B. C.",
+                         "disappearance": {"last_seen_date": "2026-10-31"}}],
+          "threat_types": ["enforced_disappearance", "arbitrary_arrest_or_detention"]},
+         ["defenders[1].disappearance.last_seen_place"]),
+    ],
+)
+def test_the_routed_working_groups_need_their_facts_for_each_person_concerned(
+        changes: dict[str, object], missing: list[str]) -> None:
+    assert missing_fields("rapporteur", intake_without(**changes)) == missing
+
+
+def test_the_mandates_checked_can_be_given_instead_of_routed() -> None:
+    clean = intake_without(defenders=defenders_with(detention={}))
+    assert missing_fields("rapporteur", clean, mandates=["human_rights_defenders"]) == []
+    assert missing_fields("rapporteur", clean, mandates=["arbitrary_detention"]) == [
+        "defenders[0].detention.arrest_date", "defenders[0].detention.place_of_detention"]
+    # Other channels do not ask for the working groups' facts.
+    assert missing_fields("mfa", clean) == []
+
+
 def test_further_information_completes_the_intake_and_releases_held_dispatches() -> None:
-    case: Case = opened(domestic_steps="")
+    case: Case = opened(organisation={**COMPLETE["organisation"], "contact_name": ""})
     case = at_clearance_of(case)
-    case.hold_dispatch("rapporteur", ["domestic_steps"], T0, "system", "h1")
-    assert case.held == {"rapporteur": ["domestic_steps"]}
-    case.add_further_information("The lawyer's appeal was filed.", T0 + timedelta(hours=1), "olga",
-                                 "f1", intake_changes={"domestic_steps": "Appeal filed on 2 Nov."})
-    assert case.held == {} and case.intake["domestic_steps"] == "Appeal filed on 2 Nov."
+    assert missing_fields("rapporteur", case.intake) == ["organisation.contact_name"]
+    case.hold_dispatch("rapporteur", ["organisation.contact_name"], T0, "system", "h1")
+    assert case.held == {"rapporteur": ["organisation.contact_name"]}
+    case.add_further_information("The contact person is known.", T0 + timedelta(hours=1), "olga",
+                                 "f1", intake_changes={"organisation": {"contact_name": "D. O."}})
+    assert case.held == {} and case.intake["organisation"]["contact_name"] == "D. O."
     assert missing_fields("rapporteur", case.intake) == []
 
 

@@ -1,4 +1,4 @@
-"""Routing of the rapporteur action to UN Special Procedures mandates (DESIGN.md section 3)."""
+"""Routing of the rapporteur action to UN Special Procedures mandates (docs/design.md section 3)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.intake import parse_intake
 from domain.routing import (
     MANDATE_LABELS,
     MANDATE_TITLES,
     RULES,
     Mandate,
+    explain_intake,
     explain_routing,
+    route_intake,
     route_rapporteur,
     routing_reasons,
 )
-from domain.vocab import AtRiskGroup, Right, ThreatType
+from domain.vocab import AtRiskGroup, Gender, PerpetratorKind, Right, ThreatType
+from tests.factories import T0, intake
 
 M = Mandate
 T = ThreatType
@@ -48,18 +52,43 @@ CASES = [
     ("killing goes to executions", [T.KILLING], [], [], [M.EXECUTIONS]),
     ("death threat goes to executions", [T.DEATH_THREAT], [], [], [M.EXECUTIONS]),
     ("right to life goes to executions", [], [R.LIFE], [], [M.EXECUTIONS]),
-    ("sexual assault on women defenders goes to violence against women",
-     [T.SEXUAL_ASSAULT], [], [G.WOMEN], [M.VIOLENCE_AGAINST_WOMEN]),
+    ("sexual assault on women defenders goes to violence against women and discrimination",
+     [T.SEXUAL_ASSAULT], [], [G.WOMEN], [M.VIOLENCE_AGAINST_WOMEN, M.DISCRIMINATION_AGAINST_WOMEN]),
     ("physical assault on women defenders goes to violence against women",
      [T.PHYSICAL_ASSAULT], [], [G.WOMEN], [M.VIOLENCE_AGAINST_WOMEN]),
     ("assault without women defenders does not", [T.SEXUAL_ASSAULT], [], [], []),
     ("women defenders without violence do not", [T.FINES], [], [G.WOMEN], []),
-    ("indigenous defenders go to indigenous peoples", [], [R.LAND], [G.INDIGENOUS],
+    ("indigenous defenders go to indigenous peoples", [], [], [G.INDIGENOUS],
      [M.INDIGENOUS_PEOPLES]),
+    ("indigenous land defenders go to indigenous peoples and the environment", [], [R.LAND],
+     [G.INDIGENOUS], [M.INDIGENOUS_PEOPLES, M.ENVIRONMENT]),
     ("LGBTI defenders go to the SOGI expert", [], [], [G.LGBTI],
      [M.SEXUAL_ORIENTATION_GENDER_IDENTITY]),
     ("surveillance goes to privacy", [T.SURVEILLANCE], [], [], [M.PRIVACY]),
     ("privacy right goes to privacy", [], [R.PRIVACY], [], [M.PRIVACY]),
+    ("lawyers go to judges and lawyers", [], [], [G.LAWYERS], [M.JUDGES_AND_LAWYERS]),
+    ("fair-trial right goes to judges and lawyers", [], [R.FAIR_TRIAL], [],
+     [M.JUDGES_AND_LAWYERS]),
+    ("judicial harassment goes to judges and lawyers", [T.JUDICIAL_HARASSMENT], [], [],
+     [M.JUDGES_AND_LAWYERS]),
+    ("land and territory right goes to the environment", [], [R.LAND], [], [M.ENVIRONMENT]),
+    ("healthy environment right goes to the environment", [], [R.ENVIRONMENT], [],
+     [M.ENVIRONMENT]),
+    ("land and environment defenders go to the environment", [], [], [G.LAND_ENVIRONMENT],
+     [M.ENVIRONMENT]),
+    ("smears against women defenders go to discrimination against women", [T.DEFAMATION], [],
+     [G.WOMEN], [M.DISCRIMINATION_AGAINST_WOMEN]),
+    ("online attacks on women defenders go to expression and discrimination against women",
+     [T.ONLINE_ATTACK], [], [G.WOMEN], [M.EXPRESSION, M.DISCRIMINATION_AGAINST_WOMEN]),
+    ("smears without women defenders do not go to discrimination against women",
+     [T.DEFAMATION], [], [G.JOURNALISTS], [M.EXPRESSION]),
+    ("physical assault alone is not a gendered attack", [T.PHYSICAL_ASSAULT], [], [G.WOMEN],
+     [M.VIOLENCE_AGAINST_WOMEN]),
+    ("freedom of religion or belief goes to religion", [], [R.RELIGION], [],
+     [M.RELIGION_OR_BELIEF]),
+    ("religious minorities go to religion and minority issues", [], [], [G.RELIGIOUS_MINORITY],
+     [M.RELIGION_OR_BELIEF, M.MINORITY_ISSUES]),
+    ("ethnic minorities go to minority issues", [], [], [G.ETHNIC_MINORITY], [M.MINORITY_ISSUES]),
     ("facts no mandate covers add nothing", [T.FINES, T.TRAVEL_BAN], [R.WORK], [G.STUDENTS], []),
     ("a journalist detained and tortured goes to four mandates in fixed order",
      [T.TORTURE, T.ARBITRARY_DETENTION], [R.EXPRESSION], [G.JOURNALISTS],
@@ -107,6 +136,7 @@ def test_reasons_name_the_facts_that_triggered_each_mandate() -> None:
         M.EXPRESSION: ["right affected: freedom of expression", "at-risk group: journalists"],
         M.EXECUTIONS: ["threat: killing", "threat: death threat"],
         M.VIOLENCE_AGAINST_WOMEN: ["threat: sexual assault", "at-risk group: women"],
+        M.DISCRIMINATION_AGAINST_WOMEN: ["threat: sexual assault", "at-risk group: women"],
     }
 
 
@@ -118,8 +148,50 @@ def test_explanation_lists_the_same_mandates_as_the_route() -> None:
 
 
 def test_every_mandate_can_be_reached_by_routing() -> None:
-    everything = route_rapporteur(list(ThreatType), list(Right), list(AtRiskGroup))
+    everything = route_rapporteur(list(ThreatType), list(Right), list(AtRiskGroup),
+                                  perpetrator_kinds=list(PerpetratorKind), genders=list(Gender))
     assert everything == list(Mandate)
+
+
+def test_business_perpetrators_go_to_the_business_working_group() -> None:
+    for kind in PerpetratorKind:
+        routed = route_rapporteur([T.DEATH_THREAT], [], [], perpetrator_kinds=[kind])
+        assert (M.BUSINESS_AND_HUMAN_RIGHTS in routed) == (kind is PerpetratorKind.BUSINESS)
+    assert routing_reasons([], [], [], perpetrator_kinds=["business"])[
+        M.BUSINESS_AND_HUMAN_RIGHTS] == ["perpetrators: business"]
+
+
+def test_a_woman_defender_facing_a_gendered_attack_is_recognised_by_her_gender_too() -> None:
+    reasons = routing_reasons([T.ONLINE_ATTACK, T.DEFAMATION], [], [], genders=[Gender.WOMAN])
+    assert reasons[M.DISCRIMINATION_AGAINST_WOMEN] == [
+        "threat: defamation or stigmatisation", "threat: online attack", "defender's gender: woman"]
+    both = routing_reasons([T.SEXUAL_ASSAULT], [], [G.WOMEN], genders=[Gender.WOMAN])
+    assert both[M.DISCRIMINATION_AGAINST_WOMEN] == [
+        "threat: sexual assault", "at-risk group: women", "defender's gender: woman"]
+    for gender in set(Gender) - {Gender.WOMAN}:
+        assert M.DISCRIMINATION_AGAINST_WOMEN not in route_rapporteur(
+            [T.SEXUAL_ASSAULT, T.DEFAMATION, T.ONLINE_ATTACK], [], [], genders=[gender])
+
+
+def test_the_intake_routes_with_all_its_facts() -> None:
+    """The defenders' groups and genders and the incident's perpetrators all count."""
+    data = intake(threat_types=["defamation_or_stigmatisation"], rights_affected=["land_and_territory"])
+    data["defenders"] = [
+        {"name": "A One", "gender": "woman", "at_risk_groups": ["ethnic_minority"]},
+        {"name": "B Two", "gender": "man", "at_risk_groups": ["lawyers"]},
+    ]
+    data["incident"] = {**data["incident"], "perpetrator_kind": "business"}
+    clean = parse_intake(data, today=T0.date())
+    assert route_intake(clean) == [HRD, M.JUDGES_AND_LAWYERS, M.BUSINESS_AND_HUMAN_RIGHTS,
+                                   M.ENVIRONMENT, M.DISCRIMINATION_AGAINST_WOMEN, M.MINORITY_ISSUES]
+    explained = {r.mandate: r.reasons for r in explain_intake(clean)}
+    assert explained[M.BUSINESS_AND_HUMAN_RIGHTS] == ["perpetrators: business"]
+    assert explained[M.DISCRIMINATION_AGAINST_WOMEN] == ["threat: defamation or stigmatisation",
+                                                         "defender's gender: woman"]
+    # A stored intake from before these facts were read routes as before.
+    assert route_intake({"threat_types": ["killing"], "rights_affected": [],
+                         "defenders": [{"at_risk_groups": []}], "incident": {}}) == [
+        HRD, M.EXECUTIONS]
 
 
 def test_every_mandate_has_a_short_label_and_a_full_title() -> None:
@@ -141,6 +213,9 @@ facts = st.tuples(
     st.lists(st.sampled_from(Right)),
     st.lists(st.sampled_from(AtRiskGroup)),
 )
+more_facts = st.tuples(
+    facts, st.lists(st.sampled_from(PerpetratorKind)), st.lists(st.sampled_from(Gender))
+)
 
 
 @given(facts)
@@ -152,11 +227,13 @@ def test_defenders_mandate_is_always_present_and_first(
     assert HRD not in routed[1:]
 
 
-@given(facts)
+@given(more_facts)
 def test_routing_has_no_duplicates_and_follows_the_fixed_order(
-    case: tuple[list[ThreatType], list[Right], list[AtRiskGroup]],
+    case: tuple[tuple[list[ThreatType], list[Right], list[AtRiskGroup]], list[PerpetratorKind],
+                list[Gender]],
 ) -> None:
-    routed = route_rapporteur(*case)
+    basic, kinds, genders = case
+    routed = route_rapporteur(*basic, perpetrator_kinds=kinds, genders=genders)
     order = list(Mandate)
     assert len(routed) == len(set(routed))
     assert [order.index(m) for m in routed] == sorted(order.index(m) for m in routed)
@@ -170,8 +247,35 @@ def test_routing_does_not_depend_on_the_order_of_the_facts(
     assert routing_reasons(threats, rights, groups) == routing_reasons(*case)
 
 
-@given(facts)
+@given(more_facts)
 def test_every_routed_mandate_has_at_least_one_reason(
-    case: tuple[list[ThreatType], list[Right], list[AtRiskGroup]],
+    case: tuple[tuple[list[ThreatType], list[Right], list[AtRiskGroup]], list[PerpetratorKind],
+                list[Gender]],
 ) -> None:
-    assert all(reasons for reasons in routing_reasons(*case).values())
+    basic, kinds, genders = case
+    reasons = routing_reasons(*basic, perpetrator_kinds=kinds, genders=genders)
+    assert all(reasons.values())
+    # Facts only ever add mandates: the perpetrators and genders never take one away.
+    assert set(routing_reasons(*basic)) <= set(reasons)
+
+
+@pytest.mark.parametrize("path", [None, "deploy/address_book.example.toml"])
+def test_every_mandate_has_an_address_and_none_is_made_up(path: str | None) -> None:
+    """Mandates without a known mailbox are reached through OHCHR's general mailbox for
+    individual cases, listed as such; no mandate is silently left without an entry."""
+    from pathlib import Path
+
+    from activities.directories import load_address_book
+
+    root = Path(__file__).resolve().parent.parent
+    book = load_address_book(root / path if path else None)
+    assert book.missing_mandates(list(Mandate)) == []
+    general = [e.address for e in book.general()]
+    assert general == ["urgent-action@ohchr.org"]
+    for mandate in (M.JUDGES_AND_LAWYERS, M.BUSINESS_AND_HUMAN_RIGHTS, M.ENVIRONMENT,
+                    M.DISCRIMINATION_AGAINST_WOMEN, M.RELIGION_OR_BELIEF, M.MINORITY_ISSUES):
+        assert [e.address for e in book.for_mandate(mandate)] == general
+    routed = route_rapporteur([T.JUDICIAL_HARASSMENT], [R.RELIGION], [G.ETHNIC_MINORITY],
+                              perpetrator_kinds=["business"])
+    assert [e.address for e in book.rapporteur_recipients(routed)] == [
+        "urgent-action@ohchr.org", "defenders@ohchr.org"]
