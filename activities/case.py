@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
 from activities.messages import Composed, Composer, MessageError
+from desk.assertions import OPEN, InvalidAssertion, verify
 from domain.addressbook import AddressBook, AddressRole
 from domain.case import Case
 from domain.errors import CaseRuleError
@@ -55,6 +56,8 @@ class CaseConfig:
     address_max_age_days: int = 365
     # Real outside addresses are mailed only when this is on; then unconfirmed ones are refused.
     live_sending: bool = False
+    # Checks the assertion each person's decision carries (desk.assertions); shared with the doors.
+    decision_key: bytes = b""
 
     @property
     def message_id_domain(self) -> str:
@@ -84,23 +87,46 @@ class CaseActivities:
     # ------------------------------------------------------------------------- recording
     @activity.defn(name="open_case")
     async def open_case(self, req: OpenCase) -> dict[str, Any]:
+        proof = self._proof(req.assertion, req.reference, *OPEN, req.actor)
         await self._require_role(req.actor, ["case_officer"], "open a case")
         actions = [str(a) for a in req.intake.get("requested_actions") or []]
         needs = clearance_required(actions, rapporteur=self.config.rapporteur_requires_clearance,
                                    emergency_fund=self.config.emergency_fund_requires_clearance)
         table = deadline_table(self.config.deadline_overrides)
         return await self._store(self.store.open_case, req.reference, req.intake, needs, table,
-                                 req.at, req.actor, req.command_id)
+                                 req.at, req.actor, req.command_id, False, proof)
 
     @activity.defn(name="apply_command")
     async def apply_command(self, req: ApplyCommand) -> dict[str, Any]:
         what = req.command.replace("_", " ")
+        prior = await self._store(self.store.prior_result, req.command_id)
+        if prior is not None:
+            return prior  # recorded before a crash or retry: the first result, nothing new
+        proof = self._proof(req.assertion, req.reference, req.command,
+                            update_of(req.command_id), req.actor)
         await self._require_role(req.actor, req.roles, what)
         args = {**req.args, "at": req.at}
         if req.new_deadline is not None:
             args["new_deadline"] = req.new_deadline
         return await self._store(self.store.execute, req.reference, req.command, args, req.actor,
-                                 req.command_id)
+                                 req.command_id, proof)
+
+    def _proof(self, token: str, reference: str, decision: str, update: str,
+               actor: str) -> dict[str, Any]:
+        """Who decided, proven: a valid assertion from a door that signed this person in, for
+        exactly this case, decision and update. Checked before the roles; nothing is recorded
+        without it. The name in the payload must be the signed-in person's."""
+        try:
+            signed = verify(token, self.config.decision_key, case=reference, decision=decision,
+                            update=update)
+        except InvalidAssertion as exc:
+            raise ApplicationError(f"Not recorded: {exc}.", type="NotAuthorised",
+                                   non_retryable=True) from None
+        if signed.user != actor:
+            raise ApplicationError("Not recorded: the decision names another person than the one "
+                                   "who signed it.", type="NotAuthorised", non_retryable=True)
+        return {"assertion_id": signed.id, "username": signed.user, "decision": decision,
+                "update_id": update, "expires_at": signed.expires}
 
     async def _require_role(self, actor: str, roles: list[str], what: str) -> None:
         have = await asyncio.to_thread(self.store.user_roles, actor)
@@ -351,3 +377,8 @@ class CaseActivities:
 def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:
     """The UN mandates the rapporteur action goes to, from the facts of the intake."""
     return route_intake(intake)
+
+
+def update_of(command_id: str) -> str:
+    """The Temporal update id inside a decision's command id (`<reference>/update/<id>`)."""
+    return command_id.rsplit("/update/", 1)[-1]

@@ -14,8 +14,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.case import SYSTEM, CaseActivities, _mandates, _refused
+from activities.case import SYSTEM, CaseActivities, _mandates, _refused, update_of
 from activities.mail import OutgoingMessage, make_message_id
+from desk.assertions import OPEN
 from domain import addressbook
 from domain.errors import CaseRuleError, UnconfirmedAddress
 from domain.funds import (
@@ -48,17 +49,20 @@ class TrackActivities(CaseActivities):
     # ------------------------------------------------------------------------- recording
     @activity.defn(name="open_tracked_case")
     async def open_tracked_case(self, req: OpenCase) -> dict[str, Any]:
+        proof = self._proof(req.assertion, req.reference, *OPEN, req.actor)
         await self._require_role(req.actor, ["case_officer"], "open a case")
         actions = [str(a) for a in req.intake.get("requested_actions") or []]
         needs = clearance_required(actions, rapporteur=self.config.rapporteur_requires_clearance,
                                    emergency_fund=self.config.emergency_fund_requires_clearance)
         table = deadline_table(self.config.deadline_overrides)
         return await self._store(self.store.open_case, req.reference, req.intake, needs, table,
-                                 req.at, req.actor, req.command_id, True)
+                                 req.at, req.actor, req.command_id, True, proof)
 
     @activity.defn(name="choose_funds")
     async def choose_funds(self, req: ChooseFunds) -> dict[str, Any]:
         """The officer's choice, checked against the directory and the grantee's refusals."""
+        proof = self._proof(req.assertion, req.reference, "choose_funds",
+                            update_of(req.command_id), req.actor)
         await self._require_role(req.actor, ["case_officer"], "choose the emergency funds")
         prior = await self._store(self.store.prior_result, req.command_id)
         if prior is not None:
@@ -76,7 +80,7 @@ class TrackActivities(CaseActivities):
         how = {f: TO_SEND if by_id[f].sendable else TO_SUBMIT for f in req.funds}
         return await self._store(self.store.execute, req.reference, "choose_funds",
                                  {"funds": how, "reason": req.reason, "at": req.at}, req.actor,
-                                 req.command_id)
+                                 req.command_id, proof)
 
     def suggestions(self, case: TrackedCase, today: date) -> FundAdvice:
         """Suggested and excluded funds with their reasons (for the doors)."""

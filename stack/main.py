@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 from stack.sink import OutboxSink
 from web import serve
 from worker.keys import KeyMaterialError
-from worker.main import ConfigurationError, build_activities, build_worker, data_converter
+from worker.main import ConfigurationError, build_activities, build_worker, connect
 from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
 from worker.settings import Settings, error_line, load_settings
 
@@ -88,9 +88,7 @@ async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes]
             raise StackError(f"the Temporal dev server stopped (exit {server.returncode}); see "
                              f"{settings.var_dir / 'logs' / 'temporal.log'}")
         try:
-            return await Client.connect(settings.temporal_address,
-                                        namespace=settings.temporal_namespace,
-                                        data_converter=data_converter(settings))
+            return await connect(settings)
         except (RPCError, RuntimeError, OSError):
             if time.monotonic() > end:
                 raise StackError("the Temporal dev server did not answer within a minute") from None

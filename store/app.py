@@ -99,7 +99,8 @@ class CaseStore(Application[UUID]):
     # ----------------------------------------------------------------------------- commands
     def open_case(self, reference: str, intake: Mapping[str, Any], clearance_required: list[str],
                   deadline_table: dict[str, dict[str, int]], at: datetime, actor: str,
-                  command_id: str, tracked: bool = False) -> dict[str, Any]:
+                  command_id: str, tracked: bool = False,
+                  proof: dict[str, Any] | None = None) -> dict[str, Any]:
         """Open a case from a raw intake (validated here); the same command id opens it once.
         `tracked`: with one track per action (every case the current workflow opens)."""
         check_reference(reference)
@@ -111,10 +112,10 @@ class CaseStore(Application[UUID]):
             raise CaseAlreadyExists(reference)
         opener = open_tracked_case if tracked else new_case
         case = opener(reference, clean, clearance_required, deadline_table, at, actor, command_id)
-        return self._save(case, reference, actor, command_id)
+        return self._save(case, reference, actor, command_id, proof)
 
     def execute(self, reference: str, command: str, args: Mapping[str, Any], actor: str,
-                command_id: str) -> dict[str, Any]:
+                command_id: str, proof: dict[str, Any] | None = None) -> dict[str, Any]:
         """Apply one named command; version conflicts are retried on fresh state, never lost."""
         if command not in COMMANDS:
             raise UnknownCommand(f"Unknown command {command!s:.40}.")
@@ -125,18 +126,20 @@ class CaseStore(Application[UUID]):
             case = self.get(reference)
             getattr(case, command)(**args, actor=actor, command_id=command_id)
             try:
-                return self._save(case, reference, actor, command_id)
+                return self._save(case, reference, actor, command_id, proof)
             except IntegrityError:
                 # Someone else wrote first: wait a little (jittered, so racers spread out),
                 # then reload and apply the rules again to the fresh state.
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
 
-    def _save(self, case: Case | TrackedCase, reference: str, actor: str, command_id: str) -> dict[str, Any]:
+    def _save(self, case: Case | TrackedCase, reference: str, actor: str, command_id: str,
+              proof: dict[str, Any] | None = None) -> dict[str, Any]:
         pending = case.collect_events()
         summary = case.summary()
         audit = AuditContext(reference=reference, actor=actor, command_id=command_id,
-                             summary=summary, timestamps=[e.timestamp for e in pending])
+                             summary=summary, timestamps=[e.timestamp for e in pending],
+                             proof=proof)
         try:
             self.save(*pending, audit=audit)
         except IntegrityError:

@@ -33,6 +33,9 @@ class AuditContext:
     command_id: str
     summary: dict[str, Any]
     timestamps: Sequence[datetime]
+    # The signed assertion behind a person's decision: id, username, decision, update_id,
+    # expires_at (none for the system's own steps).
+    proof: dict[str, Any] | None = None
 
 
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
@@ -54,6 +57,10 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             recorded_at=datetime.now(UTC),
         ))
         self._write_index(session, case_id, audit)
+        if audit.proof is not None:
+            session.execute(insert(schema.decision_proofs).values(
+                command_id=audit.command_id, case_id=case_id, recorded_at=datetime.now(UTC),
+                **audit.proof))
 
     def _append_chain(self, session: Session, case_id: str, stored_events: Sequence[StoredEvent],
                       audit: AuditContext) -> None:

@@ -84,6 +84,21 @@ track_index = Table(
     Column("escalation_level", Integer, nullable=False, default=0),
 )
 
+# Who signed each decision (desk.assertions): the assertion's id, the signed-in user and what it
+# was issued for, written in the same transaction as the decision's events.
+decision_proofs = Table(
+    "appeals_decision_proofs",
+    metadata,
+    Column("command_id", String(200), primary_key=True),
+    Column("case_id", String(36), nullable=False, index=True),
+    Column("assertion_id", String(64), nullable=False, unique=True),
+    Column("username", String(100), nullable=False),
+    Column("decision", String(40), nullable=False),
+    Column("update_id", String(200), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
 users = Table(
     "appeals_users",
     metadata,

@@ -3,19 +3,38 @@ topology runs as local processes in tests/test_production_topology.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import http.server
 import importlib.metadata
+import importlib.resources
 import json
+import os
 import re
+import shutil
+import ssl
+import subprocess
+import threading
+import time
 import tomllib
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import pytest
 import yaml
 from packaging.requirements import Requirement
+from sqlalchemy.engine import make_url
 
-from worker.settings import ENV_PREFIX, Settings
+from tests.dev_stack import DevServer, free_port
+from tests.test_temporal_tls import Issued, TlsTerminator
+from web import auth
+from worker.codec_server import load_codec_server_settings, misplaced_secrets
+from worker.main import connect
+from worker.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -50,9 +69,11 @@ def test_worker_web_and_codec_server_run_the_project_image() -> None:
     assert SERVICES["worker"]["command"] == ["appeals", "worker"]
 
 
-def test_only_the_web_interface_is_published() -> None:
+def test_only_the_tls_proxy_of_the_web_interface_is_published() -> None:
     published = {name for name, service in SERVICES.items() if service.get("ports")}
-    assert published == {"web"}
+    assert published == {"web-proxy"}
+    assert [p.rsplit(":", 1)[1] for p in SERVICES["web-proxy"]["ports"]] == ["443", "80"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in SERVICES["web-proxy"]["volumes"]
 
 
 def test_services_wait_for_what_they_need_and_have_health_checks() -> None:
@@ -76,12 +97,18 @@ def test_every_variable_the_compose_file_uses_is_in_env_example() -> None:
             variable
 
 
-def test_no_secret_is_written_into_the_compose_file() -> None:
-    for service in SERVICES.values():
+def test_no_secret_is_written_into_the_compose_file_or_its_environment() -> None:
+    # Every secret is a file mounted as a Docker secret: neither a value here nor one taken from
+    # .env (which would show in `docker inspect`). Names of non-secrets that look like secrets:
+    not_secrets = {"TEMPORAL_CODEC_PASS_ACCESS_TOKEN"}
+    for name, service in SERVICES.items():
         for key, value in (service.get("environment") or {}).items():
             secret = any(word in key for word in ("PASSWORD", "_KEY", "KEYS", "TOKEN", "PWD"))
-            if secret and not key.endswith("PASS_ACCESS_TOKEN"):
-                assert str(value).startswith("${"), key
+            if secret and key not in not_secrets:
+                assert str(value).startswith("/run/secrets/"), (name, key, value)
+    for variable in re.findall(r"\$\{([A-Z_]+)(?::-[^}]*)?\}", COMPOSE_TEXT):
+        assert not any(word in variable for word in ("PASSWORD", "_KEY", "KEYS", "TOKEN", "PWD")), \
+            variable
 
 
 def test_the_image_contains_every_package() -> None:
@@ -212,3 +239,280 @@ def test_the_operations_guide_gives_the_image_install_commands() -> None:
     guide = (ROOT / "docs" / "operations.md").read_text()
     for command in image_install_commands():
         assert command in guide, command
+
+
+# ================================================================ connection security and secrets
+SECRETS_SCRIPT = ROOT / "deploy" / "init-secrets.sh"
+COMPOSE_SECRETS: dict[str, Any] = COMPOSE["secrets"]
+# What production refuses as placeholders in .env.example, filled in as an operator would.
+OPERATOR_VALUES = {
+    "APPEALS_MAIL_FROM": "urgent-appeals@secretariat.test",
+    "APPEALS_ESCALATION_CONTACTS": json.dumps({"1": ["duty@secretariat.test"],
+                                               "2": ["head@secretariat.test"],
+                                               "3": ["board@secretariat.test"]}),
+    "APPEALS_SIGNATORY_NAME": "Head of Secretariat",
+    "APPEALS_SIGNATORY_ORGANISATION": "Urgent appeals secretariat",
+}
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    # The schema check-jsonschema vendors (a test dependency): nothing is downloaded.
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(vendored.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(COMPOSE), key=lambda e: list(e.absolute_path))
+    assert not errors, [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]]
+
+
+def test_a_broken_compose_file_would_be_caught() -> None:
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(vendored.read_text())
+    broken = {**COMPOSE, "services": {**SERVICES, "web": {**SERVICES["web"], "ports": "443"}}}
+    assert not jsonschema.validators.validator_for(schema)(schema).is_valid(broken)
+
+
+def test_the_deployment_files_stay_out_of_git() -> None:
+    ignored = subprocess.run(["git", "check-ignore", ".env", "secrets/event-cipher.key", ".env.example"],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == [".env", "secrets/event-cipher.key"], ignored
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """deploy/init-secrets.sh's output, as an operator runs it once."""
+    target = tmp_path_factory.mktemp("deployment") / "secrets"
+    made = subprocess.run(["sh", str(SECRETS_SCRIPT), str(target)], capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    return target
+
+
+def test_init_secrets_makes_every_file_the_compose_file_mounts_and_keeps_them(secrets_dir: Path) -> None:
+    for name, secret in COMPOSE_SECRETS.items():
+        assert set(secret) == {"file"} and secret["file"].startswith("./secrets/"), name
+        assert (secrets_dir / secret["file"].removeprefix("./secrets/")).is_file(), name
+    assert secrets_dir.stat().st_mode & 0o077 == 0
+    for private in ("event-cipher.key", "decision-signing.key", "web-session.key", "codec-keys",
+                    "temporal-client.key", "temporal-server.key", "web-tls.key", "ca/temporal-ca.key"):
+        assert (secrets_dir / private).stat().st_mode & 0o077 == 0, private
+    before = {p: p.read_bytes() for p in secrets_dir.rglob("*") if p.is_file()}
+    again = subprocess.run(["sh", str(SECRETS_SCRIPT), str(secrets_dir)], capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "made" not in again.stdout, again.stdout
+    assert {p: p.read_bytes() for p in secrets_dir.rglob("*") if p.is_file()} == before
+    # The CA's key is never given to a service.
+    assert not any("ca/" in s["file"] for s in COMPOSE_SECRETS.values())
+
+
+def service_environment(service: str, secrets_dir: Path) -> dict[str, str]:
+    """A service's environment as Compose gives it: .env.example's values (operator's where it has
+    placeholders) interpolated, each /run/secrets/NAME replaced by the file init-secrets made, which
+    must be mounted into that service."""
+    env_file = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.M))
+    env_file.update(OPERATOR_VALUES)
+    mounted = {s if isinstance(s, str) else s["source"] for s in SERVICES[service].get("secrets", [])}
+
+    def interpolate(text: str) -> str:
+        return re.sub(r"\$\{([A-Z_]+)(?::-([^}]*))?\}",
+                      lambda m: env_file.get(m[1]) or m[2] or "", text)
+
+    def secret_file(match: re.Match[str]) -> str:
+        assert match[1] in mounted, f"{service} names /run/secrets/{match[1]} but does not mount it"
+        return str(secrets_dir / COMPOSE_SECRETS[match[1]]["file"].removeprefix("./secrets/"))
+
+    return {key: re.sub(r"^/run/secrets/([a-z_]+)$", secret_file, interpolate(str(value)))
+            for key, value in SERVICES[service]["environment"].items()}
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith("APPEALS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("service", ["worker", "web"])
+def test_the_worker_and_the_web_interface_start_from_the_compose_file_and_the_secrets(
+        clean_env: pytest.MonkeyPatch, secrets_dir: Path, service: str) -> None:
+    env = service_environment(service, secrets_dir)
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    settings = load_settings()  # production: it would refuse anything missing
+    assert settings.environment == "production"
+    tls = settings.temporal_tls_config()
+    assert not isinstance(tls, bool)
+    assert tls.client_cert == (secrets_dir / "temporal-client.crt").read_bytes()
+    assert tls.server_root_ca_cert == (secrets_dir / "temporal-ca.crt").read_bytes()
+    url = make_url(settings.database_url)
+    assert url.password == (secrets_dir / "events-db-password").read_text().strip()
+    assert settings.event_store_cipher_key() == (secrets_dir / "event-cipher.key").read_text().strip()
+    assert settings.codec_keyring().current_id == "k1"
+    assert settings.smtp_password is None  # the empty file: no SMTP login
+
+
+def test_the_web_session_key_is_mounted_where_the_web_interface_reads_it(
+        secrets_dir: Path, tmp_path: Path) -> None:
+    var_dir = re.search(r"APPEALS_VAR_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert var_dir
+    [mount] = [s for s in SERVICES["web"]["secrets"] if isinstance(s, dict)]
+    assert mount == {"source": "web_session_key",
+                     "target": f"{var_dir[1]}/keys/{auth.SESSION_KEY_FILE}"}
+    (tmp_path / "keys").mkdir()
+    shutil.copy2(secrets_dir / "web-session.key", tmp_path / "keys" / auth.SESSION_KEY_FILE)
+    assert auth.session_key(tmp_path, "production") == (secrets_dir / "web-session.key").read_bytes().strip()
+
+
+def test_the_codec_server_gets_only_the_codec_keys_and_its_token(
+        clean_env: pytest.MonkeyPatch, secrets_dir: Path) -> None:
+    service = SERVICES["codec-server"]
+    assert set(service["secrets"]) == {"codec_keys", "codec_server_token"}
+    assert "volumes" not in service  # not even the address book
+    env = service_environment("codec-server", secrets_dir)
+    assert misplaced_secrets(env) == [] and not any("TEMPORAL" in k for k in env)
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    settings = load_codec_server_settings()
+    assert settings.codec_server_host == "0.0.0.0" and settings.codec_server_port == 8888
+    assert settings.token == (secrets_dir / "codec-server-token").read_text().strip()
+    assert settings.codec_server_ui_origins == ["https://temporal-ui.secretariat.example.org"]
+
+
+def test_temporal_accepts_only_mutual_tls_and_every_client_presents_a_certificate() -> None:
+    server = SERVICES["temporal"]["environment"]
+    assert server["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true"
+    for variable in ("TEMPORAL_TLS_SERVER_CA_CERT", "TEMPORAL_TLS_SERVER_CERT", "TEMPORAL_TLS_SERVER_KEY",
+                     "TEMPORAL_TLS_FRONTEND_CERT", "TEMPORAL_TLS_FRONTEND_KEY",
+                     "TEMPORAL_TLS_CLIENT1_CA_CERT", "TEMPORAL_TLS_CLIENT2_CA_CERT"):
+        assert server[variable].startswith("/run/secrets/temporal_"), variable
+    assert server["TEMPORAL_TLS_FRONTEND_SERVER_NAME"] == server["TEMPORAL_TLS_INTERNODE_SERVER_NAME"] \
+        == COMPOSE["x-temporal-client-env"]["APPEALS_TEMPORAL_ADDRESS"].split(":")[0]
+    assert "POSTGRES_PWD" not in server  # read from its secret file by the entrypoint
+    assert "--tls-cert-path" in SERVICES["temporal"]["healthcheck"]["test"]
+    setup = " ".join(SERVICES["temporal-setup"]["command"])
+    assert setup.count("temporal operator") == setup.count("$$TLS") and "--tls-cert-path" in setup
+    ui = SERVICES["temporal-ui"]["environment"]
+    assert ui["TEMPORAL_TLS_CERT"] and ui["TEMPORAL_TLS_KEY"] and ui["TEMPORAL_TLS_CA"]
+    assert ui["TEMPORAL_TLS_ENABLE_HOST_VERIFICATION"] == "true"
+    for name in ("worker", "web"):
+        env = SERVICES[name]["environment"]
+        assert env["APPEALS_TEMPORAL_TLS"] == "true" and env["APPEALS_TEMPORAL_TLS_CERT_FILE"], name
+
+
+def test_the_certificates_init_secrets_makes_work_with_the_temporal_client(
+        dev_server: DevServer, secrets_dir: Path, clean_env: pytest.MonkeyPatch) -> None:
+    """The compose worker's settings and certificates against a TLS terminator that presents
+    secrets/temporal-server.crt and requires a client certificate of secrets/temporal-ca.crt."""
+    host, _, port = dev_server.address.rpartition(":")
+    terminator = TlsTerminator((host, int(port)), Issued(secrets_dir / "temporal-server.crt",
+                                                         secrets_dir / "temporal-server.key"),
+                               secrets_dir / "temporal-ca.crt").start()
+    try:
+        env = service_environment("worker", secrets_dir)
+        env.update(APPEALS_TEMPORAL_ADDRESS=terminator.address, APPEALS_TEMPORAL_NAMESPACE="default",
+                   # The terminator listens on 127.0.0.1; the certificate names the service.
+                   APPEALS_TEMPORAL_TLS_SERVER_NAME="temporal")
+        for name, value in env.items():
+            clean_env.setenv(name, value)
+        client = asyncio.run(asyncio.wait_for(connect(load_settings()), 30))
+        assert client.namespace == "default" and terminator.accepted == ["appeals"]
+    finally:
+        terminator.stop()
+
+
+def test_the_event_store_user_gets_its_password_from_the_secret_file(tmp_path: Path) -> None:
+    # A stand-in psql that keeps the SQL it is given.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "psql").write_text(f"#!/bin/sh\ncat > {tmp_path / 'sql'}\n")
+    (bin_dir / "psql").chmod(0o755)
+    password = tmp_path / "events-db-password"
+    password.write_text("it's-a-secret\n")
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "POSTGRES_USER": "temporal",
+           "EVENTS_DB_USER": "appeals", "EVENTS_DB_NAME": "appeals_events",
+           "EVENTS_DB_PASSWORD_FILE": str(password)}
+    run = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert "CREATE USER \"appeals\" WITH PASSWORD 'it''s-a-secret';" in (tmp_path / "sql").read_text()
+    postgres = SERVICES["postgres"]["environment"]
+    assert postgres["EVENTS_DB_PASSWORD_FILE"] == COMPOSE["x-appeals-env"]["APPEALS_DATABASE_PASSWORD_FILE"]
+
+
+# ------------------------------------------------------------------ the TLS proxy of the web interface
+NGINX = next((p for p in ("/usr/sbin/nginx", "/usr/bin/nginx") if Path(p).exists()), None)
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx not installed (Debian's nginx; .ci/run installs it)")
+def test_the_web_proxy_serves_https_with_hsts_and_redirects_plain_http(
+        tmp_path: Path, secrets_dir: Path) -> None:
+    """deploy/nginx.conf, run by Debian's nginx with only its addresses and paths changed, in
+    front of a stand-in for the web interface."""
+    seen: dict[str, str] = {}
+
+    class Backend(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            seen.update({k.lower(): v for k, v in self.headers.items()})
+            body = b"sign in"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    https_port, http_port = free_port(), free_port()
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    for old, new in {"user nginx;": "", "pid /var/run/nginx.pid;": f"pid {tmp_path}/nginx.pid;",
+                     "server web:8000;": f"server 127.0.0.1:{backend.server_port};",
+                     "listen 80 default_server;": f"listen 127.0.0.1:{http_port} default_server;",
+                     "listen 443 ssl default_server;": f"listen 127.0.0.1:{https_port} ssl default_server;",
+                     "/run/secrets/web_tls_crt": str(secrets_dir / "web-tls.crt"),
+                     "/run/secrets/web_tls_key": str(secrets_dir / "web-tls.key"),
+                     "http {\n": f"http {{\n    client_body_temp_path {tmp_path}/body;\n"
+                                 f"    proxy_temp_path {tmp_path}/proxy;\n"
+                                 f"    fastcgi_temp_path {tmp_path}/fastcgi;\n"
+                                 f"    uwsgi_temp_path {tmp_path}/uwsgi;\n"
+                                 f"    scgi_temp_path {tmp_path}/scgi;\n"}.items():
+        assert conf.count(old) == 1, old
+        conf = conf.replace(old, new)
+    (tmp_path / "nginx.conf").write_text(conf)
+    command = [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr",
+               "-g", "daemon off;"]
+    checked = subprocess.run([*command[:-2], "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    context = ssl.create_default_context(cafile=str(secrets_dir / "web-tls.crt"))
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"https://localhost:{https_port}/sign-in", context=context,
+                                            timeout=5) as answer:
+                    body, headers = answer.read(), answer.headers
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+        assert body == b"sign in"
+        hsts = re.fullmatch(r"max-age=(\d+); includeSubDomains", headers["Strict-Transport-Security"] or "")
+        assert hsts and int(hsts[1]) >= 365 * 86400, headers["Strict-Transport-Security"]
+        assert "nginx/" not in (headers["Server"] or "")
+        assert seen["x-forwarded-proto"] == "https" and seen["host"] == "localhost"
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            opener.open(f"http://localhost:{http_port}/cases?x=1", timeout=5)
+        assert redirect.value.code == 301
+        assert redirect.value.headers["Location"] == "https://localhost/cases?x=1"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        backend.shutdown()

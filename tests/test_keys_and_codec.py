@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
 from worker.codec import (
@@ -227,7 +228,7 @@ async def test_payload_written_before_rotation_decodes_after_a_new_current_key()
     # Once k1 is dropped from the ring, data written with it is refused, not misread.
     only_new = EncryptionCodec(ring(k2=k2))
     with pytest.raises(PayloadDecryptionError, match="not in the key ring"):
-        await only_new.decode([old])
+        await only_new.decode_strict([old])
 
 
 @pytest.mark.parametrize("position", [0, 11, 12, 20, -1])
@@ -238,7 +239,7 @@ async def test_tampered_ciphertext_is_refused(position: int) -> None:
     data[position] ^= 0x01
     tampered = Payload(metadata=dict(encoded.metadata), data=bytes(data))
     with pytest.raises(PayloadDecryptionError, match="failed authentication") as info:
-        await codec.decode([tampered])
+        await codec.decode_strict([tampered])
     assert MARKER not in str(info.value)
 
 
@@ -248,7 +249,7 @@ async def test_truncated_ciphertext_is_refused(length: int) -> None:
     [encoded] = await codec.encode([json_payload(MARKER)])
     truncated = Payload(metadata=dict(encoded.metadata), data=encoded.data[:length])
     with pytest.raises(PayloadDecryptionError):
-        await codec.decode([truncated])
+        await codec.decode_strict([truncated])
 
 
 async def test_altered_key_id_to_another_key_in_the_ring_is_refused() -> None:
@@ -257,7 +258,7 @@ async def test_altered_key_id_to_another_key_in_the_ring_is_refused() -> None:
     assert encoded.metadata[KEY_ID_METADATA] == b"k2"
     relabelled = Payload(metadata={**encoded.metadata, KEY_ID_METADATA: b"k1"}, data=encoded.data)
     with pytest.raises(PayloadDecryptionError, match="failed authentication"):
-        await codec.decode([relabelled])
+        await codec.decode_strict([relabelled])
 
 
 @pytest.mark.parametrize("key_id", [b"k9", b"", None])
@@ -270,19 +271,22 @@ async def test_unknown_or_missing_key_id_is_refused(key_id: bytes | None) -> Non
     else:
         metadata[KEY_ID_METADATA] = key_id
     with pytest.raises(PayloadDecryptionError, match="not in the key ring"):
-        await codec.decode([Payload(metadata=metadata, data=encoded.data)])
+        await codec.decode_strict([Payload(metadata=metadata, data=encoded.data)])
 
 
 async def test_same_key_id_with_a_different_key_is_refused() -> None:
     [encoded] = await EncryptionCodec(ring(k1=new_key())).encode([json_payload(MARKER)])
     with pytest.raises(PayloadDecryptionError, match="failed authentication"):
-        await EncryptionCodec(ring(k1=new_key())).decode([encoded])
+        await EncryptionCodec(ring(k1=new_key())).decode_strict([encoded])
 
 
-async def test_unencrypted_payloads_pass_through_decode() -> None:
+async def test_unencrypted_payloads_are_refused() -> None:
     codec = EncryptionCodec(ring(k1=new_key()))
-    plain = json_payload("written before the codec existed")
-    assert await codec.decode([plain]) == [plain]
+    plain = json_payload("sent by a client without the payload key")
+    [decoded] = await codec.decode([plain])
+    assert decoded.data == b"" and b"sent by a client" not in decoded.SerializeToString()
+    with pytest.raises(KeyError, match="Unknown payload encoding"):
+        DataConverter.default.payload_converter.from_payloads([decoded])
 
 
 # --- the data converter -----------------------------------------------------------------------
@@ -313,8 +317,9 @@ async def test_data_converter_round_trips_a_dataclass_encrypted() -> None:
 async def test_data_converter_with_another_key_cannot_decode() -> None:
     note = CaseNote(reference="UA-2025-0042", defender_name=MARKER, risk_level=3, tags=[])
     payloads = await make_data_converter(ring(k1=new_key())).encode([note])
-    with pytest.raises(PayloadDecryptionError):
+    with pytest.raises(KeyError, match="refused/undecryptable") as refused:
         await make_data_converter(ring(k1=new_key())).decode(payloads, [CaseNote])
+    assert MARKER not in str(refused.value)
 
 
 async def test_data_converter_encrypts_failure_messages_and_stack_traces() -> None:
@@ -334,3 +339,12 @@ async def test_data_converter_encrypts_failure_messages_and_stack_traces() -> No
     assert isinstance(decoded, ApplicationError)
     assert decoded.message == f"could not reach {MARKER}"
     assert decoded.details == ("detail " + MARKER,)
+
+
+async def test_decode_refuses_what_does_not_decrypt_without_stopping_the_worker() -> None:
+    """Worker and clients decode with `decode`: a payload under another key, altered or not
+    encrypted never yields content; it becomes a payload no converter reads, so an update that
+    carries it is rejected instead of failing the whole workflow task."""
+    [encoded] = await EncryptionCodec(ring(k1=new_key())).encode([json_payload(MARKER)])
+    [decoded] = await EncryptionCodec(ring(k1=new_key())).decode([encoded])
+    assert decoded.data == b"" and MARKER.encode() not in decoded.SerializeToString()

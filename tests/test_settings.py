@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from domain.policies import DAY, HOUR, deadline_table
+from tests.test_temporal_tls import TestCA
 from worker.keys import KEY_LENGTH, decode_key, encode_key
 from worker.settings import Settings, error_line, load_settings
 
@@ -42,6 +43,8 @@ def production_env(env: pytest.MonkeyPatch) -> dict[str, str]:
     """Set everything production needs; returns the secrets so tests can check they are not echoed."""
     secrets = {"event": new_key_text(), "codec": new_key_text()}
     env.setenv("APPEALS_ENVIRONMENT", "production")
+    for name, value in temporal_tls_env(Path.cwd() / "pki").items():  # the env fixture's tmp_path
+        env.setenv(name, value)
     env.setenv("APPEALS_EVENT_CIPHER_KEY", secrets["event"])
     env.setenv("APPEALS_CODEC_KEYS", f"k1:{secrets['codec']}")
     env.setenv("APPEALS_ESCALATION_CONTACTS", json.dumps(REAL_CONTACTS))
@@ -53,6 +56,15 @@ def production_env(env: pytest.MonkeyPatch) -> dict[str, str]:
 
 def error_text(info: pytest.ExceptionInfo[BaseException]) -> str:
     return str(info.value)
+
+
+def temporal_tls_env(directory: Path) -> dict[str, str]:
+    """Mutual TLS to Temporal: a new CA and a client certificate under `directory`."""
+    ca = TestCA(directory)
+    client = ca.issue("appeals-worker")
+    return {"APPEALS_TEMPORAL_TLS": "true", "APPEALS_TEMPORAL_TLS_CA_FILE": str(ca.cert_file),
+            "APPEALS_TEMPORAL_TLS_CERT_FILE": str(client.cert),
+            "APPEALS_TEMPORAL_TLS_KEY_FILE": str(client.key)}
 
 
 # --- development ------------------------------------------------------------------------------
@@ -451,3 +463,245 @@ def test_a_bad_checkin_interval_is_refused(env: pytest.MonkeyPatch, value: str, 
     with pytest.raises(ValidationError) as info:
         load_settings()
     assert error_line(info.value) == message
+
+
+# --- the connection to Temporal: TLS and client certificates ----------------------------------
+
+
+def test_production_refuses_to_connect_to_temporal_without_tls(env: pytest.MonkeyPatch) -> None:
+    production_env(env)
+    env.delenv("APPEALS_TEMPORAL_TLS")
+    for name in ("CA_FILE", "CERT_FILE", "KEY_FILE"):
+        env.delenv(f"APPEALS_TEMPORAL_TLS_{name}")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    line = error_line(info.value)
+    assert line.startswith("APPEALS_TEMPORAL_TLS: production connects to Temporal only over TLS")
+    assert "\n" not in line
+
+
+def test_production_refuses_tls_without_a_client_certificate(env: pytest.MonkeyPatch) -> None:
+    production_env(env)
+    env.delenv("APPEALS_TEMPORAL_TLS_CERT_FILE")
+    env.delenv("APPEALS_TEMPORAL_TLS_KEY_FILE")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value).startswith("APPEALS_TEMPORAL_TLS_CERT_FILE: production presents a "
+                                             "client certificate")
+
+
+def test_production_with_mutual_tls_builds_the_client_tls_configuration(
+        env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    production_env(env)
+    env.setenv("APPEALS_TEMPORAL_TLS_SERVER_NAME", "temporal")
+    tls = load_settings().temporal_tls_config()
+    assert not isinstance(tls, bool)
+    assert tls.client_cert == (tmp_path / "pki" / "appeals-worker.crt").read_bytes()
+    assert tls.client_private_key == (tmp_path / "pki" / "appeals-worker.key").read_bytes()
+    assert tls.server_root_ca_cert == (tmp_path / "pki" / "ca.crt").read_bytes()
+    assert tls.domain == "temporal"
+
+
+def test_development_connects_in_plaintext_unless_told(env: pytest.MonkeyPatch) -> None:
+    assert load_settings().temporal_tls_config() is False
+    env.setenv("APPEALS_TEMPORAL_TLS", "true")  # e.g. a Temporal service with a public certificate
+    tls = load_settings().temporal_tls_config()
+    assert not isinstance(tls, bool) and tls.client_cert is None and tls.server_root_ca_cert is None
+
+
+@pytest.mark.parametrize("variable", ["APPEALS_TEMPORAL_TLS_CA_FILE", "APPEALS_TEMPORAL_TLS_CERT_FILE",
+                                      "APPEALS_TEMPORAL_TLS_SERVER_NAME"])
+def test_tls_settings_without_tls_on_are_refused(env: pytest.MonkeyPatch, variable: str) -> None:
+    env.setenv(variable, "/somewhere/file.pem")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == (f"{variable} is set but APPEALS_TEMPORAL_TLS is off: "
+                                      "set APPEALS_TEMPORAL_TLS=true")
+
+
+def tls_problem(env: pytest.MonkeyPatch, **changes: str) -> str:
+    for name, value in {**temporal_tls_env(Path.cwd() / "pki"), **changes}.items():
+        if value:
+            env.setenv(name, value)
+        else:
+            env.delenv(name, raising=False)
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    line = error_line(info.value)
+    assert "\n" not in line and "PRIVATE KEY" not in line
+    return line
+
+
+def test_a_client_certificate_needs_its_key_and_the_other_way_round(env: pytest.MonkeyPatch) -> None:
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_KEY_FILE="").startswith(
+        "APPEALS_TEMPORAL_TLS_KEY_FILE: needed with APPEALS_TEMPORAL_TLS_CERT_FILE")
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_CERT_FILE="").startswith(
+        "APPEALS_TEMPORAL_TLS_CERT_FILE: needed with APPEALS_TEMPORAL_TLS_KEY_FILE")
+
+
+def test_a_missing_or_wrong_tls_file_is_named(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_CA_FILE=str(missing)) == \
+        f"APPEALS_TEMPORAL_TLS_CA_FILE: {missing} cannot be read (No such file or directory)"
+    text = tmp_path / "notes.txt"
+    text.write_text("not a certificate\n")
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_CERT_FILE=str(text)) == \
+        f"APPEALS_TEMPORAL_TLS_CERT_FILE: {text} holds no PEM certificate"
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_KEY_FILE=str(text)) == \
+        f"APPEALS_TEMPORAL_TLS_KEY_FILE: {text} holds no PEM private key"
+
+
+def test_a_key_of_another_certificate_or_an_expired_certificate_is_refused(
+        env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "second-pki")
+    other = ca.issue("someone-else")
+    assert tls_problem(env, APPEALS_TEMPORAL_TLS_KEY_FILE=str(other.key)) == (
+        "APPEALS_TEMPORAL_TLS_KEY_FILE: not the key of the certificate in "
+        "APPEALS_TEMPORAL_TLS_CERT_FILE")
+    import datetime as dt
+    old = ca.issue("last-year", days=30, ago=dt.timedelta(days=400))
+    line = tls_problem(env, APPEALS_TEMPORAL_TLS_CERT_FILE=str(old.cert),
+                       APPEALS_TEMPORAL_TLS_KEY_FILE=str(old.key))
+    assert line.startswith("APPEALS_TEMPORAL_TLS_CERT_FILE: the certificate expired on ")
+
+
+def test_a_passphrase_protected_key_is_refused(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    client = TestCA(tmp_path / "pki-locked").issue("locked")
+    key = serialization.load_pem_private_key(client.key.read_bytes(), password=None)
+    client.key.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase")))
+    line = tls_problem(env, APPEALS_TEMPORAL_TLS_CERT_FILE=str(client.cert),
+                       APPEALS_TEMPORAL_TLS_KEY_FILE=str(client.key))
+    assert line.startswith("APPEALS_TEMPORAL_TLS_KEY_FILE: the key is protected by a passphrase")
+
+
+# --- secrets as files (Docker secrets) ---------------------------------------------------------
+
+
+def secret_file(tmp_path: Path, text: str, name: str = "secret") -> Path:
+    path = tmp_path / "run-secrets" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("field", Settings.secret_file_fields)
+def test_every_secret_can_be_given_as_a_file(env: pytest.MonkeyPatch, tmp_path: Path,
+                                             field: str) -> None:
+    value = {"database_url": "postgresql+psycopg://appeals:Qwox-pass@db/appeals",
+             "database_password": "Qwox-pass", "codec_keys": f"k1:{new_key_text()}",
+             "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32}[field]
+    if field == "database_password":
+        env.setenv("APPEALS_DATABASE_URL", "postgresql+psycopg://appeals@db/appeals")
+    # A final line break (as editors and `echo` write) is not part of the secret.
+    env.setenv(f"APPEALS_{field.upper()}_FILE", str(secret_file(tmp_path, value + "\n")))
+    settings = load_settings()
+    got = getattr(settings, field if field != "database_password" else "database_url")
+    got = got.get_secret_value() if hasattr(got, "get_secret_value") else got
+    if field == "database_password":
+        assert got == "postgresql+psycopg://appeals:Qwox-pass@db/appeals"
+    else:
+        assert got == value
+    assert SECRET_PASSWORD not in repr(settings)
+
+
+def test_a_missing_secret_file_stops_start_up_with_one_line(env: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    missing = tmp_path / "run-secrets" / "codec_keys"
+    env.setenv("APPEALS_CODEC_KEYS_FILE", str(missing))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == \
+        f"APPEALS_CODEC_KEYS_FILE: {missing} cannot be read (No such file or directory)"
+
+
+def test_an_unreadable_secret_file_is_named(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / "run-secrets"
+    folder.mkdir()
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(folder))  # a directory, not a file
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == f"APPEALS_SMTP_PASSWORD_FILE: {folder} cannot be read (Is a directory)"
+    binary = secret_file(tmp_path, "", "binary")
+    binary.write_bytes(b"\xff\xfe\x00secret")
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(binary))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == f"APPEALS_SMTP_PASSWORD_FILE: {binary} is not UTF-8 text"
+
+
+def test_a_secret_given_both_ways_is_refused_without_echoing_it(env: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    env.setenv("APPEALS_SMTP_PASSWORD", SECRET_PASSWORD)
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(secret_file(tmp_path, SECRET_PASSWORD + "-2")))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value) == \
+        "APPEALS_SMTP_PASSWORD and APPEALS_SMTP_PASSWORD_FILE are both set: keep only one"
+    assert SECRET_PASSWORD not in str(info.value)
+
+
+def test_an_empty_file_variable_means_unset_and_keywords_still_win(env: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", "")  # as compose writes `${VAR:-}`
+    assert load_settings().smtp_password is None
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(secret_file(tmp_path, "")))  # no SMTP login
+    assert load_settings().smtp_password is None
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(secret_file(tmp_path, "from-the-file")))
+    assert load_settings(smtp_password="given").smtp_password.get_secret_value() == "given"  # type: ignore[union-attr]
+
+
+def test_a_malformed_secret_from_a_file_is_refused_without_echoing_it(
+        env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("APPEALS_CODEC_KEYS_FILE", str(secret_file(tmp_path, "k1:Zephyrine-not-base64")))
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert "APPEALS_CODEC_KEYS" in error_line(info.value) and "Zephyrine" not in str(info.value)
+
+
+def test_production_starts_with_every_secret_from_a_file(env: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    secrets = production_env(env)
+    env.delenv("APPEALS_EVENT_CIPHER_KEY")
+    env.delenv("APPEALS_CODEC_KEYS")
+    event_key = secret_file(tmp_path, secrets["event"] + "\n", "event_cipher_key")
+    event_key.chmod(0o600)  # the key file setting's own rule
+    env.setenv("APPEALS_EVENT_CIPHER_KEY_FILE", str(event_key))
+    env.setenv("APPEALS_CODEC_KEYS_FILE", str(secret_file(tmp_path, f"k1:{secrets['codec']}", "codec")))
+    env.setenv("APPEALS_DATABASE_URL", "postgresql+psycopg://appeals@postgres:5432/appeals_events")
+    env.setenv("APPEALS_DATABASE_PASSWORD_FILE", str(secret_file(tmp_path, "p@ss/w:rd", "db")))
+    env.setenv("APPEALS_SMTP_PASSWORD_FILE", str(secret_file(tmp_path, SECRET_PASSWORD, "smtp")))
+    settings = load_settings()
+    assert settings.event_store_cipher_key() == secrets["event"]
+    assert settings.codec_keyring().current_id == "k1"
+    from sqlalchemy.engine import make_url
+    url = make_url(settings.database_url)
+    assert url.password == "p@ss/w:rd" and url.host == "postgres" and url.username == "appeals"
+    assert settings.smtp_password is not None
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("sqlite:///var/events.sqlite", "APPEALS_DATABASE_PASSWORD: an SQLite event store has no password"),
+    ("postgresql+psycopg://appeals:other@db/appeals",
+     "APPEALS_DATABASE_PASSWORD: APPEALS_DATABASE_URL already names a password"),
+])
+def test_a_database_password_needs_a_url_without_one(env: pytest.MonkeyPatch, url: str,
+                                                     message: str) -> None:
+    env.setenv("APPEALS_DATABASE_URL", url)
+    env.setenv("APPEALS_DATABASE_PASSWORD", "Qwox-pass")
+    with pytest.raises(ValidationError) as info:
+        load_settings()
+    assert error_line(info.value).startswith(message)
+    assert "Qwox" not in str(info.value)
+
+
+def test_the_configuration_reference_names_the_file_variables() -> None:
+    from worker.settings import reference_markdown
+
+    table = reference_markdown()
+    for field in Settings.secret_file_fields:
+        assert f"`APPEALS_{field.upper()}_FILE`" in table, field
+    assert "`APPEALS_EVENT_CIPHER_KEY_FILE`" in table  # the event key's own file setting

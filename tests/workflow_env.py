@@ -29,6 +29,7 @@ from activities.directories import load_address_book, load_fund_directory
 from activities.mail import Mailer
 from activities.messages import Composer
 from activities.tracks import TrackActivities
+from desk.signing import DecisionSigner
 from stack.main import installed
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
@@ -45,6 +46,15 @@ CONTACTS = {1: ["duty@secretariat.example.org"], 2: ["head@secretariat.example.o
             3: ["board@secretariat.example.org"]}
 USERS = [("olga", "case_officer"), ("omar", "case_officer"), ("lina", "ministry_liaison"),
          ("hana", "head"), ("aldo", "auditor")]
+
+
+# The key the doors sign decisions with; the test client signs as the person the input names, as
+# a door does for the person it signed in (tests of the doors and of forgery use their own).
+DECISION_KEY = os.urandom(32)
+
+
+def signing_as_actor(store: CaseStore) -> DecisionSigner:
+    return DecisionSigner(DECISION_KEY, lambda arg: (arg.actor, sorted(store.user_roles(arg.actor))))
 
 
 def test_converter() -> DataConverter:
@@ -124,7 +134,7 @@ def make_activities(store: CaseStore, sink: SmtpSink) -> TrackActivities:
     # The shared test server's clock runs years ahead as tests skip time; the address-age warning
     # is tested where time is real (end to end), so here every address counts as fresh.
     config = CaseConfig(mail_from="appeals@secretariat.example.org", escalation_contacts=CONTACTS,
-                        address_max_age_days=365_000)
+                        address_max_age_days=365_000, decision_key=DECISION_KEY)
     return TrackActivities(store, mailer, load_address_book(), load_fund_directory(), Composer(),
                           config)
 
@@ -155,7 +165,8 @@ async def _case_env(time_skipping: WorkflowEnvironment, tmp_path: Path, smtp_sin
                     tracked: bool) -> AsyncIterator[CaseEnv]:
     store = CaseStore(sqlite_url(str(tmp_path / "events.sqlite")), new_key())
     add_users(store)
-    client = Client(**{**time_skipping.client.config(), "data_converter": test_converter()})
+    client = Client(**{**time_skipping.client.config(), "data_converter": test_converter(),
+                       "interceptors": [signing_as_actor(store)]})
     queue = f"cases-{uuid.uuid4().hex[:8]}"
     activities = make_activities(store, smtp_sink)
     async with Worker(client, task_queue=queue, workflows=[CaseWorkflow, TrackedCaseWorkflow],

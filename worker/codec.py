@@ -12,6 +12,7 @@ client without it sees only ciphertext.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 
@@ -33,7 +34,8 @@ TAG_LENGTH = 16
 
 
 class PayloadDecryptionError(Exception):
-    """A payload marked encrypted could not be decrypted (unknown key id, or failed authentication)."""
+    """A payload could not be decrypted: not encrypted at all, an unknown key id, or failed
+    authentication."""
 
 
 class EncryptionCodec(PayloadCodec):
@@ -51,8 +53,27 @@ class EncryptionCodec(PayloadCodec):
         return [self._encrypt(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        # Payloads written without the codec (e.g. before it was introduced) pass through unchanged.
-        return [self._decrypt(p) if is_encrypted(p) else p for p in payloads]
+        # An unencrypted payload comes from a client without the payload key: its content is never
+        # passed on. It becomes a payload no converter reads, so an update carrying it is rejected
+        # ("failed decoding arguments") and a case started with it records nothing, while the
+        # workflow's own encrypted payloads in the same task still decode.
+        return [self._decrypt_or_refuse(p) if is_encrypted(p) else REFUSED for p in payloads]
+
+    async def decode_strict(self, payloads: Sequence[Payload]) -> list[Payload]:
+        """Decrypt every payload or raise PayloadDecryptionError saying why (for tools)."""
+        for p in payloads:
+            if not is_encrypted(p):
+                raise PayloadDecryptionError("payload is not encrypted")
+        return [self._decrypt(p) for p in payloads]
+
+    def _decrypt_or_refuse(self, payload: Payload) -> Payload:
+        """A payload that does not decrypt (another key, altered) is refused the same way: it
+        never yields content, and an update carrying it cannot stall the case's workflow."""
+        try:
+            return self._decrypt(payload)
+        except PayloadDecryptionError as exc:
+            LOG.warning("payload refused: %s", exc)
+            return UNDECRYPTABLE
 
     def _encrypt(self, payload: Payload) -> Payload:
         key_id = self._current_id
@@ -87,6 +108,12 @@ class EncryptionCodec(PayloadCodec):
         decoded = Payload()
         decoded.ParseFromString(plain)
         return decoded
+
+
+# What an unencrypted or undecryptable payload decodes to: encodings no payload converter knows.
+REFUSED = Payload(metadata={"encoding": b"refused/unencrypted"}, data=b"")
+UNDECRYPTABLE = Payload(metadata={"encoding": b"refused/undecryptable"}, data=b"")
+LOG = logging.getLogger(__name__)
 
 
 def is_encrypted(payload: Payload) -> bool:

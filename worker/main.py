@@ -10,10 +10,11 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
@@ -48,12 +49,17 @@ def runtime(settings: Settings) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 
 
-async def connect(settings: Settings, *, with_metrics: bool = False) -> Client:
-    options: dict[str, Any] = {}
+async def connect(settings: Settings, *, with_metrics: bool = False,
+                  interceptors: Sequence[Interceptor] = ()) -> Client:
+    """The one way to a Temporal client (worker, web interface, CLI): the namespace, the encrypting
+    converter and, as the settings say, TLS with the client certificate. The doors pass their
+    decision signer (desk.signing) as an interceptor."""
+    options: dict[str, Any] = {"interceptors": list(interceptors)}
     if with_metrics and (rt := runtime(settings)) is not None:
         options["runtime"] = rt
     return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(settings), **options)
+                                data_converter=data_converter(settings),
+                                tls=settings.temporal_tls_config(), **options)
 
 
 def case_config(settings: Settings) -> CaseConfig:
@@ -65,6 +71,7 @@ def case_config(settings: Settings) -> CaseConfig:
         address_max_age_days=settings.address_max_age_days,
         live_sending=settings.live_sending,
         deadline_overrides=settings.deadline_overrides,
+        decision_key=settings.decision_signing_key(),
     )
 
 

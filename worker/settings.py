@@ -7,14 +7,17 @@ Each field's docstring is its entry in the configuration reference.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from activities.mail import check_address, is_loopback_host
 from domain.policies import DEFAULT_DEADLINES
@@ -26,6 +29,9 @@ from worker.keys import (
     load_or_create_key_file,
     read_key_file,
 )
+
+if TYPE_CHECKING:
+    from temporalio.service import TLSConfig
 
 ENV_PREFIX = "APPEALS_"
 PLACEHOLDER_DOMAIN = "example.org"
@@ -51,7 +57,80 @@ def _development_contacts() -> dict[int, list[str]]:
     }
 
 
-class Settings(BaseSettings):
+FILE_SUFFIX = "_FILE"
+
+
+class SecretFileError:
+    """Stands in for a secret whose `<NAME>_FILE` could not be used; the model refuses it with
+    this one-line message (a settings source cannot raise a validation error itself)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """`APPEALS_<NAME>_FILE=/run/secrets/...` for each secret setting (Docker and Kubernetes
+    secrets): the file's text, without its final line break, is the setting's value. Setting a
+    secret both ways is refused, so that nobody wonders which one is used."""
+
+    def __init__(self, settings_cls: type[BaseSettings], fields: tuple[str, ...]) -> None:
+        super().__init__(settings_cls)
+        self.fields = fields
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in self.fields:
+            variable = _env(field) + FILE_SUFFIX
+            path = os.environ.get(variable, "")
+            if not path:  # unset, or empty as compose writes `${VAR:-}`
+                continue
+            if os.environ.get(_env(field)):
+                values[field] = SecretFileError(
+                    f"{_env(field)} and {variable} are both set: keep only one")
+                continue
+            try:
+                values[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                values[field] = SecretFileError(
+                    f"{variable}: {path} cannot be read ({exc.strerror or type(exc).__name__})")
+            except UnicodeDecodeError:
+                values[field] = SecretFileError(f"{variable}: {path} is not UTF-8 text")
+        return values
+
+
+class SecretFileSettings(BaseSettings):
+    """Settings whose secrets (`secret_file_fields`) may also be given as files."""
+
+    secret_file_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments first (tests, entry points), then the files, then the environment:
+        # the files come before the environment only so that a conflict between the two is seen.
+        return (init_settings, SecretFilesSource(settings_cls, cls.secret_file_fields),
+                env_settings, dotenv_settings, file_secret_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files_were_read(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for value in data.values():
+                if isinstance(value, SecretFileError):
+                    raise ValueError(value.message)
+        return data
+
+
+class Settings(SecretFileSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         use_attribute_docstrings=True,
@@ -59,6 +138,9 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
         extra="forbid",
     )
+    # Each may be given as `APPEALS_<NAME>_FILE` instead (the key files have their own settings).
+    secret_file_fields = ("database_url", "database_password", "codec_keys", "smtp_password",
+                          "codec_server_token")
 
     environment: Literal["development", "production"] = "development"
     """`development` (embedded stack, keys created on first use) or `production` (everything
@@ -80,10 +162,32 @@ class Settings(BaseSettings):
     task_queue: str = "urgent-appeals"
     """Task queue the worker polls and clients start case workflows on."""
 
+    temporal_tls: bool = False
+    """Connect to Temporal over TLS. Production requires it, with a client certificate; the
+    development stack's own server (`make run`) is plaintext on loopback."""
+
+    temporal_tls_ca_file: Path | None = None
+    """CA certificate (PEM) that signed the Temporal server's certificate; unset: the system's
+    trusted roots."""
+
+    temporal_tls_cert_file: Path | None = None
+    """Client certificate (PEM) this process presents to Temporal (mutual TLS)."""
+
+    temporal_tls_key_file: Path | None = None
+    """Private key (PEM, not passphrase-protected) of `temporal_tls_cert_file`."""
+
+    temporal_tls_server_name: str | None = None
+    """Name the Temporal server's certificate is checked against (also sent as SNI), when it is
+    not the host of `temporal_address`."""
+
     database_url: str = Field(
         default_factory=lambda data: f"sqlite:///{data['var_dir'] / 'events.sqlite'}"
     )
     """Event store URL: SQLite file (default `<var_dir>/events.sqlite`) or PostgreSQL."""
+
+    database_password: SecretStr | None = None
+    """Password of the event store's PostgreSQL user, put into `database_url` (which then names
+    none): lets the password come from a file while the URL stays in the environment."""
 
     event_cipher_key: SecretStr | None = None
     """Event store AES key: base64 of 32 bytes. Takes precedence over the key file."""
@@ -92,6 +196,13 @@ class Settings(BaseSettings):
         default_factory=lambda data: data["var_dir"] / "keys" / "event-store.key"
     )
     """File holding the event store key (base64, mode 0600). Created in development."""
+
+    decision_key_file: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "keys" / "decision-signing.key"
+    )
+    """File holding the key (base64, mode 0600) with which the doors sign each decision and the
+    workers check it: held by the CLI, the web interface and the workers, never by a bare
+    Temporal client. Created in development."""
 
     codec_keys: SecretStr | None = None
     """Temporal payload keys as `id:base64,...`: the first encrypts, the others only decrypt data
@@ -189,6 +300,9 @@ class Settings(BaseSettings):
     codec_server_ui_origins: list[str] = Field(default_factory=list)
     """Origins of the Temporal UI allowed to call the codec server, as JSON: `["https://ui..."]`."""
 
+    codec_server_host: str = "127.0.0.1"
+    """Address the codec server listens on (`0.0.0.0` inside a container)."""
+
     codec_server_port: int = Field(default=8888, ge=1, le=65535)
     """Port of the codec server."""
 
@@ -217,7 +331,9 @@ class Settings(BaseSettings):
             KeyRing.parse(value.get_secret_value(), setting=_env("codec_keys"))
         return value
 
-    @field_validator("smtp_username", "smtp_password", "smtp_capture_host", mode="before")
+    @field_validator("smtp_username", "smtp_password", "smtp_capture_host", "database_password",
+                     "temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file",
+                     "temporal_tls_server_name", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`VAR=` (as compose writes `${VAR:-}`) means not set, not an empty login."""
@@ -311,6 +427,17 @@ class Settings(BaseSettings):
             self._deadline_overrides = read_deadlines_file(self.deadlines_file)
         return self
 
+    @model_validator(mode="after")
+    def _database_password_goes_into_the_url(self) -> Settings:
+        if self.database_password is not None:
+            self.database_url = url_with_password(self.database_url, self.database_password)
+        return self
+
+    @model_validator(mode="after")
+    def _temporal_connection_is_secure(self) -> Settings:
+        check_temporal_tls(self)
+        return self
+
     # --- derived values -----------------------------------------------------------------------
 
     @property
@@ -332,6 +459,16 @@ class Settings(BaseSettings):
         if self.event_cipher_key is not None:
             return self.event_cipher_key.get_secret_value().strip()
         return encode_key(self._key_from_file(self.event_cipher_key_file))
+
+    def decision_signing_key(self) -> bytes:
+        """The key that signs and checks decision assertions (desk.assertions)."""
+        return self._key_from_file(self.decision_key_file)
+
+    def temporal_tls_config(self) -> TLSConfig | bool:
+        """What `Client.connect` takes as `tls`: False (plaintext: the development stack) or the
+        CA, client certificate and key, read from their files now (so a renewed certificate is
+        used from the next start)."""
+        return temporal_tls_config(self)
 
     def codec_keyring(self) -> KeyRing:
         """The Temporal payload key ring; a key file gives a ring of one fingerprint-named key."""
@@ -357,6 +494,104 @@ def _require_key_file(path: Path, key_field: str, file_field: str) -> None:
         read_key_file(path)
     except KeyMaterialError as exc:
         raise ValueError(str(exc)) from None
+
+
+def url_with_password(url: str, password: SecretStr) -> str:
+    """`url` with `password` put in; ValueError (one line, no secret) when it cannot take one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"{_env('database_url')}: not a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        raise ValueError(f"{_env('database_password')}: an SQLite event store has no password; "
+                         "unset it")
+    if parsed.password is not None:
+        raise ValueError(f"{_env('database_password')}: {_env('database_url')} already names a "
+                         "password; give it in one place only")
+    return str(parsed.set(password=password.get_secret_value()).render_as_string(hide_password=False))
+
+
+TLS_FILE_FIELDS = ("temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file")
+
+
+def check_temporal_tls(settings: Settings) -> None:
+    """The Temporal connection's settings are whole; production connects only with TLS and a
+    client certificate. Reads the files, so that a bad one stops the start, not the first call."""
+    tls, production = _env("temporal_tls"), settings.environment == "production"
+    if not settings.temporal_tls:
+        given = [f for f in (*TLS_FILE_FIELDS, "temporal_tls_server_name") if getattr(settings, f)]
+        if given:
+            raise ValueError(f"{_env(given[0])} is set but {tls} is off: set {tls}=true")
+        if production:
+            raise ValueError(f"{tls}: production connects to Temporal only over TLS with a client "
+                             f"certificate: set {tls}=true, {_env('temporal_tls_cert_file')} and "
+                             f"{_env('temporal_tls_key_file')}")
+        return
+    cert, key = settings.temporal_tls_cert_file, settings.temporal_tls_key_file
+    if cert is not None and key is None:
+        raise ValueError(f"{_env('temporal_tls_key_file')}: needed with "
+                         f"{_env('temporal_tls_cert_file')} (the client certificate's private key)")
+    if cert is None and (key is not None or production):
+        raise ValueError(f"{_env('temporal_tls_cert_file')}: "
+                         + ("needed with " + _env("temporal_tls_key_file") if key is not None else
+                            "production presents a client certificate to Temporal (and "
+                            f"{_env('temporal_tls_key_file')}, its key)"))
+    temporal_tls_config(settings)
+
+
+def temporal_tls_config(settings: Settings) -> TLSConfig | bool:
+    if not settings.temporal_tls:
+        return False
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from temporalio.service import TLSConfig
+
+    ca = cert = key = None
+    if settings.temporal_tls_ca_file is not None:
+        ca = _read_tls_file(settings.temporal_tls_ca_file, "temporal_tls_ca_file")
+        try:
+            x509.load_pem_x509_certificates(ca)
+        except ValueError:
+            raise ValueError(f"{_env('temporal_tls_ca_file')}: {settings.temporal_tls_ca_file} "
+                             "holds no PEM certificate") from None
+    if settings.temporal_tls_cert_file is not None and settings.temporal_tls_key_file is not None:
+        cert = _read_tls_file(settings.temporal_tls_cert_file, "temporal_tls_cert_file")
+        key = _read_tls_file(settings.temporal_tls_key_file, "temporal_tls_key_file")
+        setting = _env("temporal_tls_cert_file")
+        try:
+            leaf = x509.load_pem_x509_certificates(cert)[0]
+        except ValueError:
+            raise ValueError(f"{setting}: {settings.temporal_tls_cert_file} holds no PEM "
+                             "certificate") from None
+        try:
+            private = serialization.load_pem_private_key(key, password=None)
+        except TypeError:
+            raise ValueError(f"{_env('temporal_tls_key_file')}: the key is protected by a "
+                             "passphrase; give it without one (mode 0600)") from None
+        except (ValueError, UnsupportedAlgorithm):
+            raise ValueError(f"{_env('temporal_tls_key_file')}: {settings.temporal_tls_key_file} "
+                             "holds no PEM private key") from None
+        spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if leaf.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+            raise ValueError(f"{_env('temporal_tls_key_file')}: not the key of the certificate in "
+                             f"{setting}")
+        if leaf.not_valid_after_utc < datetime.now(UTC):
+            raise ValueError(f"{setting}: the certificate expired on "
+                             f"{leaf.not_valid_after_utc:%Y-%m-%d}; issue a new one")
+    return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key,
+                     domain=settings.temporal_tls_server_name)
+
+
+def _read_tls_file(path: Path, field: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{_env(field)}: {path} cannot be read "
+                         f"({exc.strerror or type(exc).__name__})") from None
 
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -457,6 +692,8 @@ def reference_markdown() -> str:
         else:
             default = f"`{info.default}`"
         meaning = " ".join((info.description or "").split()).replace("|", "\\|")
+        if name in Settings.secret_file_fields:
+            meaning += f" Or from a file: `{_env(name)}{FILE_SUFFIX}`."
         rows.append(f"| `{_env(name)}` | {default} | {meaning} |")
     return "\n".join(rows) + "\n"
 

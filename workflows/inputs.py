@@ -24,6 +24,8 @@ class CaseStart:
     state: dict[str, Any] | None = None
     handled_updates: list[str] = field(default_factory=list)
     next_checkin: datetime | None = None
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -37,6 +39,8 @@ class TracksStart:
     view: CaseView | None = None
     handled_updates: list[str] = field(default_factory=list)
     next_checkin: datetime | None = None
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 # ----------------------------------------------------------------------------- human decisions
@@ -44,6 +48,8 @@ class TracksStart:
 class VerificationInput:
     actor: str
     verification: dict[str, Any]
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -61,6 +67,8 @@ class ConsentInput:
     # choice ({"0": "initials_only", ...}; `public_naming` applies to everyone when absent).
     consents: list[dict[str, Any]] | None = None
     publicity: dict[str, str] | None = None
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -69,6 +77,8 @@ class ClearanceInput:
     action: str
     granted: bool
     reason: str = ""
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -77,6 +87,8 @@ class ExtensionInput:
     new_deadline: datetime
     reason: str
     action: str = ""  # cases with tracks: the action whose deadline moves ("" = verification)
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -85,6 +97,8 @@ class ResponseInput:
     action: str
     summary: str
     recipient: str = ""  # cases with tracks: which recipient of the action answered
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -98,6 +112,8 @@ class InformationInput:
     intake_changes: dict[str, Any] | None = None
     # Cases with tracks: the actions whose earlier recipients receive it (each still consented).
     send_to: list[str] | None = None
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -107,6 +123,8 @@ class FundChoiceInput:
     actor: str
     funds: list[str]
     reason: str = ""
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -116,6 +134,8 @@ class FundSubmissionInput:
     actor: str
     fund: str
     note: str = ""
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -123,6 +143,8 @@ class CheckinInput:
     actor: str
     summary: str
     reprisals: bool = False
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 @dataclass
@@ -130,6 +152,8 @@ class CloseInput:
     actor: str
     outcome: str
     summary: str = ""
+    # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
 
 
 # --------------------------------------------------------------------------------- activities
@@ -140,6 +164,7 @@ class OpenCase:
     actor: str
     at: datetime
     command_id: str
+    assertion: str = ""
 
 
 @dataclass
@@ -150,6 +175,7 @@ class ChooseFunds:
     actor: str
     at: datetime
     command_id: str
+    assertion: str = ""
 
 
 @dataclass
@@ -180,6 +206,7 @@ class ApplyCommand:
     command_id: str
     roles: list[str]
     new_deadline: datetime | None = None
+    assertion: str = ""
 
 
 @dataclass

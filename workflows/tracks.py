@@ -105,7 +105,7 @@ class TrackedCaseWorkflow:
             async with self.lock:
                 self.state = await self._call("open_tracked_case", OpenCase(
                     self.reference, start.intake, start.actor, workflow.now(),
-                    f"{self.reference}/open"), RECORD)
+                    f"{self.reference}/open", assertion=start.assertion), RECORD)
         self._publish()
         while self.view.stage != "closed":
             for action, t in self.view.tracks.items():
@@ -266,7 +266,8 @@ class TrackedCaseWorkflow:
     # ============================================================================ the decisions
     async def _decide(self, command: str, actor: str, args: dict[str, Any],
                       check: Callable[[], None], *, activity: str = "apply_command",
-                      arg: Any = None, new_deadline: datetime | None = None) -> dict[str, Any]:
+                      arg: Any = None, new_deadline: datetime | None = None,
+                      assertion: str = "") -> dict[str, Any]:
         # An update that arrives while the case is being opened waits for it, then is checked.
         await workflow.wait_condition(lambda: self.state is not None)
         if self._already_handled():
@@ -280,7 +281,7 @@ class TrackedCaseWorkflow:
             try:
                 self.state = await self._call(activity, arg(command_id) if arg else ApplyCommand(
                     self.reference, command, args, actor, workflow.now(), command_id,
-                    roles_for(command), new_deadline), RECORD)
+                    roles_for(command), new_deadline, assertion), RECORD)
             except ActivityError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError):
@@ -308,7 +309,7 @@ class TrackedCaseWorkflow:
     async def record_verification(self, req: VerificationInput) -> dict[str, Any]:
         return await self._decide("record_verification", req.actor,
                                   {"verification": req.verification},
-                                  lambda: self._validate_verification(req))
+                                  lambda: self._validate_verification(req), assertion=req.assertion)
 
     @record_verification.validator
     def _validate_verification(self, req: VerificationInput) -> None:
@@ -322,7 +323,7 @@ class TrackedCaseWorkflow:
         return await self._decide("grant_consent", req.actor, {
             "action": req.action, "conditions": req.text, "consents": req.consents,
             "publicity": req.publicity, "public_naming": req.public_naming,
-        }, lambda: self._validate_grant(req))
+        }, lambda: self._validate_grant(req), assertion=req.assertion)
 
     @grant_consent.validator
     def _validate_grant(self, req: ConsentInput) -> None:
@@ -340,7 +341,7 @@ class TrackedCaseWorkflow:
     async def refuse_consent(self, req: ConsentInput) -> dict[str, Any]:
         return await self._decide("refuse_consent", req.actor,
                                   {"action": req.action, "reason": req.text},
-                                  lambda: self._validate_refuse(req))
+                                  lambda: self._validate_refuse(req), assertion=req.assertion)
 
     @refuse_consent.validator
     def _validate_refuse(self, req: ConsentInput) -> None:
@@ -352,7 +353,7 @@ class TrackedCaseWorkflow:
     async def withdraw_consent(self, req: ConsentInput) -> dict[str, Any]:
         return await self._decide("withdraw_consent", req.actor,
                                   {"action": req.action, "reason": req.text},
-                                  lambda: self._validate_withdraw(req))
+                                  lambda: self._validate_withdraw(req), assertion=req.assertion)
 
     @withdraw_consent.validator
     def _validate_withdraw(self, req: ConsentInput) -> None:
@@ -366,7 +367,7 @@ class TrackedCaseWorkflow:
         return await self._decide("record_clearance", req.actor,
                                   {"action": req.action, "granted": req.granted,
                                    "reason": req.reason},
-                                  lambda: self._validate_clearance(req))
+                                  lambda: self._validate_clearance(req), assertion=req.assertion)
 
     @record_clearance.validator
     def _validate_clearance(self, req: ClearanceInput) -> None:
@@ -383,7 +384,8 @@ class TrackedCaseWorkflow:
             "choose_funds", req.actor, {}, lambda: self._validate_funds(req),
             activity="choose_funds",
             arg=lambda command_id: ChooseFunds(self.reference, list(req.funds), req.reason,
-                                               req.actor, workflow.now(), command_id))
+                                               req.actor, workflow.now(), command_id,
+                                               req.assertion))
 
     @choose_funds.validator
     def _validate_funds(self, req: FundChoiceInput) -> None:
@@ -398,7 +400,7 @@ class TrackedCaseWorkflow:
     async def record_fund_submission(self, req: FundSubmissionInput) -> dict[str, Any]:
         return await self._decide("record_fund_submission", req.actor,
                                   {"fund": req.fund, "note": req.note},
-                                  lambda: self._validate_submission(req))
+                                  lambda: self._validate_submission(req), assertion=req.assertion)
 
     @record_fund_submission.validator
     def _validate_submission(self, req: FundSubmissionInput) -> None:
@@ -413,7 +415,7 @@ class TrackedCaseWorkflow:
         return await self._decide("extend_deadline", req.actor,
                                   {"reason": req.reason, "action": req.action},
                                   lambda: self._validate_extension(req),
-                                  new_deadline=req.new_deadline)
+                                  new_deadline=req.new_deadline, assertion=req.assertion)
 
     @extend_deadline.validator
     def _validate_extension(self, req: ExtensionInput) -> None:
@@ -429,7 +431,7 @@ class TrackedCaseWorkflow:
         return await self._decide("record_response", req.actor,
                                   {"action": req.action, "summary": req.summary,
                                    "recipient": req.recipient},
-                                  lambda: self._validate_response(req))
+                                  lambda: self._validate_response(req), assertion=req.assertion)
 
     @record_response.validator
     def _validate_response(self, req: ResponseInput) -> None:
@@ -443,7 +445,7 @@ class TrackedCaseWorkflow:
         if req.intake_changes:
             args["intake_changes"] = req.intake_changes
         result = await self._decide("add_further_information", req.actor, args,
-                                    lambda: self._validate_information(req))
+                                    lambda: self._validate_information(req), assertion=req.assertion)
         info = workflow.current_update_info()
         for action in args["send_to"]:
             async with self.lock:
@@ -488,7 +490,7 @@ class TrackedCaseWorkflow:
     async def record_checkin(self, req: CheckinInput) -> dict[str, Any]:
         result = await self._decide("record_checkin", req.actor,
                                     {"summary": req.summary, "reprisals": req.reprisals},
-                                    lambda: self._validate_checkin(req))
+                                    lambda: self._validate_checkin(req), assertion=req.assertion)
         self.next_checkin = workflow.now() + self.checkin_interval
         return result
 
@@ -504,7 +506,7 @@ class TrackedCaseWorkflow:
     async def close(self, req: CloseInput) -> dict[str, Any]:
         return await self._decide("close", req.actor,
                                   {"outcome": req.outcome, "summary": req.summary},
-                                  lambda: self._validate_close(req))
+                                  lambda: self._validate_close(req), assertion=req.assertion)
 
     @close.validator
     def _validate_close(self, req: CloseInput) -> None:
