@@ -164,10 +164,11 @@ class TrackedCaseWorkflow:
         due, kind, action = self._next_clock()
 
         def changed() -> bool:
+            # Continue-as-new waits until no track is sending (its task would be lost).
             return (self.view.version != version
                     or any(t.ready_to_send and a not in self.sending
                            for a, t in self.view.tracks.items())
-                    or workflow.info().is_continue_as_new_suggested())
+                    or (workflow.info().is_continue_as_new_suggested() and not self.sending))
 
         if due is not None:
             delay = (due - workflow.now()).total_seconds()
