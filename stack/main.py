@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -112,9 +113,13 @@ async def wait_for_port(host: str, port: int, task: asyncio.Task[None], seconds:
 
 
 async def run(settings: Settings) -> None:
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # Everything the stack and its children write (events, Temporal's database, the outbox, logs,
+    # keys) is for the person at this machine only: folders 0700, files 0600.
+    os.umask(0o077)
+    settings.var_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.var_dir.chmod(0o700)
     logs = settings.var_dir / "logs"
-    logs.mkdir(exist_ok=True)
+    logs.mkdir(mode=0o700, exist_ok=True)
     temporal_host, temporal_port = host_port(settings.temporal_address)
     require_free(temporal_host, temporal_port, "the Temporal server", "APPEALS_TEMPORAL_ADDRESS")
     require_free(temporal_host, settings.temporal_ui_port, "the Temporal UI", "APPEALS_TEMPORAL_UI_PORT")
