@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import threading
 from datetime import timedelta
 from typing import Any
@@ -230,3 +231,15 @@ def test_case_index_lists_and_finds_pending_and_overdue(store: CaseStore) -> Non
     assert [r["reference"] for r in store.pending_for("olga", later)] == [REF]
     assert [r["reference"] for r in store.pending_for("lina", later)] == ["UA-2026-0002"]
     assert store.pending_for("lina", later)[0]["overdue"] is True
+
+
+def test_a_sqlite_event_store_is_readable_by_its_owner_only(tmp_path: pathlib.Path) -> None:
+    import stat
+
+    from store.app import CaseStore, sqlite_url
+    path = tmp_path / "events.sqlite"
+    store = CaseStore(sqlite_url(str(path)), new_key())
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        store.close()
