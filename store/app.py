@@ -7,9 +7,11 @@ case index, in the same transaction (see store.recorder).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,17 +20,18 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, make_url, select
 
 from domain.case import Case, case_id, new_case
 from domain.decisions import DECISIONS, OFFICER
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
 from domain.tracked import TrackedCase, open_tracked_case
-from domain.vocab import Role
+from domain.users import UnknownRole, UsersRuleError
 from store import schema
 from store.chain import ChainReport, ChainVerifier, event_name
 from store.recorder import AppealsFactory, AuditContext
+from store.users import UsersLogEntry, UsersRegistry, UsersReport
 
 # The commands a caller may apply to a case, by name (the workflow's activities send these).
 COMMANDS = frozenset({
@@ -94,7 +97,10 @@ class CaseStore(Application[UUID]):
             "CREATE_TABLE": "y",
             **(extra_env or {}),
         }
+        _private_sqlite_file(database_url)
         super().__init__(env=env)
+        # The users log and the sessions (store.users): the doors' API for users.
+        self.users = UsersRegistry(self)
 
     # ----------------------------------------------------------------------------- commands
     def open_case(self, reference: str, intake: Mapping[str, Any], clearance_required: list[str],
@@ -255,25 +261,16 @@ class CaseStore(Application[UUID]):
         return out
 
     # ------------------------------------------------------------------------------- users
+    # The four methods below are first-setup and test helpers: each records through the users log
+    # as the actor "bootstrap" (store.users). The doors act for a signed-in person with
+    # `self.users.add / set_roles / set_password / set_totp / deactivate / reactivate(..., actor=)`.
     def add_user(self, username: str, display_name: str, email: str, roles: list[str]) -> None:
-        check = [Role(r) for r in roles]  # unknown role names raise ValueError here
-        with self.engine.begin() as conn:
-            exists = conn.execute(select(schema.users.c.username)
-                                  .where(schema.users.c.username == username)).scalar()
-            if exists:
-                raise StoreError(f"User {username} already exists.")
-            conn.execute(schema.users.insert().values(
-                username=username, display_name=display_name, email=email,
-                roles=",".join(sorted(set(check))), active=True, created_at=datetime.now(UTC)))
+        with _as_store_error():
+            self.users.setup_user(username, display_name, email, roles)
 
     def set_roles(self, username: str, roles: list[str]) -> None:
-        check = [Role(r) for r in roles]
-        with self.engine.begin() as conn:
-            changed = conn.execute(schema.users.update()
-                                   .where(schema.users.c.username == username)
-                                   .values(roles=",".join(sorted(set(check))))).rowcount
-        if not changed:
-            raise StoreError(f"No user {username}.")
+        with _as_store_error():
+            self.users.setup_roles(username, roles)
 
     def user_roles(self, username: str) -> set[str]:
         """The roles of an active user; empty for unknown or inactive users."""
@@ -294,16 +291,20 @@ class CaseStore(Application[UUID]):
 
     # ------------------------------------------------------------------- credentials (web sign-in)
     def set_password(self, username: str, password_hash: str | None) -> None:
-        """Store a password hash (made by the caller, e.g. argon2); None removes the password."""
-        self._update_user(username, password_hash=password_hash)
+        """Store a password hash (made by the caller, e.g. argon2); None removes the password.
+        Setup/test helper (actor "bootstrap"); doors use `self.users.set_password(..., actor=)`."""
+        with _as_store_error():
+            self.users.setup_password(username, password_hash)
 
     def password_hash(self, username: str) -> str | None:
         """The stored hash of an active user; None when unknown, inactive or without a password."""
         return self._credential(username, schema.users.c.password_hash)
 
     def set_totp(self, username: str, secret: str | None) -> None:
-        """Store (or with None remove) the base32 secret of the user's one-time-code app."""
-        self._update_user(username, totp_secret=secret)
+        """Store (or with None remove) the base32 secret of the user's one-time-code app.
+        Setup/test helper (actor "bootstrap"); doors use `self.users.set_totp(..., actor=)`."""
+        with _as_store_error():
+            self.users.setup_totp(username, secret)
 
     def totp_secret(self, username: str) -> str | None:
         return self._credential(username, schema.users.c.totp_secret)
@@ -348,13 +349,13 @@ class CaseStore(Application[UUID]):
                                       u.c.active).where(u.c.username == username)).mappings().first()
         return None if row is None else dict(row, roles=list(filter(None, row["roles"].split(","))))
 
-    def _update_user(self, username: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
-            changed = conn.execute(schema.users.update()
-                                   .where(schema.users.c.username == username)
-                                   .values(**values)).rowcount
-        if not changed:
-            raise StoreError(f"No user {username}.")
+    def users_log(self) -> list[UsersLogEntry]:
+        """Every change to users and roles (`appeals users log`); no credentials."""
+        return self.users.log()
+
+    def verify_users(self) -> UsersReport:
+        """The users log's chain, and any user whose table row differs from the log."""
+        return self.users.verify()
 
     def _credential(self, username: str, column: Any) -> str | None:
         with self.engine.connect() as conn:
@@ -378,6 +379,28 @@ class CaseStore(Application[UUID]):
                                 .where(schema.case_index.c.reference == reference)
                                 ).first() is not None
 
+
+
+@contextlib.contextmanager
+def _as_store_error() -> Iterator[None]:
+    """The old helpers' errors: StoreError for refusals, ValueError for an unknown role."""
+    try:
+        yield
+    except UnknownRole:
+        raise
+    except UsersRuleError as exc:
+        raise StoreError(exc.message) from None
+
+
+def _private_sqlite_file(database_url: str) -> None:
+    """A SQLite event store is a file only its owner may read or write (0600), created so."""
+    url = make_url(database_url)
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def verifier_without_key(database_url: str) -> ChainVerifier:

@@ -17,9 +17,12 @@ from eventsourcing.persistence import AggregateRecorder, StoredEvent
 from sqlalchemy import Engine, select
 
 from domain.case import case_id as case_id_for
+from domain.users import USERS_LOG_ID
 from store import schema
 
 GENESIS = "0" * 64
+# How reports name the users log (domain.users), whose chain rows are keyed by its id.
+USERS_LOG_NAME = "users log"
 
 
 def event_hash(case_id: str, version: int, topic: str, state: bytes) -> str:
@@ -77,6 +80,10 @@ class ChainVerifier:
 
     def verify_reference(self, reference: str) -> ChainReport:
         return self.verify(str(case_id_for(reference)), reference)
+
+    def verify_users_log(self) -> ChainReport:
+        """The chain of the users log (every change to users and roles)."""
+        return self.verify(str(USERS_LOG_ID), USERS_LOG_NAME)
 
 
 def check_chain(case_id: str, reference: str | None, events: Sequence[StoredEvent],

@@ -4,14 +4,18 @@ case index in the same database transaction as the events.
 eventsourcing-sqlalchemy calls `_insert_events(session, stored_events, **kwargs)` inside the
 transaction that inserts the events, with the keyword arguments given to `Application.save()`;
 the application passes an `AuditContext` there. Either everything is recorded or nothing is.
+
+Saves of the users log (store.users) carry `kind="users"`: they write the chain and the command
+like a case, not the case index, and their `apply` callback writes the users table (and revokes
+sessions) in the same transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
@@ -36,6 +40,10 @@ class AuditContext:
     # The signed assertion behind a person's decision: id, username, decision, update_id,
     # expires_at (none for the system's own steps).
     proof: dict[str, Any] | None = None
+    # "case" writes the case index; "users" (the users log) does not.
+    kind: Literal["case", "users"] = "case"
+    # Further writes in the same transaction (the users log: the users table and sessions).
+    apply: Callable[[Session], None] | None = None
 
 
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
@@ -56,7 +64,10 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             command_id=audit.command_id, case_id=case_id, result=audit.summary,
             recorded_at=datetime.now(UTC),
         ))
-        self._write_index(session, case_id, audit)
+        if audit.kind == "case":
+            self._write_index(session, case_id, audit)
+        if audit.apply is not None:
+            audit.apply(session)
         if audit.proof is not None:
             session.execute(insert(schema.decision_proofs).values(
                 command_id=audit.command_id, case_id=case_id, recorded_at=datetime.now(UTC),

@@ -8,6 +8,11 @@
 - `appeals_users`: the registry of staff and their roles that every decision is checked against.
 - `appeals_sign_ins`: the web sign-in attempts (failed ones and the successes that end a series of
   failures), so that repeated failures are slowed down and can be reviewed.
+- `appeals_sessions`: signed-in sessions of both doors, by the SHA-256 of their token (the token
+  itself is never stored), so that a session can be revoked from anywhere.
+
+`appeals_users` is the read model of the users log (domain.users, store.users) and the place of the
+credential hashes; it is written only in the same transaction as the log's events.
 """
 
 from __future__ import annotations
@@ -121,6 +126,19 @@ sign_ins = Table(
     Column("ok", Boolean, nullable=False),
     # "password", "second_factor", "throttled", "inactive" for failures; "" for a success.
     Column("reason", String(30), nullable=False, default=""),
+)
+
+
+sessions = Table(
+    "appeals_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # hex SHA-256 of the session token
+    Column("username", String(100), nullable=False, index=True),
+    Column("door", String(10), nullable=False),  # "web" or "cli"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 
