@@ -38,7 +38,18 @@ from typing import Any, NoReturn, TypeVar
 import click
 import yaml
 
+from cli.casework import (
+    CHOSEN_STATES,
+    chosen_funds,
+    find_fund,
+    fund_advice,
+    fund_application,
+    informable_actions,
+    signing_client,
+    tracks_start,
+)
 from domain.case import SUPPLEMENTABLE
+from domain.decisions import DECISIONS as DECISION_TABLE
 from domain.errors import CaseRuleError, InvalidInput
 from domain.intake import parse_intake, parse_verification
 from domain.intake import reference as check_reference
@@ -50,22 +61,12 @@ MAX_FILE_BYTES = 1024 * 1024
 RPC_SECONDS = 60.0  # how long a decision or query waits for a worker to answer
 OPEN_SECONDS = 30.0  # how long `case open` waits for the workflow to report the case opened
 
-# What each decision (workflow update) records as its first event in the store.
+# What each decision (workflow update) may record as its first event in the store.
 DECISION_EVENTS: dict[str, frozenset[str]] = {
-    "record_verification": frozenset({"VerificationRecorded"}),
-    "grant_consent": frozenset({"ConsentGranted"}),
-    "refuse_consent": frozenset({"ConsentRefused"}),
-    "withdraw_consent": frozenset({"ConsentWithdrawn"}),
-    "record_clearance": frozenset({"ClearanceGranted", "ClearanceDenied"}),
-    "extend_deadline": frozenset({"DeadlineExtended"}),
-    "record_response": frozenset({"ResponseRecorded"}),
-    "add_further_information": frozenset({"FurtherInformationAdded"}),
-    "record_checkin": frozenset({"DefenderCheckInRecorded"}),
-    "close": frozenset({"Closed"}),
-}
+    name: frozenset(d.events) for name, d in DECISION_TABLE.items()}
 # The trail table's summary column shows these codes only, never free text.
-SUMMARY_KEYS = ("action", "stage", "level", "verdict", "risk_level", "granted", "public_naming",
-                "kind", "outcome", "reprisals", "new_deadline", "message_id")
+SUMMARY_KEYS = ("action", "stage", "step", "level", "verdict", "risk_level", "granted",
+                "public_naming", "kind", "fund", "outcome", "reprisals", "new_deadline", "message_id")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # keeps line breaks and tabs
@@ -128,6 +129,7 @@ class Env:
         self._settings: Any = None
         self._store: Any = None
         self._client: Any = None
+        self._signing: Any = None
 
     @property
     def settings(self) -> Any:
@@ -186,6 +188,24 @@ class Env:
             except RuntimeError:
                 raise temporal_down(self.settings) from None
         return self._client
+
+    async def signing_client(self) -> Any:
+        """The client that signs each case opening and decision as the acting user (--as or
+        APPEALS_USER), with the decision key the workers check (desk.signing)."""
+        if self._signing is None:
+            from worker.keys import KeyMaterialError
+            try:
+                key = self.settings.decision_signing_key()
+            except KeyMaterialError as exc:
+                raise BadInput("settings", one_line(str(exc))) from None
+            self._signing = signing_client(await self.client(), key, self._identity)
+        return self._signing
+
+    def _identity(self, arg: Any) -> tuple[str, list[str]] | None:
+        actor = self.actor(required=False)
+        if getattr(arg, "actor", None) != actor:
+            return None  # an input in someone else's name is sent unsigned (and refused)
+        return actor, sorted(self.store.user_roles(actor))
 
     def actor(self, *, required: bool = True) -> str:
         """The person deciding: `--as`, else APPEALS_USER; an active user of the registry."""
@@ -274,6 +294,22 @@ def _no_constant(name: str) -> NoReturn:
 
 def load_file(path: str, field: str) -> dict[str, Any]:
     """An object from a JSON or YAML file (by extension), refused unread when over 1 MB."""
+    data = load_data(path, field)
+    if not isinstance(data, dict):
+        raise BadInput(field, "must hold an object of named fields")
+    return data
+
+
+def load_list(path: str, field: str) -> list[Any]:
+    """A list from a JSON or YAML file (by extension), refused unread when over 1 MB."""
+    data = load_data(path, field)
+    if not isinstance(data, list):
+        raise BadInput(field, "must hold a list")
+    return data
+
+
+def load_data(path: str, field: str) -> Any:
+    """The data of a JSON or YAML file (by extension), refused unread when over 1 MB."""
     suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise BadInput(field, "must be a .json, .yaml or .yml file")
@@ -316,8 +352,6 @@ def load_file(path: str, field: str) -> dict[str, Any]:
         except (yaml.YAMLError, RecursionError) as exc:
             reason = f": {exc}" if isinstance(exc, yaml.YAMLError) and str(exc) else ""
             raise BadInput(field, f"not valid YAML{reason}") from None
-    if not isinstance(data, dict):
-        raise BadInput(field, "must hold an object of named fields")
     try:
         # What goes to the workflow must survive JSON (the payload converter): no odd YAML types.
         json.dumps(data, allow_nan=False)
@@ -385,12 +419,22 @@ def pending_text(item: dict[str, Any]) -> str:
     text = str(item.get("decision", ""))
     if item.get("action"):
         text += f" {item['action']}"
+    if item.get("fund"):
+        text += f" fund {item['fund']}"
     roles = item.get("roles") or []
     if roles:
         text += f" ({'/'.join(roles)})"
+    if item.get("not_by"):
+        text += f" not by {item['not_by']}"
     if item.get("missing"):
         text += f" missing {', '.join(item['missing'])}"
     return clean(text)
+
+
+def stage_text(status: dict[str, Any]) -> str:
+    """The case's stage (its earliest track's step) and, with tracks, how many are at each step."""
+    detail = status.get("stage_detail")
+    return f"{status.get('stage')}" + (f" ({detail})" if detail else "")
 
 
 def brief_status(status: dict[str, Any]) -> str:
@@ -398,21 +442,62 @@ def brief_status(status: dict[str, Any]) -> str:
     return clean(f"{status.get('reference')}: stage {status.get('stage')}; pending: {pending}")
 
 
+def track_notes(track: dict[str, Any]) -> str:
+    """Why a track is where it is: held fields, funds, delivery retries, why it ended."""
+    notes = []
+    if track.get("ended"):
+        notes.append(f"ended: {track['ended']}")
+    if track.get("held"):
+        notes.append(f"held: missing {', '.join(track['held'])}")
+    funds = track.get("funds") or {}
+    if funds:
+        notes.append("funds: " + ", ".join(f"{f} {state}" for f, state in funds.items()))
+    delivery = track.get("delivery") or {}
+    if delivery.get("retrying_since"):
+        notes.append(f"retrying since {_when(_parse_when(delivery['retrying_since']))} "
+                     f"({delivery.get('attempts', 0)} attempts, last error "
+                     f"{delivery.get('last_error') or 'unknown'})")
+    if track.get("failures"):
+        notes.append(f"{track['failures']} failed")
+    return "; ".join(notes)
+
+
+def _parse_when(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 def print_status(status: dict[str, Any]) -> None:
     risk = status.get("risk_level") or f"{status.get('urgency')} (urgency)"
-    click.echo(clean(f"{status.get('reference')}  stage {status.get('stage')}  risk {risk}"))
+    click.echo(clean(f"{status.get('reference')}  stage {stage_text(status)}  risk {risk}"))
     if status.get("deadline"):
-        click.echo(clean(f"deadline  {status['deadline']}  (escalation level "
-                         f"{status.get('escalation_level', 0)})"))
+        click.echo(clean(f"deadline  {_when(_parse_when(status['deadline']))} UTC  (escalation "
+                         f"level {status.get('escalation_level', 0)})"))
+    if status.get("verification_deadline"):
+        click.echo(clean(f"verification deadline  "
+                         f"{_when(_parse_when(status['verification_deadline']))} UTC"))
+    if status.get("public_action_advised") is not None:
+        click.echo("public action advised  " + ("yes" if status["public_action_advised"] else "no"))
     if status.get("next_checkin"):
-        click.echo(clean(f"next check-in  {status['next_checkin']}"))
+        click.echo(clean(f"next check-in  {_when(_parse_when(status['next_checkin']))} UTC"))
     if status.get("outcome"):
         click.echo(clean(f"outcome  {status['outcome']}"))
-    actions = status.get("actions") or {}
-    if actions:
+    tracks = status.get("tracks")
+    if tracks:
+        click.echo("tracks:")
+        rows = [[f"  {a}", t.get("step"), t.get("consent"), t.get("clearance"), t.get("dispatch"),
+                 _when(_parse_when(t.get("deadline"))) or "-", t.get("escalation_level", 0),
+                 track_notes(t)] for a, t in tracks.items()]
+        table(rows, ["  action", "step", "consent", "clearance", "dispatch", "deadline (UTC)",
+                     "level", "notes"])
+    elif status.get("actions"):  # a case opened before per-action tracks
         click.echo("actions:")
         rows = [[f"  {a}", s.get("consent"), s.get("clearance"), s.get("dispatch")]
-                for a, s in actions.items()]
+                for a, s in status["actions"].items()]
         table(rows, ["  action", "consent", "clearance", "dispatch"])
     pending = status.get("pending") or []
     click.echo("pending:" + ("" if pending else " nothing"))
@@ -484,11 +569,10 @@ async def _open_case(env: Env, given: str | None, intake: dict[str, Any], actor:
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
-    from workflows.case import CaseWorkflow
-    from workflows.inputs import CaseStart
+    from workflows.tracks import TrackedCaseWorkflow
 
     store, settings = env.store, env.settings
-    client = await env.client()
+    client = await env.signing_client()
     known = {row["reference"] for row in store.list_cases()}
     if given is not None and given in known:
         raise BadInput("reference", f"a case {given} already exists")
@@ -501,7 +585,7 @@ async def _open_case(env: Env, given: str | None, intake: dict[str, Any], actor:
             continue
         try:
             handle = await client.start_workflow(
-                CaseWorkflow.run, CaseStart(ref, intake, actor), id=ref,
+                TrackedCaseWorkflow.run, tracks_start(ref, intake, actor, settings), id=ref,
                 task_queue=settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
         except WorkflowAlreadyStartedError:
@@ -522,7 +606,7 @@ async def _open_case(env: Env, given: str | None, intake: dict[str, Any], actor:
 async def _wait_opened(settings: Any, handle: Any) -> dict[str, Any]:
     from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
-    from workflows.case import CaseWorkflow
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     loop = asyncio.get_running_loop()
     end = loop.time() + OPEN_SECONDS
@@ -531,7 +615,7 @@ async def _wait_opened(settings: Any, handle: Any) -> dict[str, Any]:
                              "`make run` running?")
     while loop.time() < end:
         try:
-            status: dict[str, Any] = await answered(settings, handle.query(CaseWorkflow.status),
+            status: dict[str, Any] = await answered(settings, handle.query(WF.status),
                                                     max(1.0, end - loop.time()))
         except Unreachable as exc:
             if "no worker" in exc.message:
@@ -554,29 +638,66 @@ async def _decide(env: Env, ref: str, update: Any, arg: Any) -> dict[str, Any]:
     from temporalio.client import WorkflowUpdateFailedError
     from temporalio.exceptions import ApplicationError
 
-    settings, store = env.settings, env.store
-    client = await env.client()
+    # The update names are the same on both workflow types (UrgentCase, UrgentCaseTracks), so the
+    # tracked type's methods address cases opened before per-action tracks too.
+    client = await env.signing_client()
     handle = client.get_workflow_handle(ref)
     try:
-        result: dict[str, Any] = await answered(settings, handle.execute_update(update, arg))
+        result: dict[str, Any] = await answered(env.settings, handle.execute_update(update, arg))
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        if "expected but not found" in message:  # an update the older workflow type lacks
+            raise Rejected("This case was opened before per-action tracks; it does not take "
+                           f"{getattr(update, '__name__', 'this decision')}.") from None
         raise Rejected(one_line(message)) from None
     except Exception as exc:
-        status = rpc_status(exc)
-        if status == "NOT_FOUND":
-            if any(row["reference"] == ref for row in store.list_cases()):
-                raise Rejected("This case is closed; it can be read but not changed.") from None
-            raise NotFound(f"case {one_line(ref)[:60]} not found") from None
-        if status == "UNAVAILABLE":
-            raise temporal_down(settings) from None
+        _not_running(env, ref, exc)
         raise
     return result
 
 
-def decision(ctx: click.Context, ref: str, update: Any, arg: Any, as_json: bool) -> None:
-    status = run(_decide(env_of(ctx), ref, update, arg))
+def _not_running(env: Env, ref: str, exc: BaseException) -> None:
+    """Map a failed call to a case workflow: a closed or unknown case, or Temporal down."""
+    status = rpc_status(exc)
+    if status == "NOT_FOUND":
+        if any(row["reference"] == ref for row in env.store.list_cases()):
+            raise Rejected("This case is closed; it can be read but not changed.") from None
+        raise NotFound(f"case {one_line(ref)[:60]} not found") from None
+    if status == "UNAVAILABLE":
+        raise temporal_down(env.settings) from None
+
+
+async def _running_status(env: Env, ref: str) -> dict[str, Any]:
+    """The status query of a running case (for commands that build their input from it)."""
+    from workflows.tracks import TrackedCaseWorkflow as WF
+
+    client = await env.client()
+    try:
+        status: dict[str, Any] = await answered(env.settings,
+                                                client.get_workflow_handle(ref).query(WF.status))
+    except Exception as exc:
+        _not_running(env, ref, exc)
+        raise
+    return status
+
+
+def decision(ctx: click.Context, ref: str, update: Any, arg: Any, as_json: bool,
+             tracks_only: str | None = None) -> None:
+    """Send one decision; `tracks_only` names an option that only cases with per-action tracks
+    understand (an older case is asked first, and the option refused rather than ignored)."""
+    env = env_of(ctx)
+
+    async def decide() -> dict[str, Any]:
+        if tracks_only is not None and not (await _running_status(env, ref)).get("tracked"):
+            raise BadInput(tracks_only, "this case was opened before per-action tracks and does "
+                           "not take it")
+        return await _decide(env, ref, update, arg)
+
+    decided(run(decide()), as_json)
+
+
+def decided(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(status)
     else:
@@ -591,13 +712,13 @@ def decision(ctx: click.Context, ref: str, update: Any, arg: Any, as_json: bool)
 @click.pass_context
 def case_verify(ctx: click.Context, ref: str, file: str, as_json: bool) -> None:
     """Record the threat verification from FILE (.json, .yaml or .yml)."""
-    from workflows.case import CaseWorkflow
     from workflows.inputs import VerificationInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     data = load_file(file, "FILE")
     checked(lambda: parse_verification(data))
     actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.record_verification, VerificationInput(actor, data), as_json)
+    decision(ctx, ref, WF.record_verification, VerificationInput(actor, data), as_json)
 
 
 ACTIONS = [a.value for a in Action]
@@ -611,35 +732,134 @@ ACTIONS = [a.value for a in Action]
 @click.option("--withdraw", "kind", flag_value="withdraw", help="The grantee withdraws consent.")
 @click.option("--conditions", help="The grantee's conditions (with --grant).")
 @click.option("--reason", help="Why (with --refuse or --withdraw).")
-@click.option("--naming", help="How defenders may be named in public reports (with --grant): "
+@click.option("--given-by", "given_by", metavar="WHO",
+              help="Who consented, for every defender (with --grant): defender, relative or "
+                   "lawyer. A disappeared defender, or one held incommunicado, cannot consent "
+                   "personally.")
+@click.option("--relationship", help="The relative's or lawyer's relationship to the defenders.")
+@click.option("--channel", help="How consent was given: one of the consent channels "
+              "(in_person, phone, video_call, secure_message, email, letter, through_grantee).")
+@click.option("--given-at", "given_at", metavar="ISO-DATETIME",
+              help="When consent was given, with a time zone (default: now).")
+@click.option("--naming", help="How every defender may be named in public reports (with --grant): "
               + ", ".join(PublicNaming) + ".")
+@click.option("--consents", "consents_file", metavar="FILE",
+              help="One consent record per defender (.json, .yaml or .yml list of {defender, "
+                   "given_by, relationship, channel, given_at}), instead of --given-by and the rest.")
+@click.option("--publicity", "publicity", multiple=True, metavar="N=NAMING",
+              help="Defender N's naming choice (repeat per person; overrides --naming for N).")
 @as_option
 @json_option
 @click.pass_context
 def case_consent(ctx: click.Context, ref: str, action: str, kind: str | None, conditions: str | None,
-                 reason: str | None, naming: str | None, as_json: bool) -> None:
-    """Record the grantee's consent decision for one ACTION."""
-    from workflows.case import CaseWorkflow
+                 reason: str | None, given_by: str | None, relationship: str | None,
+                 channel: str | None, given_at: str | None, naming: str | None,
+                 consents_file: str | None, publicity: tuple[str, ...], as_json: bool) -> None:
+    """Record the grantee's consent decision for one ACTION.
+
+    With --grant, say who consented for each defender, how and when: --given-by, --relationship,
+    --channel and --given-at for everyone at once, or --consents FILE with one record per defender.
+    """
     from workflows.inputs import ConsentInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     choice(action, ACTIONS, "ACTION")
     if kind is None:
         raise BadInput("--grant/--refuse/--withdraw", "choose one")
-    if kind == "grant":
-        if reason is not None:
-            raise BadInput("--reason", "goes with --refuse or --withdraw; use --conditions with --grant")
-        public_naming = choice(naming or PublicNaming.INITIALS_ONLY.value, PublicNaming, "--naming")
-        update: Any = CaseWorkflow.grant_consent
-        arg = ConsentInput("", action, conditions or "", public_naming)
-    else:
-        if conditions is not None:
-            raise BadInput("--conditions", "goes with --grant")
-        if naming is not None:
-            raise BadInput("--naming", "goes with --grant")
-        update = CaseWorkflow.refuse_consent if kind == "refuse" else CaseWorkflow.withdraw_consent
-        arg = ConsentInput("", action, reason or "")
-    arg.actor = env_of(ctx).actor()
-    decision(ctx, ref, update, arg, as_json)
+    detail = {"--given-by": given_by, "--relationship": relationship, "--channel": channel,
+              "--given-at": given_at, "--consents": consents_file,
+              "--publicity": publicity or None, "--naming": naming, "--conditions": conditions}
+    if kind != "grant":
+        for option, value in detail.items():
+            if value is not None:
+                raise BadInput(option, "goes with --grant")
+        env = env_of(ctx)
+        update = WF.refuse_consent if kind == "refuse" else WF.withdraw_consent
+        decision(ctx, ref, update, ConsentInput(env.actor(), action, reason or ""), as_json)
+        return
+    if reason is not None:
+        raise BadInput("--reason", "goes with --refuse or --withdraw; use --conditions with --grant")
+    if consents_file is not None:
+        for option in ("--given-by", "--relationship", "--channel", "--given-at"):
+            if detail[option] is not None:
+                raise BadInput(option, "give it in the --consents file instead")
+    public_naming = choice(naming or PublicNaming.INITIALS_ONLY.value, PublicNaming, "--naming")
+    choices = _publicity_options(publicity)
+    records = load_list(consents_file, "--consents") if consents_file is not None else None
+    when = _given_at(given_at)
+    env = env_of(ctx)
+    actor = env.actor()
+
+    async def grant() -> dict[str, Any]:
+        status = await _running_status(env, ref)
+        arg = ConsentInput(actor, action, conditions or "", public_naming)
+        if status.get("tracked"):
+            people = len(status.get("represented") or [])
+            arg.consents = records if records is not None else _same_for_everyone(
+                people, given_by, relationship, channel, when)
+            arg.publicity = {str(i): public_naming for i in range(people)} | choices
+            _check_consent(status, arg)
+        elif records is not None or given_by is not None or choices:
+            option = ("--consents" if records is not None
+                      else "--given-by" if given_by is not None else "--publicity")
+            raise BadInput(option, "this case was opened before per-person consent records; "
+                           "use --naming for everyone")
+        return await _decide(env, ref, WF.grant_consent, arg)
+
+    decided(run(grant()), as_json)
+
+
+def _publicity_options(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        person, sep, naming = value.partition("=")
+        if not sep or not person.strip().isdigit():
+            raise BadInput("--publicity", "write N=NAMING, e.g. 0=full_names (N counts defenders "
+                           "from 0, in intake order)")
+        out[str(int(person))] = choice(naming.strip(), PublicNaming, "--publicity")
+    return out
+
+
+def _given_at(value: str | None) -> str:
+    if value is None:
+        return datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput("--given-at", "must be an ISO date and time, e.g. 2026-11-03T09:30:00+03:00"
+                       ) from None
+    if when.tzinfo is None:
+        raise BadInput("--given-at", "needs a time zone, e.g. 2026-11-03T09:30:00+03:00 or ...Z")
+    return when.isoformat()
+
+
+def _same_for_everyone(people: int, given_by: str | None, relationship: str | None,
+                       channel: str | None, when: str) -> list[dict[str, Any]]:
+    """One record per defender from the simple options (a case of several people whose consent
+    came differently needs --consents FILE)."""
+    from domain.rules import CONSENT_CHANNELS, GIVERS
+
+    if given_by is None:
+        raise BadInput("--given-by", "who consented? " + ", ".join(GIVERS)
+                       + " (or give one record per defender with --consents FILE)")
+    choice(given_by, GIVERS, "--given-by")
+    if channel is None:
+        raise BadInput("--channel", "how was consent given? " + ", ".join(CONSENT_CHANNELS))
+    choice(channel, CONSENT_CHANNELS, "--channel")
+    if given_by != "defender" and not (relationship or "").strip():
+        raise BadInput("--relationship", f"is required when a {given_by} consents "
+                       "(e.g. sister, their lawyer)")
+    return [{"defender": i, "given_by": given_by, "relationship": relationship or "",
+             "channel": channel, "given_at": when} for i in range(people)]
+
+
+def _check_consent(status: dict[str, Any], arg: Any) -> None:
+    """The workflow's own rule for consent records, applied before sending (exit 2 on bad input)."""
+    from domain import rules
+    from domain.view import CaseView
+
+    view = CaseView.from_json(status)
+    checked(lambda: rules.consent_records(view, arg.consents, arg.publicity, datetime.now(UTC)))
 
 
 @case.command("clear")
@@ -654,14 +874,14 @@ def case_consent(ctx: click.Context, ref: str, action: str, kind: str | None, co
 def case_clear(ctx: click.Context, ref: str, action: str, granted: bool | None, reason: str,
                as_json: bool) -> None:
     """Record the ministry's clearance decision for one ACTION."""
-    from workflows.case import CaseWorkflow
     from workflows.inputs import ClearanceInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     choice(action, ACTIONS, "ACTION")
     if granted is None:
         raise BadInput("--grant/--deny", "choose one")
     actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.record_clearance, ClearanceInput(actor, action, granted, reason),
+    decision(ctx, ref, WF.record_clearance, ClearanceInput(actor, action, granted, reason),
              as_json)
 
 
@@ -670,14 +890,17 @@ def case_clear(ctx: click.Context, ref: str, action: str, granted: bool | None, 
 @click.option("--until", "until", metavar="ISO-DATETIME",
               help="The new deadline, with a time zone (e.g. 2026-12-01T17:00:00+01:00).")
 @click.option("--reason", help="Why the deadline moves (recorded).")
+@click.option("--action", default="", metavar="ACTION",
+              help="The action whose deadline moves (cases with per-action tracks); without it, "
+                   "the verification deadline.")
 @as_option
 @json_option
 @click.pass_context
-def case_extend(ctx: click.Context, ref: str, until: str | None, reason: str | None,
+def case_extend(ctx: click.Context, ref: str, until: str | None, reason: str | None, action: str,
                 as_json: bool) -> None:
-    """Move the current deadline later (head of secretariat)."""
-    from workflows.case import CaseWorkflow
+    """Move a deadline later (head of secretariat): an action's, or the verification's."""
     from workflows.inputs import ExtensionInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     if not until:
         raise BadInput("--until", "is required")
@@ -688,42 +911,66 @@ def case_extend(ctx: click.Context, ref: str, until: str | None, reason: str | N
     if new_deadline.tzinfo is None:
         raise BadInput("--until", "needs a time zone, e.g. 2026-12-01T17:00:00+01:00 or ...Z")
     text = text_option(reason, "--reason")
-    actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.extend_deadline, ExtensionInput(actor, new_deadline, text), as_json)
+    if action:
+        choice(action, ACTIONS, "--action")
+    env = env_of(ctx)
+    arg = ExtensionInput(env.actor(), new_deadline, text, action)
+
+    async def extend() -> dict[str, Any]:
+        status = await _running_status(env, ref)
+        if not status.get("tracked"):
+            if action:
+                raise BadInput("--action", "this case was opened before per-action tracks: it "
+                               "has one deadline; leave --action out")
+        elif not action and not status.get("verification_deadline"):
+            running = [a for a, t in (status.get("tracks") or {}).items() if t.get("deadline")]
+            raise BadInput("--action", "the case is past its verification: name the action whose "
+                           "deadline moves (" + (", ".join(running) or "none has a deadline")
+                           + ")")
+        return await _decide(env, ref, WF.extend_deadline, arg)
+
+    decided(run(extend()), as_json)
 
 
 @case.command("respond")
 @click.argument("ref", metavar="REF")
 @click.argument("action", metavar="ACTION")
 @click.option("--summary", help="What the recipient answered.")
+@click.option("--recipient", default="", metavar="ADDRESS-OR-FUND",
+              help="Which recipient of ACTION answered: one of its addresses, or a fund id.")
 @as_option
 @json_option
 @click.pass_context
-def case_respond(ctx: click.Context, ref: str, action: str, summary: str | None, as_json: bool) -> None:
+def case_respond(ctx: click.Context, ref: str, action: str, summary: str | None, recipient: str,
+                 as_json: bool) -> None:
     """Record a recipient's response to the message sent for ACTION."""
-    from workflows.case import CaseWorkflow
     from workflows.inputs import ResponseInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     choice(action, ACTIONS, "ACTION")
     text = text_option(summary, "--summary")
     actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.record_response, ResponseInput(actor, action, text), as_json)
+    decision(ctx, ref, WF.record_response, ResponseInput(actor, action, text, recipient.strip()),
+             as_json, tracks_only="--recipient" if recipient.strip() else None)
 
 
 @case.command("inform")
 @click.argument("ref", metavar="REF")
 @click.option("--text", "information", help="The further information.")
-@click.option("--send", is_flag=True, help="Also mail it to the earlier recipients.")
+@click.option("--send", is_flag=True, help="Also mail it to the earlier recipients of every "
+              "action sent so far.")
+@click.option("--send-to", "send_to", multiple=True, metavar="ACTION",
+              help="Mail it to the earlier recipients of ACTION only (repeat for more actions).")
 @click.option("--changes", metavar="FILE",
               help="Intake fields to complete or correct (.json, .yaml or .yml).")
 @as_option
 @json_option
 @click.pass_context
-def case_inform(ctx: click.Context, ref: str, information: str | None, send: bool, changes: str | None,
-                as_json: bool) -> None:
-    """Add further information to a case (and send it on with --send)."""
-    from workflows.case import CaseWorkflow
+def case_inform(ctx: click.Context, ref: str, information: str | None, send: bool,
+                send_to: tuple[str, ...], changes: str | None, as_json: bool) -> None:
+    """Add further information to a case (and send it on with --send or --send-to)."""
     from workflows.inputs import InformationInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     text = text_option(information, "--text")
     intake_changes = None
@@ -733,9 +980,29 @@ def case_inform(ctx: click.Context, ref: str, information: str | None, send: boo
         if fixed:
             raise BadInput("--changes", f"{one_line(fixed[0])[:40]} cannot be changed after intake "
                            f"(allowed: {', '.join(sorted(SUPPLEMENTABLE))})")
-    actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.add_further_information,
-             InformationInput(actor, text, send, intake_changes), as_json)
+    if send and send_to:
+        raise BadInput("--send", "give either --send (every action sent so far) or --send-to")
+    for action in send_to:
+        choice(action, ACTIONS, "--send-to")
+    env = env_of(ctx)
+    arg = InformationInput(env.actor(), text, send, intake_changes,
+                           list(dict.fromkeys(send_to)) if send_to else None)
+
+    async def inform() -> dict[str, Any]:
+        if send_to:
+            status = await _running_status(env, ref)
+            if not status.get("tracked"):
+                raise BadInput("--send-to", "this case was opened before per-action tracks: use "
+                               "--send for every earlier recipient")
+            informable = informable_actions(status)
+            for action in arg.send_to or []:
+                if action not in informable:
+                    raise BadInput("--send-to", f"{action} has no earlier recipient who may be "
+                                   "informed (" + (", ".join(sorted(informable)) or "none has") + ")")
+        return await _decide(env, ref, WF.add_further_information, arg)
+
+    decided(run(inform()), as_json)
+
 
 
 @case.command("checkin")
@@ -747,12 +1014,12 @@ def case_inform(ctx: click.Context, ref: str, information: str | None, send: boo
 @click.pass_context
 def case_checkin(ctx: click.Context, ref: str, summary: str | None, reprisals: bool, as_json: bool) -> None:
     """Record a check-in with the defenders."""
-    from workflows.case import CaseWorkflow
     from workflows.inputs import CheckinInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     text = text_option(summary, "--summary")
     actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.record_checkin, CheckinInput(actor, text, reprisals), as_json)
+    decision(ctx, ref, WF.record_checkin, CheckinInput(actor, text, reprisals), as_json)
 
 
 @case.command("close")
@@ -764,14 +1031,160 @@ def case_checkin(ctx: click.Context, ref: str, summary: str | None, reprisals: b
 @click.pass_context
 def case_close(ctx: click.Context, ref: str, outcome: str | None, summary: str, as_json: bool) -> None:
     """Close a case with an outcome."""
-    from workflows.case import CaseWorkflow
     from workflows.inputs import CloseInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     if not outcome:
         raise BadInput("--outcome", "is required")
     choice(outcome, Outcome, "--outcome")
     actor = env_of(ctx).actor()
-    decision(ctx, ref, CaseWorkflow.close, CloseInput(actor, outcome, summary), as_json)
+    decision(ctx, ref, WF.close, CloseInput(actor, outcome, summary), as_json)
+
+
+# ============================================================================ emergency funds
+def _stored_case(env: Env, ref: str) -> Any:
+    from store.app import CaseNotFound
+    try:
+        return env.store.get(ref)
+    except (CaseNotFound, InvalidInput):
+        raise NotFound(f"case {one_line(ref)[:60]} not found") from None
+
+
+def _fund_directory() -> list[Any]:
+    from activities.directories import DirectoryFileError, load_fund_directory
+    try:
+        return load_fund_directory()
+    except DirectoryFileError as exc:
+        raise CliError(f"fund directory: {one_line(str(exc))}") from None
+
+
+def _known_funds(funds: Iterable[str], field: str) -> list[Any]:
+    directory = _fund_directory()
+    found = []
+    for fund_id in funds:
+        fund = find_fund(directory, fund_id)
+        if fund is None:
+            raise BadInput(field, f"{one_line(fund_id)[:40]} is not in the fund directory "
+                           f"({', '.join(f.id for f in directory)})")
+        found.append(fund)
+    return found
+
+
+@case.command("funds")
+@click.argument("ref", metavar="REF")
+@as_option
+@json_option
+@click.pass_context
+def case_funds(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """The emergency funds for a case: those suggested (best first) with why each fits, and those
+    excluded with why not. Choose with `appeals case choose-funds`."""
+    env = env_of(ctx)
+    stored = _stored_case(env, ref)
+    advice = fund_advice(stored, _fund_directory(), env.settings, datetime.now(UTC).date())
+    if as_json:
+        emit_json(advice)
+        return
+    request = (f"EUR {advice['amount_eur']:,} for {advice['purpose'] or 'no stated purpose'}"
+               if isinstance(advice["amount_eur"], int) else "no fund request in the intake")
+    step = f"; track step {advice['step']}" if advice["step"] else ""
+    asked = "" if advice["requested"] else " (emergency_fund is not a proposed action)"
+    click.echo(clean(f"{ref}: {request}{step}{asked}"))
+    if advice["chosen"]:
+        click.echo("chosen:")
+        table([[f"  {c['fund_id']}", c["state"], c["channel"], c["form_url"]]
+               for c in advice["chosen"]], ["  fund", "state", "channel", "form"])
+    click.echo("suggested, best first:" + ("" if advice["suggested"] else " none"))
+    if advice["suggested"]:
+        table([[f"  {s['fund_id']}", s["channel"], "; ".join(s["reasons"])]
+               for s in advice["suggested"]], ["  fund", "channel", "why it fits"])
+        checks = [[f"  {s['fund_id']}", w] for s in advice["suggested"] for w in s["warnings"]]
+        if checks:
+            click.echo("check before applying:")
+            table(checks, ["  fund", "check"])
+    click.echo("excluded:" + ("" if advice["excluded"] else " none"))
+    if advice["excluded"]:
+        table([[f"  {e['fund_id']}", "; ".join(e["reasons"])] for e in advice["excluded"]],
+              ["  fund", "why not"])
+
+
+@case.command("choose-funds")
+@click.argument("ref", metavar="REF")
+@click.argument("funds", metavar="FUND...", nargs=-1, required=True)
+@click.option("--reason", default="", help="Why these funds (recorded).")
+@as_option
+@json_option
+@click.pass_context
+def case_choose_funds(ctx: click.Context, ref: str, funds: tuple[str, ...], reason: str,
+                      as_json: bool) -> None:
+    """Choose the emergency fund(s) to apply to, among those `appeals case funds` suggests.
+
+    A fund that takes e-mail gets the application from the system; for a fund that takes web
+    forms, print the text with `appeals case fund-application` and record the submission with
+    `appeals case fund-submitted`."""
+    from workflows.inputs import FundChoiceInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
+
+    _known_funds(funds, "FUND")
+    actor = env_of(ctx).actor()
+    decision(ctx, ref, WF.choose_funds, FundChoiceInput(actor, list(funds), reason), as_json)
+
+
+@case.command("fund-submitted")
+@click.argument("ref", metavar="REF")
+@click.argument("fund", metavar="FUND")
+@click.option("--note", default="", help="A note on the submission (e.g. the fund's receipt number).")
+@as_option
+@json_option
+@click.pass_context
+def case_fund_submitted(ctx: click.Context, ref: str, fund: str, note: str, as_json: bool) -> None:
+    """Record that staff submitted the application through FUND's own web form."""
+    from workflows.inputs import FundSubmissionInput
+    from workflows.tracks import TrackedCaseWorkflow as WF
+
+    _known_funds([fund], "FUND")
+    actor = env_of(ctx).actor()
+    decision(ctx, ref, WF.record_fund_submission, FundSubmissionInput(actor, fund, note), as_json)
+
+
+@case.command("fund-application")
+@click.argument("ref", metavar="REF")
+@click.argument("fund", metavar="FUND")
+@json_option
+@click.pass_context
+def case_fund_application(ctx: click.Context, ref: str, fund: str, as_json: bool) -> None:
+    """Print the application prepared for FUND, a fund chosen for the case: the text to paste
+    into the fund's web form."""
+    from activities.messages import MessageError
+
+    found = _known_funds([fund], "FUND")[0]
+    stored = _stored_case(env_of(ctx), ref)
+    state = dict(_chosen(stored)).get(fund)
+    if state not in CHOSEN_STATES:
+        raise Rejected(f"Fund {fund} is not chosen for {ref}; choose it first with "
+                       "`appeals case choose-funds`.")
+    try:
+        composed = fund_application(stored, found)
+    except MessageError as exc:
+        raise Rejected(one_line(str(exc))) from None
+    where = (f"the fund's web form at {found.form_url}" if found.form_url
+             else f"{found.address} (the system sends it)")
+    if as_json:
+        emit_json({"reference": ref, "fund_id": found.id, "name": found.name, "state": state,
+                   "channel": found.channel.value, "form_url": found.form_url,
+                   "address": found.address, "subject": composed.subject, "text": composed.text})
+        return
+    click.echo(clean(f"Fund: {found.name} ({found.id}, {state})"))
+    click.echo(clean(f"Apply through: {where}"))
+    click.echo(clean(f"Subject: {composed.subject}"))
+    click.echo("")
+    click.echo(_BODY_CONTROL.sub("?", composed.text.replace("\r\n", "\n")).rstrip("\n"))
+
+
+def _chosen(stored: Any) -> dict[str, str]:
+    if getattr(stored, "tracks", None) is None:
+        raise Rejected("This case was opened before per-action tracks; its fund application is "
+                       "chosen and sent by the system.")
+    return chosen_funds(stored)
 
 
 @case.command("list")
@@ -831,7 +1244,7 @@ def case_show(ctx: click.Context, ref: str, as_json: bool) -> None:
 async def _show(env: Env, ref: str) -> dict[str, Any]:
     from temporalio.client import WorkflowExecutionStatus
 
-    from workflows.case import CaseWorkflow
+    from workflows.tracks import TrackedCaseWorkflow as WF
 
     settings = env.settings
     client = await env.client()
@@ -846,7 +1259,7 @@ async def _show(env: Env, ref: str) -> dict[str, Any]:
             raise
         description = None
     if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
-        result: dict[str, Any] = await answered(settings, handle.query(CaseWorkflow.status))
+        result: dict[str, Any] = await answered(settings, handle.query(WF.status))
         return result
     # Closed (or its history is gone): the store has the case's last state.
     from store.app import CaseNotFound
@@ -869,6 +1282,9 @@ def trail_summary(details: dict[str, Any]) -> str:
     verification = details.get("verification")
     if isinstance(verification, dict) and verification.get("verdict"):
         parts.append(f"verdict={verification['verdict']}")
+    funds = details.get("funds")
+    if isinstance(funds, dict) and funds:  # fund ids from the directory: codes
+        parts.append("funds=" + ",".join(str(f) for f in funds))
     for key in SUMMARY_KEYS:
         value = details.get(key)
         if value is None or value == "" or isinstance(value, dict | list):

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from cli.casework import signing_client
 from stack.main import dev_server_command, installed
 from store.app import CaseStore
 from tests.smtp_sink import SmtpSink
@@ -97,7 +98,8 @@ def short_history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
 
 @dataclass
 class Stack:
-    """One test's stack on the shared dev server: settings, client, store, sink, worker process."""
+    """One test's stack on the shared dev server: settings, client, store, sink, worker process.
+    `client` signs each opening and decision as the person the input names (desk.signing)."""
 
     settings: Settings
     env: dict[str, str]
@@ -105,6 +107,7 @@ class Stack:
     store: CaseStore
     sink: SmtpSink
     home: Path
+    plain: Client  # the same connection, unsigned: what a door (which signs itself) is given
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
@@ -152,8 +155,12 @@ async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink,
     settings = load_settings(**overrides)
     store = CaseStore(settings.database_url, settings.event_store_cipher_key())
     add_users(store)
-    client = await Client.connect(settings.temporal_address, data_converter=data_converter(settings))
-    s = Stack(settings, env, client, store, sink, tmp_path)
+    plain = await Client.connect(settings.temporal_address, data_converter=data_converter(settings))
+    # The test drives workflows as the person each input names, signed with the stack's decision
+    # key as a door signs for the person it signed in; the doors under test get `plain`.
+    client = signing_client(plain, settings.decision_signing_key(),
+                            lambda arg: (arg.actor, sorted(store.user_roles(arg.actor))))
+    s = Stack(settings, env, client, store, sink, tmp_path, plain)
     try:
         yield s
     finally:

@@ -23,8 +23,12 @@ from typing import Any
 
 import pytest
 
+from activities.directories import load_fund_directory
 from tests.dev_stack import ROOT, Stack, free_port
+from tests.factories import intake, verification
 from tests.workflow_env import settle
+from workflows.case import CaseWorkflow
+from workflows.inputs import CaseStart
 
 EXAMPLES = ROOT / "examples"
 REFERENCE = re.compile(r"^UA-\d{4}-\d{4}$")
@@ -60,73 +64,151 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
 
 
 # =================================================================================== a full case
-async def test_a_full_case_through_the_command_line(stack: Stack) -> None:
+RELATIVE = ("--given-by", "relative", "--relationship", "sister", "--channel", "phone")
+
+
+async def test_a_full_case_through_the_command_line(stack: Stack, tmp_path: Path) -> None:
     stack.start_worker()
     ref = ok(appeals(stack, "case", "open", str(EXAMPLES / "intake.json"))).strip()
     assert REFERENCE.match(ref), ref
     # The number is the next free one: other tests on the shared dev server may hold lower ones.
     assert [c["reference"] for c in stack.store.list_cases()] == [ref]
     handle = stack.client.get_workflow_handle(ref)
+    assert (await handle.describe()).workflow_type == "UrgentCaseTracks"
 
     status = as_json(appeals(stack, "case", "show", ref, "--json"))
-    assert status["stage"] == "verification" and status["urgency"] == "high"
+    assert status["stage"] == "verification" and status["urgency"] == "high" and status["tracked"]
+    assert status["represented"] == [True]  # the journalist is held incommunicado
     assert "stage verification" in ok(appeals(stack, "case", "show", ref))
 
     out = ok(appeals(stack, "case", "verify", ref, str(EXAMPLES / "verification.json")))
     assert out.startswith(f"{ref}: stage consent; pending: grant_or_refuse_consent")
-    ok(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", "--naming", "initials_only",
-               "--conditions", "Initials only <b>in any</b> public report."))
-    ok(appeals(stack, "case", "consent", ref, "mfa", "--grant"))
-    status = as_json(appeals(stack, "case", "consent", ref, "eu_delegation", "--grant", "--json"))
-    assert status["stage"] == "clearance"
-    assert {p.get("action") for p in status["pending"] if p["decision"] == "record_clearance"} == {
-        "rapporteur", "mfa", "eu_delegation"}
+    # Consent per action, with who gave it for each defender: she cannot consent personally.
+    assert fails(appeals(stack, "case", "consent", ref, "rapporteur", "--grant"), 2).startswith(
+        "--given-by: who consented? defender, relative, lawyer")
+    assert fails(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", "--given-by",
+                         "defender", "--channel", "phone"), 2).startswith(
+        "consents[0].given_by: defender 0 is disappeared or held incommunicado")
+    assert fails(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", "--given-by",
+                         "relative", "--channel", "phone"), 2) == (
+        "--relationship: is required when a relative consents (e.g. sister, their lawyer)")
+    assert fails(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", *RELATIVE,
+                         "--given-at", "2026-11-03T09:30"), 2).startswith("--given-at: needs a time zone")
+    ok(appeals(stack, "case", "consent", ref, "rapporteur", "--grant", *RELATIVE, "--naming",
+               "initials_only", "--conditions", "Initials only <b>in any</b> public report."))
+    # The detailed form: one record per defender from a file, each person's naming on its own.
+    records = tmp_path / "consents.yaml"
+    records.write_text("- defender: 0\n  given_by: lawyer\n  relationship: her lawyer\n"
+                       "  channel: in_person\n  given_at: '2026-11-03T09:30:00+03:00'\n")
+    assert fails(appeals(stack, "case", "consent", ref, "mfa", "--grant", "--consents", str(records),
+                         "--channel", "phone"), 2) == "--channel: give it in the --consents file instead"
+    assert fails(appeals(stack, "case", "consent", ref, "mfa", "--grant", "--publicity", "zero"),
+                 2).startswith("--publicity: write N=NAMING")
+    ok(appeals(stack, "case", "consent", ref, "mfa", "--grant", "--consents", str(records),
+               "--naming", "full_names", "--publicity", "0=initials_only"))
+    ok(appeals(stack, "case", "consent", ref, "emergency_fund", "--grant", *RELATIVE))
+    status = as_json(appeals(stack, "case", "consent", ref, "eu_delegation", "--refuse", "--reason",
+                             "The grantee fears publicity", "--json"))
+    tracks = status["tracks"]
+    assert tracks["eu_delegation"]["step"] == "ended" and tracks["eu_delegation"]["ended"] == "refused"
+    assert tracks["rapporteur"]["step"] == tracks["mfa"]["step"] == "clearance"
+    assert tracks["emergency_fund"]["step"] == "fund_choice"  # not held back by the clearances
+    stored = stack.store.get(ref)
+    assert stored.consent_givers("mfa") == [{
+        "defender": 0, "given_by": "lawyer", "relationship": "her lawyer", "channel": "in_person",
+        "given_at": "2026-11-03T09:30:00+03:00"}]
+    assert [r["given_by"] for r in stored.consent_givers("rapporteur")] == ["relative"]
+    assert stored.publicity_of(0) == "initials_only"
+
+    # The emergency funds: suggested with why, excluded with why not (EU-backed: EU refused).
+    advice = as_json(appeals(stack, "case", "funds", ref, "--json"))
+    suggested = {s["fund_id"]: s for s in advice["suggested"]}
+    excluded = {e["fund_id"]: e["reasons"] for e in advice["excluded"]}
+    assert {"solidarity", "protection_grant"} <= set(suggested)
+    assert "funds family support" in suggested["protection_grant"]["reasons"]
+    assert "the grantee refused EU involvement" in excluded["eu_defenders_mechanism"]
+    assert excluded["freedom_house_eap"] == ["the fund is closed"]
+    table = ok(appeals(stack, "case", "funds", ref))
+    assert "EUR 2,500 for family_support; track step fund_choice" in table
+    listed = table.split("excluded:", 1)[1]
+    assert "eu_defenders_mechanism" in listed and "the grantee refused EU involvement" in listed
+    assert "Amara" not in table  # codes and reasons only
+    # One fund per purpose, from the directory; the prepared text only once it is chosen.
+    assert fails(appeals(stack, "case", "choose-funds", ref, "nosuch"), 2).startswith(
+        "FUND: nosuch is not in the fund directory")
+    assert "Only one fund may be chosen" in fails(
+        appeals(stack, "case", "choose-funds", ref, "solidarity", "protection_grant"), 4)
+    assert fails(appeals(stack, "case", "fund-application", ref, "protection_grant"), 4) == (
+        f"Fund protection_grant is not chosen for {ref}; choose it first with "
+        "`appeals case choose-funds`.")
+    status = as_json(appeals(stack, "case", "choose-funds", ref, "protection_grant", "--reason",
+                             "Covers family support", "--json"))
+    assert status["tracks"]["emergency_fund"]["funds"] == {"protection_grant": "to_submit"}
+    assert any(p["decision"] == "record_fund_submission" and p["fund"] == "protection_grant"
+               for p in status["pending"])
+    application = ok(appeals(stack, "case", "fund-application", ref, "protection_grant"))
+    assert "Apply through: the fund's web form at https://" in application
+    assert "EUR 2,500" in application and "family support" in application
+    ok(appeals(stack, "case", "fund-submitted", ref, "protection_grant", "--note", "receipt 4711"))
 
     # The ministry liaison sees the case in their inbox; olga (the verifier) may not clear it.
     mine = as_json(appeals(stack, "case", "list", "--mine", "--json", user="lina"))
     assert [r["reference"] for r in mine] == [ref]
     assert "cannot also clear it" in fails(appeals(stack, "case", "clear", ref, "mfa", "--grant",
                                                    user="olga"), 4)
-    for action in ("rapporteur", "mfa", "eu_delegation"):
+    for action in ("rapporteur", "mfa"):
         ok(appeals(stack, "case", "clear", ref, action, "--grant", "--reason", "cleared", user="lina"))
 
-    # The rapporteur's submission is held until the domestic steps are known; the others go.
-    status = await settle(handle, lambda s: bool(s["held"]) and all(
-        s["actions"][a]["dispatch"] == "sent" for a in ("mfa", "eu_delegation")), "held rapporteur")
-    assert status["held"] == {"rapporteur": ["domestic_steps"]}
+    # The OHCHR letter is held until the grantee's contact person is known; the MFA brief goes.
+    status = await settle(handle, lambda s: bool(s["held"]) and s["tracks"]["mfa"]["dispatch"] == "sent",
+                          "held rapporteur")
+    assert status["held"] == {"rapporteur": ["organisation.contact_name"]}
     shown = ok(appeals(stack, "case", "show", ref))
-    assert "add_further_information rapporteur (case_officer) missing domestic_steps" in shown
+    assert "add_further_information rapporteur (case_officer) missing organisation.contact_name" in shown
+    assert "held: missing organisation.contact_name" in shown and "funds: protection_grant submitted" in shown
+    assert re.search(r"stage dispatch \(dispatch: 1, follow-up: 2, ended: 1\)", shown), shown
     ok(appeals(stack, "case", "inform", ref, "--text", "The lawyer filed for habeas corpus.",
                "--changes", str(EXAMPLES / "changes.json")))
-    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    status = await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
 
+    ohchr = status["tracks"]["rapporteur"]["recipients"][0]
+    ok(appeals(stack, "case", "respond", ref, "rapporteur", "--recipient", ohchr, "--summary",
+               "OHCHR acknowledged receipt."))
+    assert fails(appeals(stack, "case", "respond", ref, "mfa", "--recipient", "nobody@example.org",
+                         "--summary", "x"), 4) == "recipient: is not one of the recipients of mfa"
     ok(appeals(stack, "case", "respond", ref, "mfa", "--summary", "The desk raised it with the embassy."))
-    status = as_json(appeals(stack, "case", "show", ref, "--json"))
-    later = (datetime.fromisoformat(status["deadline"]) + timedelta(days=3)).isoformat()
-    out = ok(appeals(stack, "case", "extend", ref, "--until", later, "--reason", "Hearing moved.",
-                     user="hana"))
+    assert fails(appeals(stack, "case", "extend", ref, "--until", "2030-01-01T10:00:00Z", "--reason",
+                         "x", user="hana"), 2).startswith("--action: the case is past its verification")
+    later = (datetime.fromisoformat(status["tracks"]["mfa"]["deadline"]) + timedelta(days=3)).isoformat()
+    out = ok(appeals(stack, "case", "extend", ref, "--action", "mfa", "--until", later, "--reason",
+                     "Hearing moved.", user="hana"))
     assert "stage follow_up" in out
-    ok(appeals(stack, "case", "inform", ref, "--send", "--text", "She was released on bail."))
+    # Further information to the recipients of chosen actions only; the fund took a web form.
+    assert fails(appeals(stack, "case", "inform", ref, "--text", "x", "--send-to", "emergency_fund"),
+                 2) == ("--send-to: emergency_fund has no earlier recipient who may be informed "
+                        "(mfa, rapporteur)")
+    ok(appeals(stack, "case", "inform", ref, "--send-to", "mfa", "--text", "She was released on bail."))
     ok(appeals(stack, "case", "checkin", ref, "--summary", "Safe at home; no reprisals."))
     out = ok(appeals(stack, "case", "close", ref, "--outcome", "resolved", "--summary", "Released."))
     assert out.strip() == f"{ref}: stage closed; pending: nothing"
     assert await handle.result() == "resolved"
 
     # A closed case can be read (from the store now) but not changed.
-    assert as_json(appeals(stack, "case", "show", ref, "--json"))["stage"] == "closed"
+    closed = as_json(appeals(stack, "case", "show", ref, "--json"))
+    assert closed["stage"] == "closed" and closed["tracks"]["mfa"]["ended"] == "closed"
     assert "closed" in fails(appeals(stack, "case", "checkin", ref, "--summary", "again"), 4)
-    listed = as_json(appeals(stack, "case", "list", "--stage", "closed", "--json"))
-    assert [r["reference"] for r in listed] == [ref]
+    listed_cases = as_json(appeals(stack, "case", "list", "--stage", "closed", "--json"))
+    assert [r["reference"] for r in listed_cases] == [ref]
     assert as_json(appeals(stack, "case", "list", "--stage", "consent", "--json")) == []
 
-    # The sink received each appeal once, the held notice and the further information.
+    # The sink received each appeal once (none for the refused EU delegation, none for the fund
+    # that takes web forms), the held notice and the further information to the MFA only.
     kinds: dict[str, list[Message]] = {}
     for _, _, message in stack.sink.messages:
         kinds.setdefault(str(message["X-Appeal-Kind"]), []).append(message)
-    assert sorted(str(m["X-Appeal-Action"]) for m in kinds["appeal"]) == ["eu_delegation", "mfa",
-                                                                         "rapporteur"]
+    assert sorted(str(m["X-Appeal-Action"]) for m in kinds["appeal"]) == ["mfa", "rapporteur"]
     assert len(kinds["dispatch-held"]) == 1
-    assert len(kinds["further_information"]) == 3
+    assert [str(m["X-Appeal-Action"]) for m in kinds["further_information"]] == ["mfa"]
 
     # The audit trail: table, JSON, CSV, HTML; verified and cross-checked against Temporal.
     trail = stack.store.trail(ref)
@@ -135,12 +217,13 @@ async def test_a_full_case_through_the_command_line(stack: Stack) -> None:
                           for m in kinds[k]}
     table = ok(appeals(stack, "audit", ref, user="aldo"))
     assert "ConsentGranted" in table and "action=rapporteur" in table and "outcome=resolved" in table
+    assert "funds=protection_grant" in table and "fund=protection_grant" in table
     assert "Amara" not in table and "Plainclothes" not in table  # the summary holds codes only
     report = ok(appeals(stack, "audit", ref, "--verify"))
     assert report.splitlines()[-1] == "OK"
-    assert "audit chain verified" in report and "agree (13 decisions" in report
+    assert "audit chain verified" in report and "agree (16 decisions" in report
     verified = as_json(appeals(stack, "audit", ref, "--verify", "--format", "json"))
-    assert verified["ok"] and verified["history"]["decisions"] == 13
+    assert verified["ok"] and verified["history"]["decisions"] == 16
 
     entries = as_json(appeals(stack, "audit", ref, "--format", "json"))["entries"]
     assert [e["event"] for e in entries] == [e.event for e in trail]
@@ -152,6 +235,35 @@ async def test_a_full_case_through_the_command_line(stack: Stack) -> None:
     cells.feed(page)
     assert cells.rows[0][:5] == ["version", "time (UTC)", "actor", "event", "summary"]
     assert [r[3] for r in cells.rows[1:]] == [e.event for e in trail]
+
+
+async def test_case_funds_lists_excluded_funds_with_their_reasons(stack: Stack, tmp_path: Path) -> None:
+    """Before the verification: the intake's refusal of the EU delegation excludes EU-backed funds,
+    an unverified threat has no established link to the rights work, and every fund says why not."""
+    stack.start_worker()
+    data = json.loads((EXAMPLES / "intake.json").read_text())
+    data.update(requested_actions=["mfa", "emergency_fund"], refused_actions=["eu_delegation"],
+                eu_grant=None, fund_request={"amount_eur": 4000, "purpose": "legal_fees",
+                                             "costs_already_incurred": True, "in_exile": False})
+    path = tmp_path / "intake.json"
+    path.write_text(json.dumps(data))
+    ref = ok(appeals(stack, "case", "open", str(path))).strip()
+    advice = as_json(appeals(stack, "case", "funds", ref, "--json"))
+    assert advice["step"] == "consent" and advice["purpose"] == "legal_fees"
+    excluded = {e["fund_id"]: e["reasons"] for e in advice["excluded"]}
+    assert excluded["eu_defenders_mechanism"][0] == "the grantee refused EU involvement"
+    assert "does not pay costs already incurred" in excluded["protection_grant"]
+    assert "only for LGBTI defenders" in excluded["lgbti_defenders"]
+    assert "needs a causal link between the danger and the person's rights work" in (
+        excluded["solidarity"])
+    assert advice["suggested"] == []
+    assert set(excluded) == {f.id for f in load_fund_directory()}  # the whole directory, with why
+    text = ok(appeals(stack, "case", "funds", ref))
+    assert "suggested, best first: none" in text
+    rows = text.split("excluded:", 1)[1].splitlines()
+    assert any(r.split()[0] == "protection_grant" and "does not pay costs already incurred" in r
+               for r in rows if r.strip())
+    assert fails(appeals(stack, "case", "funds", "UA-2026-9999"), 3) == "case UA-2026-9999 not found"
 
 
 class _TableCells(HTMLParser):
@@ -174,6 +286,40 @@ class _TableCells(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._cell.append(data)
+
+
+async def test_a_case_opened_before_tracks_takes_the_same_commands(stack: Stack) -> None:
+    """A case of the older workflow type (UrgentCase) keeps working: the same decisions by name,
+    one naming choice for everyone, and the per-action options refused rather than ignored."""
+    stack.start_worker()
+    ref = "UA-2026-OLD1"
+    handle = await stack.client.start_workflow(CaseWorkflow.run, CaseStart(ref, intake(), "olga"),
+                                               id=ref, task_queue=stack.settings.task_queue)
+    await settle(handle, lambda s: s["stage"] == "verification", "opened")
+    path = stack.home / "verification.json"
+    path.write_text(json.dumps(verification()))
+    ok(appeals(stack, "case", "verify", ref, str(path)))
+    assert fails(appeals(stack, "case", "consent", ref, "mfa", "--grant", *RELATIVE), 2) == (
+        "--given-by: this case was opened before per-person consent records; use --naming for "
+        "everyone")
+    for action in ("rapporteur", "mfa", "eu_delegation"):
+        ok(appeals(stack, "case", "consent", ref, action, "--grant", "--naming", "initials_only"))
+    for action in ("rapporteur", "mfa", "eu_delegation"):
+        ok(appeals(stack, "case", "clear", ref, action, "--grant", user="lina"))
+    await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+    shown = ok(appeals(stack, "case", "show", ref))
+    assert "stage follow_up" in shown and "actions:" in shown and "tracks:" not in shown
+    assert fails(appeals(stack, "case", "extend", ref, "--action", "mfa", "--until",
+                         "2030-01-01T10:00:00Z", "--reason", "x", user="hana"), 2).startswith(
+        "--action: this case was opened before per-action tracks")
+    assert fails(appeals(stack, "case", "inform", ref, "--text", "x", "--send-to", "mfa"), 2).startswith(
+        "--send-to: this case was opened before per-action tracks")
+    assert fails(appeals(stack, "case", "choose-funds", ref, "solidarity"), 4) == (
+        "This case was opened before per-action tracks; it does not take choose_funds.")
+    ok(appeals(stack, "case", "inform", ref, "--send", "--text", "She was released on bail."))
+    ok(appeals(stack, "case", "close", ref, "--outcome", "resolved"))
+    assert await handle.result() == "resolved"
+    assert ok(appeals(stack, "audit", ref, "--verify")).splitlines()[-1] == "OK"
 
 
 # ==================================================================================== exit codes
@@ -208,8 +354,8 @@ async def test_each_exit_code(stack: Stack, tmp_path: Path) -> None:
     # 4: rejected by the workflow, with its message; nothing recorded.
     before = len(stack.store.trail("UA-2026-CLI7"))
     assert fails(appeals(stack, "case", "clear", "UA-2026-CLI7", "mfa", "--grant", user="lina"), 4) == (
-        "This case is at the verification stage; a clearance decision can only be recorded at the "
-        "clearance stage.")
+        "This case is not verified yet; a clearance decision can only be recorded after the "
+        "verification.")
     assert fails(appeals(stack, "case", "checkin", "UA-2026-CLI7", "--summary", "x", user="lina"), 4)
     assert len(stack.store.trail("UA-2026-CLI7")) == before
     # 5: Temporal (or the event store) not reachable.

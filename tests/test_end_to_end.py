@@ -12,10 +12,10 @@ from temporalio.client import WorkflowHandle
 
 from store.app import verifier_without_key
 from tests.dev_stack import HISTORIES, Stack
-from tests.factories import DEFENDER_NAME, INCIDENT_TEXT, intake, verification
+from tests.factories import DEFENDER_NAME, INCIDENT_TEXT, T0, intake, verification
 from tests.workflow_env import settle
-from workflows.case import CaseWorkflow
-from workflows.inputs import CaseStart, ClearanceInput, CloseInput, ConsentInput, VerificationInput
+from workflows.inputs import ClearanceInput, CloseInput, ConsentInput, TracksStart, VerificationInput
+from workflows.tracks import TrackedCaseWorkflow as CaseWorkflow
 
 # The store event each kind of decision records.
 DECISION_EVENTS = {"record_verification": "VerificationRecorded", "grant_consent": "ConsentGranted",
@@ -23,15 +23,23 @@ DECISION_EVENTS = {"record_verification": "VerificationRecorded", "grant_consent
                    "close": "Closed"}
 
 
+# The defender consented personally, by secure message, the day before the case was opened, and
+# agreed to be named in full (each message names each person as that person chose).
+CONSENTS = [{"defender": 0, "given_by": "defender", "relationship": "", "channel": "secure_message",
+             "given_at": T0.isoformat()}]
+
+
 async def run_to_dispatch(stack: Stack, ref: str) -> WorkflowHandle[Any, Any]:
+    """A case with per-action tracks (the workflow type every new case runs), up to its dispatch."""
     handle = await stack.client.start_workflow(
-        CaseWorkflow.run, CaseStart(ref, intake(), "olga"), id=ref,
+        CaseWorkflow.run, TracksStart(ref, intake(), "olga"), id=ref,
         task_queue=stack.settings.task_queue)
     await settle(handle, lambda s: s["stage"] == "verification", "opened")
     await handle.execute_update(CaseWorkflow.record_verification,
                                 VerificationInput("olga", verification()))
     for action in ("rapporteur", "mfa", "eu_delegation"):
-        await handle.execute_update(CaseWorkflow.grant_consent, ConsentInput("olga", action, ""))
+        await handle.execute_update(CaseWorkflow.grant_consent, ConsentInput(
+            "olga", action, "", consents=CONSENTS, publicity={"0": "full_names"}))
     for action in ("rapporteur", "mfa", "eu_delegation"):
         await handle.execute_update(CaseWorkflow.record_clearance,
                                     ClearanceInput("lina", action, True, "cleared"))
@@ -42,7 +50,8 @@ def record_history(name: str, history_json: str) -> None:
     """With APPEALS_RECORD_HISTORIES=1, keep this run's history as a replay fixture."""
     if os.environ.get("APPEALS_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(history_json)
+        # tracks_*: histories of the UrgentCaseTracks type, beside those of the older UrgentCase.
+        (HISTORIES / f"tracks_{name}.json").write_text(history_json)
 
 
 async def test_a_case_end_to_end(stack: Stack) -> None:

@@ -119,9 +119,13 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     kept = {m["Message-ID"] for m in outbox}
     store = CaseStore(settings.database_url, settings.event_store_cipher_key())
     try:
-        sent = {e.details["message_id"] for e in store.trail(first) if e.event == "MessageDispatched"}
+        trail = store.trail(first)
     finally:
         store.close()
+    sent = {e.details["message_id"] for e in trail if e.event == "MessageDispatched"}
+    # The walkthrough's case went through every step of a per-action case.
+    assert {"ConsentRefused", "FundsChosen", "FundApplicationSubmitted", "DispatchHeld"} <= {
+        e.event for e in trail}
     assert sent and sent <= kept
     listed = json.loads(embedded.appeals("outbox", "list", "--json").stdout)
     assert {m["message_id"] for m in listed} >= sent
@@ -130,7 +134,9 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     # A second case waits for consent while the stack is stopped and started again.
     second = tmp_path / "second.json"
     intake = json.loads((ROOT / "examples" / "intake.json").read_text())
-    intake["domestic_steps"] = "Appeal against detention filed."
+    intake["organisation"]["contact_name"] = "Wanjiru Example"
+    intake.update(requested_actions=["rapporteur", "mfa"], refused_actions=["eu_delegation"],
+                  eu_grant=None)
     second.write_text(json.dumps({**intake, "reference": "UA-2026-0002"}))
     embedded.appeals("case", "open", str(second))
     embedded.appeals("case", "verify", "UA-2026-0002", str(ROOT / "examples" / "verification.json"))
@@ -139,7 +145,8 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     embedded.start()
     assert embedded.stage("UA-2026-0002") == "consent"
     for action in intake["requested_actions"]:
-        embedded.appeals("case", "consent", "UA-2026-0002", action, "--grant")
+        embedded.appeals("case", "consent", "UA-2026-0002", action, "--grant", "--given-by", "lawyer",
+                         "--relationship", "her lawyer", "--channel", "in_person")
     for action in intake["requested_actions"]:
         embedded.appeals("case", "clear", "UA-2026-0002", action, "--grant", user="lina")
     embedded.wait_for_stage("UA-2026-0002", "follow_up")

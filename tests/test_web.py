@@ -25,7 +25,8 @@ from tests.workflow_env import USERS, settle
 from web import build_app, enable_totp, set_password
 from web.auth import ThrottlePolicy
 from workflows.case import CaseWorkflow
-from workflows.inputs import CaseStart
+from workflows.inputs import CaseStart, TracksStart
+from workflows.tracks import TrackedCaseWorkflow as WF
 
 PASSWORD = "correct horse battery staple"
 SESSION_KEY = "test-session-key-0123456789abcdef0123456789"
@@ -103,6 +104,7 @@ def verification_form() -> dict[str, str]:
     data = {f"threat_questions.{k}": q for k, q in v["threat_questions"].items()}
     data.update({k: str(v[k]) for k in ("vulnerabilities", "capacities", "probability", "impact", "verdict",
                                         "verifying_source", "do_no_harm")})
+    data["public_action_advised"] = "yes" if v["public_action_advised"] else "no"
     return data
 
 
@@ -111,16 +113,26 @@ async def web(stack: Stack, tmp_path: Path) -> AsyncIterator[Web]:
     set_passwords(stack)
     clock = Clock()
     outbox = tmp_path / "outbox"
-    app = build_app(stack.settings, stack.client, stack.store, session_key=SESSION_KEY, outbox=outbox,
+    app = build_app(stack.settings, stack.plain, stack.store, session_key=SESSION_KEY, outbox=outbox,
                     clock=clock, throttle=ThrottlePolicy(free_attempts=5, base_seconds=30))
     yield Web(stack, app, clock, outbox)
 
 
-async def open_case(w: Web) -> str:
+def consent_form(action: str, answer: str = "grant", given_by: str = "defender", relationship: str = "",
+                 channel: str = "phone", naming: str = "initials_only") -> dict[str, str]:
+    """The consent form for one action, with one consent record for the (one) defender."""
+    return {"action": action, "answer": answer, "text": "", "consents[0].given_by": given_by,
+            "consents[0].relationship": relationship, "consents[0].channel": channel,
+            "consents[0].given_at": (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"),
+            "publicity.0": naming}
+
+
+async def open_case(w: Web, **changes: Any) -> str:
     """A case at the verification stage, opened through the workflow as the form does."""
     ref = f"UA-2026-W{uuid.uuid4().hex[:6].upper()}"
     handle = await w.stack.client.start_workflow(
-        CaseWorkflow.run, CaseStart(ref, intake(), "olga"), id=ref, task_queue=w.stack.settings.task_queue)
+        WF.run, TracksStart(ref, intake(**changes), "olga"), id=ref,
+        task_queue=w.stack.settings.task_queue)
     await settle(handle, lambda s: s["stage"] == "verification", "opened")
     return ref
 
@@ -160,7 +172,7 @@ async def test_security_headers_and_cookie_flags(web: Web) -> None:
         cookie = response.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
     production = web.stack.settings.model_copy(update={"environment": "production"})
-    app = build_app(production, web.stack.client, web.stack.store, session_key=SESSION_KEY)
+    app = build_app(production, web.stack.plain, web.stack.store, session_key=SESSION_KEY)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as c:
         page = await c.get("/sign-in")
         cookie = page.headers["set-cookie"]
@@ -232,7 +244,7 @@ async def test_second_factor_when_set(web: Web) -> None:
         response = await sign_in(client, "lina", PASSWORD, pyotp.TOTP(secret).now())
         assert response.status_code == 303
     # Where roles must have a second factor, a head without one cannot sign in.
-    app = build_app(web.stack.settings, web.stack.client, web.stack.store, session_key=SESSION_KEY,
+    app = build_app(web.stack.settings, web.stack.plain, web.stack.store, session_key=SESSION_KEY,
                     second_factor_roles=["head"])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         response = await sign_in(c, "hana", PASSWORD)
@@ -267,7 +279,7 @@ async def test_auditor_sees_no_decision_forms_and_cannot_decide(web: Web) -> Non
                                                "action": "mfa", "answer": "grant", "outcome": "duplicate"})
             assert response.status_code == 403, decision
         assert events(web, ref) == before
-        status = await web.stack.client.get_workflow_handle(ref).query(CaseWorkflow.status)
+        status = await web.stack.client.get_workflow_handle(ref).query(WF.status)
         assert status["stage"] == "verification"
         # The auditor's own pages: the audit trail with its exports and printable view.
         audit = await client.get(f"/cases/{ref}/audit")
@@ -293,11 +305,17 @@ async def test_walk_through_decisions_and_a_case_officer_cannot_clear(web: Web) 
         response = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
                                    "form-verification")
         assert response.status_code == 303, response.text
+        # Per-person consent: the form asks who consented, how and when; nothing chosen is refused.
+        response = await post_form(olga, url, f"{url}/decide/consent",
+                                   {**consent_form("rapporteur"), "consents[0].given_by": ""},
+                                   "form-consent-rapporteur")
+        assert response.status_code == 422 and "consents[0].given by: choose one of" in response.text
         for action, answer in (("rapporteur", "grant"), ("mfa", "grant"), ("eu_delegation", "refuse")):
             response = await post_form(olga, url, f"{url}/decide/consent",
-                                       {"action": action, "answer": answer, "text": "",
-                                        "public_naming": "initials_only"}, f"form-consent-{action}")
+                                       consent_form(action, answer), f"form-consent-{action}")
             assert response.status_code == 303, response.text
+        records = web.stack.store.get(ref).consent_givers("mfa")
+        assert [(r["given_by"], r["channel"]) for r in records] == [("defender", "phone")]
         page = (await olga.get(url)).text
         assert "form-clearance" not in page  # the case waits for clearance, which is not hers
         before = events(web, ref)
@@ -326,6 +344,152 @@ async def test_walk_through_decisions_and_a_case_officer_cannot_clear(web: Web) 
         assert 'id="form-response-mfa"' in page
 
 
+def section(html: str, element_id: str) -> str:
+    """The HTML of the element with this id, up to the end of its table, list or form."""
+    start = html.find(f'id="{element_id}"')
+    assert start >= 0, f"no element {element_id} on the page"
+    ends = [i for i in (html.find(end, start) for end in ("</table>", "</form>", "</ul>", "</section>"))
+            if i >= 0]
+    return html[start:min(ends)]
+
+
+FUND_CASE = {"requested_actions": ["rapporteur", "emergency_fund"], "refused_actions": ["eu_delegation"],
+             "eu_grant": None, "fund_request": {"amount_eur": 3000, "purpose": "legal_fees"}}
+
+
+async def test_the_case_page_lists_suggested_and_excluded_funds_with_their_reasons(web: Web) -> None:
+    web.stack.start_worker()
+    ref = await open_case(web, **FUND_CASE)
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        page = (await olga.get(url)).text
+        excluded = section(page, "fund-exclusions")
+        # Before the verification nothing links the danger to the rights work yet; every fund
+        # of the directory is on the page, each with its reasons.
+        assert "the grantee refused EU involvement" in section(page, "excluded-eu_defenders_mechanism")
+        assert "the fund is closed" in section(page, "excluded-freedom_house_eap")
+        assert "only for LGBTI defenders" in section(page, "excluded-lgbti_defenders")
+        assert "needs a causal link between the danger" in excluded
+        response = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
+                                   "form-verification")
+        assert response.status_code == 303, response.text
+        page = (await olga.get(url)).text
+        assert "funds legal fees" in section(page, "suggested-protection_grant")
+        assert "the grantee refused EU involvement" in section(page, "excluded-eu_defenders_mechanism")
+        assert 'id="public-action">no<' in page
+        assert "form-choose_funds" not in page  # consent first
+        response = await post_form(olga, url, f"{url}/decide/consent", consent_form("emergency_fund"),
+                                   "form-consent-emergency_fund")
+        assert response.status_code == 303, response.text
+        page = (await olga.get(url)).text
+        choose = section(page, "form-choose_funds-emergency_fund")
+        assert 'value="protection_grant"' in choose and 'value="eu_defenders_mechanism"' not in choose
+        # An excluded fund is refused by the workflow, with its reasons, on the form.
+        response = await post_form(olga, url, f"{url}/decide/choose_funds",
+                                   {"action": "emergency_fund", "funds": "eu_defenders_mechanism"},
+                                   "form-choose_funds-emergency_fund")
+        assert response.status_code == 409 and "the grantee refused EU involvement" in response.text
+        response = await post_form(olga, url, f"{url}/decide/choose_funds",
+                                   {"action": "emergency_fund", "funds": "protection_grant",
+                                    "reason": "Pays legal fees"}, "form-choose_funds-emergency_fund")
+        assert response.status_code == 303, response.text
+        # A fund that takes web forms: the prepared application on the page, then the record.
+        page = (await olga.get(url)).text
+        submission = section(page, "form-fund_submission-emergency_fund-protection_grant")
+        assert "https://www.frontlinedefenders.org/" in submission
+        assert "EUR 3,000" in submission and "Emergency grant application" in submission
+        response = await post_form(olga, url, f"{url}/decide/fund_submission",
+                                   {"action": "emergency_fund", "fund": "protection_grant",
+                                    "note": "receipt 4711"},
+                                   "form-fund_submission-emergency_fund-protection_grant")
+        assert response.status_code == 303, response.text
+        page = (await olga.get(url)).text
+        assert "submitted" in section(page, "chosen-protection_grant")
+        track = section(page, "action-emergency_fund")
+        assert "follow up" in track and "protection_grant: submitted" in track
+    events_ = events(web, ref)
+    assert "FundsChosen" in events_ and "FundApplicationSubmitted" in events_
+    assert not [m for _, _, m in web.stack.sink.messages if m["X-Appeal-Action"] == "emergency_fund"]
+
+
+async def test_tracks_on_the_case_page_and_information_to_chosen_recipients(web: Web) -> None:
+    web.stack.start_worker()
+    ref = await open_case(web, requested_actions=["rapporteur", "mfa"], refused_actions=[],
+                          eu_grant=None)
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        await post_form(olga, url, f"{url}/decide/verification", verification_form(), "form-verification")
+        for action in ("rapporteur", "mfa"):
+            response = await post_form(olga, url, f"{url}/decide/consent", consent_form(action),
+                                       f"form-consent-{action}")
+            assert response.status_code == 303, response.text
+    async with web.signed_in("lina") as lina:
+        response = await post_form(lina, url, f"{url}/decide/clearance",
+                                   {"action": "mfa", "granted": "yes", "reason": "ok"}, "form-clearance-mfa")
+        assert response.status_code == 303, response.text
+    handle = web.stack.client.get_workflow_handle(ref)
+    await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "mfa sent")
+    async with web.signed_in("olga") as olga:
+        page = (await olga.get(url)).text
+        # Each action's own step, deadline and escalation level; the stage is derived from them.
+        assert "clearance: 1, follow-up: 1" in section(page, "stage-detail")
+        rapporteur, mfa = section(page, "action-rapporteur"), section(page, "action-mfa")
+        assert "clearance" in rapporteur and "UTC" in rapporteur
+        assert "follow up" in mfa and "sent" in mfa and "by defender" in mfa
+        # Further information: only the actions that went out are offered, by action.
+        information = section(page, "form-information")
+        assert 'value="mfa"' in information and 'value="rapporteur"' not in information
+        response = await post_form(olga, url, f"{url}/decide/information",
+                                   {"information": "She was released on bail.", "by_action": "yes",
+                                    "send_to": "mfa"}, "form-information")
+        assert response.status_code == 303, response.text
+        further = [m for _, _, m in web.stack.sink.messages if m["X-Appeal-Kind"] == "further_information"]
+        assert [m["X-Appeal-Action"] for m in further] == ["mfa"]
+        # An action not sent yet cannot be chosen: the workflow says why, on the form.
+        response = await post_form(olga, url, f"{url}/decide/information",
+                                   {"information": "More.", "by_action": "yes", "send_to": "rapporteur"},
+                                   "form-information")
+        assert response.status_code == 409 and "nothing was sent for rapporteur" in response.text
+        # The head moves one action's deadline, chosen on the form.
+        assert "form-extend" not in page
+    async with web.signed_in("hana") as hana:
+        page = (await hana.get(url)).text
+        extend = section(page, "form-extend")
+        assert 'value="rapporteur"' in extend and 'value="mfa"' in extend
+        before = (await handle.query(WF.status))["tracks"]
+        later = datetime.fromisoformat(before["mfa"]["deadline"]) + timedelta(days=2)
+        response = await post_form(hana, url, f"{url}/decide/extend",
+                                   {"deadline_of": "mfa", "new_deadline": later.strftime("%Y-%m-%dT%H:%M"),
+                                    "reason": "Hearing moved"}, "form-extend")
+        assert response.status_code == 303, response.text
+    after = (await handle.query(WF.status))["tracks"]
+    assert datetime.fromisoformat(after["mfa"]["deadline"]) == later.replace(second=0, microsecond=0)
+    assert after["rapporteur"]["deadline"] == before["rapporteur"]["deadline"]  # its own clock
+
+
+async def test_a_case_opened_before_tracks_has_its_own_page_and_forms(web: Web) -> None:
+    web.stack.start_worker()
+    ref = f"UA-2026-W{uuid.uuid4().hex[:6].upper()}"
+    handle = await web.stack.client.start_workflow(
+        CaseWorkflow.run, CaseStart(ref, intake(), "olga"), id=ref,
+        task_queue=web.stack.settings.task_queue)
+    await settle(handle, lambda s: s["stage"] == "verification", "opened")
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        response = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
+                                   "form-verification")
+        assert response.status_code == 303, response.text
+        page = (await olga.get(url)).text
+        consent = section(page, "form-consent-mfa")
+        assert 'name="public_naming"' in consent and "consents[0]" not in consent
+        assert 'id="funds"' not in page and 'id="action-mfa"' in page
+        response = await post_form(olga, url, f"{url}/decide/consent",
+                                   {"action": "mfa", "answer": "grant", "text": "",
+                                    "public_naming": "initials_only"}, "form-consent-mfa")
+        assert response.status_code == 303, response.text
+    assert (await handle.query(WF.status))["actions"]["mfa"]["consent"] == "granted"
+
+
 async def test_a_workflow_rejection_is_shown_on_the_form_and_nothing_recorded(web: Web) -> None:
     web.stack.start_worker()
     ref = await open_case(web)
@@ -336,11 +500,10 @@ async def test_a_workflow_rejection_is_shown_on_the_form_and_nothing_recorded(we
         # A consent while the case is still at verification: the officer may record consent in
         # general, so the web lets it through, and the workflow refuses it at this stage.
         response = await olga.post(f"{url}/decide/consent",
-                                   data={"csrf_token": csrf_of(page), "action": "mfa", "answer": "grant",
-                                         "text": "", "public_naming": "initials_only",
+                                   data={"csrf_token": csrf_of(page), **consent_form("mfa"),
                                          "update_id": uuid.uuid4().hex})
         assert response.status_code == 409
-        assert "verification stage" in response.text and 'class="error"' in response.text
+        assert "not verified yet" in response.text and 'class="error"' in response.text
         # A verification with an unusable verdict: the form's own check, shown on the form.
         response = await olga.post(f"{url}/decide/verification",
                                    data={**verification_form(), "verdict": "maybe",
@@ -378,5 +541,12 @@ async def test_new_case_form_validates_inline_and_opens_the_case(web: Web) -> No
         assert web.stack.store.get(ref).intake["defenders"][0]["name"] == DEFENDER_NAME
         page = await olga.get(location)
         assert "opened" in page.text and 'id="form-verification"' in page.text
+        description = await web.stack.client.get_workflow_handle(ref).describe()
+        assert description.workflow_type == "UrgentCaseTracks"
+        # The intake form says who sees the confidential information, and no more.
+        form_page = (await olga.get("/cases/new")).text
+        hint = form_page.split('id="confidential-hint">', 1)[1].split("</p>", 1)[0]
+        assert "never sent out" not in form_page and "OHCHR" in hint
+        assert "confidential part" in hint and "never sent to" in " ".join(hint.split())
     async with web.signed_in("lina") as lina:
         assert (await lina.get("/cases/new")).status_code == 403

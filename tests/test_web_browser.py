@@ -52,7 +52,7 @@ async def maildir_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[
 @contextlib.asynccontextmanager
 async def served(stack: Stack, outbox: Path) -> AsyncIterator[str]:
     port = free_port()
-    task = asyncio.create_task(serve(stack.settings, stack.client, stack.store, "127.0.0.1", port,
+    task = asyncio.create_task(serve(stack.settings, stack.plain, stack.store, "127.0.0.1", port,
                                      session_key=SESSION_KEY, outbox=outbox))
     for _ in range(100):
         with socket.socket() as s:
@@ -107,7 +107,7 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
                 "incident.date": "2026-01-05", "incident.place": "Nairobi",
                 "incident.description": "Plainclothes officers seized the journalist outside the court.",
                 "incident.perpetrators": "Police", "incident.ongoing_risk": "Trial set for next week",
-                "domestic_steps": "A lawyer filed for release.",
+                "domestic_steps": "A lawyer filed for release.", "fund_request.amount_eur": "3000",
             }
             for name, value in fields.items():
                 await page.fill(f'[name="{name}"]', value)
@@ -115,7 +115,9 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
             await page.check('input[name="rights_affected"][value="freedom_of_expression"]')
             await page.check('input[name="action.rapporteur"][value="requested"]')
             await page.check('input[name="action.mfa"][value="requested"]')
-            await page.check('input[name="action.emergency_fund"][value="refused"]')
+            await page.check('input[name="action.emergency_fund"][value="requested"]')
+            await page.check('input[name="action.eu_delegation"][value="refused"]')
+            await page.select_option('[name="fund_request.purpose"]', "legal_fees")
             await page.select_option('[name="urgency"]', "high")
             await page.click("text=Open the case")
             await expect(page.locator(".flash")).to_contain_text("opened")
@@ -132,14 +134,34 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
             await form.locator('[name="verdict"]').select_option("verified")
             await form.locator('[name="verifying_source"]').fill("Trusted partner")
             await form.locator('[name="do_no_harm"]').fill("Prefer quiet diplomacy.")
+            await form.locator('[name="public_action_advised"][value="no"]').check()
             await form.locator("button").click()
             await expect(page.locator(".flash")).to_contain_text("verification")
-            for action in ("rapporteur", "mfa"):
+            # Consent per action, and for each defender who gave it, how and when.
+            for action in ("rapporteur", "mfa", "emergency_fund"):
                 form = page.locator(f"#form-consent-{action}")
                 await form.locator('[name="text"]').fill("Initials only in public reports")
+                await form.locator('[name="consents[0].given_by"]').select_option("defender")
+                await form.locator('[name="consents[0].channel"]').select_option("secure_message")
                 await form.locator("button").click()
                 await expect(page.locator(".flash")).to_contain_text("consent")
             await expect(page.locator("h1 .badge.stage")).to_contain_text("clearance")
+            # The emergency fund moves on while the others wait for the ministry: suggestions and
+            # exclusions with their reasons, the choice, the prepared text for a web-form fund.
+            await expect(page.locator("#excluded-eu_defenders_mechanism")).to_contain_text(
+                "the grantee refused EU involvement")
+            await expect(page.locator("#suggested-protection_grant")).to_contain_text("funds legal fees")
+            form = page.locator("#form-choose_funds-emergency_fund")
+            await form.locator('input[name="funds"][value="protection_grant"]').check()
+            await form.locator("button").click()
+            await expect(page.locator(".flash")).to_contain_text("emergency fund")
+            form = page.locator("#form-fund_submission-emergency_fund-protection_grant")
+            await expect(form.locator("pre.application")).to_contain_text("EUR 3,000")
+            await form.locator('[name="note"]').fill("Submitted; receipt 4711")
+            await form.locator("button").click()
+            await expect(page.locator("#chosen-protection_grant")).to_contain_text("submitted")
+            await expect(page.locator("#action-emergency_fund .step")).to_contain_text("follow up")
+            await expect(page.locator("#action-rapporteur .step")).to_contain_text("clearance")
             await sign_out(page)
 
             # -- lina clears both

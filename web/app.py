@@ -19,6 +19,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -40,8 +41,13 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from activities.directories import load_fund_directory
+from activities.messages import MessageError
+from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
 from domain.errors import CaseRuleError, InvalidInput
+from domain.funds import Fund, Purpose
 from domain.intake import parse_intake
+from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.vocab import (
     Action,
     AtRiskGroup,
@@ -67,8 +73,7 @@ from web.forms import (
     intake_from_form,
 )
 from worker.settings import Settings
-from workflows.case import CaseWorkflow
-from workflows.inputs import CaseStart
+from workflows.tracks import TrackedCaseWorkflow
 
 log = logging.getLogger("appeals.web")
 
@@ -131,13 +136,28 @@ class Ctx:
 
 Handler = Callable[[Request, Ctx, FormData | None], Awaitable[Response]]
 
+# The person signed in for the request being served: the only one the web signs decisions for.
+_SIGNED_IN: ContextVar[Ctx | None] = ContextVar("signed_in", default=None)
+
+
+def _identity(arg: Any) -> tuple[str, list[str]] | None:
+    """Who signs this input (desk.signing): the signed-in person, and only for their own name."""
+    ctx = _SIGNED_IN.get()
+    if ctx is None or getattr(arg, "actor", None) != ctx.username:
+        return None
+    return ctx.username, sorted(ctx.roles)
+
 
 class WebApp:
     def __init__(self, settings: Settings, client: Client, store: CaseStore, *,
                  outbox: Path | None, throttle: auth.ThrottlePolicy,
                  clock: Callable[[], datetime], second_factor_roles: frozenset[str],
-                 sessions: auth.SessionRegistry) -> None:
+                 sessions: auth.SessionRegistry, funds: list[Fund] | None = None) -> None:
         self.settings = settings
+        self.funds = funds if funds is not None else load_fund_directory()
+        # Openings and decisions go through a client that signs them for the signed-in person
+        # (checked by the worker); reads use the plain client.
+        self.signing = signing_client(client, settings.decision_signing_key(), _identity)
         self.client = client
         self.store = store
         self.outbox = outbox
@@ -159,6 +179,8 @@ class WebApp:
             threat_types=[t.value for t in ThreatType], rights=[r.value for r in Right],
             groups=[g.value for g in AtRiskGroup], stages=[s.value for s in Stage],
             threat_questions=THREAT_QUESTIONS, defender_slots=DEFENDER_SLOTS,
+            givers=list(GIVERS), consent_channels=list(CONSENT_CHANNELS),
+            purposes=[p.value for p in Purpose],
             development=settings.environment == "development", outbox_enabled=outbox is not None)
 
     # ------------------------------------------------------------------------------ plumbing
@@ -312,9 +334,11 @@ class WebApp:
         for attempt in range(20):
             # A number may be taken in Temporal before the store knows it (a case being opened).
             candidate = f"{REFERENCE_PREFIX}-{self.clock().year}-{first + attempt:04d}"
+            signed_in = _SIGNED_IN.set(ctx)
             try:
-                await self.client.start_workflow(
-                    CaseWorkflow.run, CaseStart(candidate, raw, ctx.username), id=candidate,
+                await self.signing.start_workflow(
+                    TrackedCaseWorkflow.run,
+                    tracks_start(candidate, raw, ctx.username, self.settings), id=candidate,
                     task_queue=self.settings.task_queue)
             except WorkflowAlreadyStartedError:
                 continue
@@ -322,6 +346,8 @@ class WebApp:
                 return self.render(request, ctx, "new_case.html", 503, values=values, lists=lists,
                                    errors={"_form": "The workflow service is not reachable; nothing was "
                                                     "opened. Try again in a moment."})
+            finally:
+                _SIGNED_IN.reset(signed_in)
             reference = candidate
             break
         if reference is None:
@@ -349,7 +375,7 @@ class WebApp:
     async def _status(self, reference: str) -> dict[str, Any] | None:
         try:
             handle = self.client.get_workflow_handle(reference)
-            status: dict[str, Any] = await handle.query(CaseWorkflow.status,
+            status: dict[str, Any] = await handle.query(TrackedCaseWorkflow.status,
                                                         rpc_timeout=timedelta(seconds=10))
             return status
         except Exception:  # noqa: BLE001 - any failure: the page says the workflow did not answer
@@ -370,7 +396,9 @@ class WebApp:
         unplaced = form_error
         for f in forms:
             f["update_id"] = uuid.uuid4().hex
-            if form_error and form_error["name"] == f["name"] and form_error.get("action") == f["action"]:
+            if (form_error and form_error["name"] == f["name"]
+                    and form_error.get("action") == f["action"]
+                    and form_error.get("fund") == f.get("fund")):
                 f["error"] = form_error["message"]
                 f["values"] = form_error["values"]
                 f["update_id"] = form_error["update_id"]
@@ -379,9 +407,41 @@ class WebApp:
         rejected = None
         if unplaced is not None:
             rejected = f"{DECISIONS[unplaced['name']].label} was not recorded: {unplaced['message']}"
+        # What the page shows: the workflow's live status, or the store's last summary (closed, or
+        # the workflow not answering). Cases with tracks show each action's own step and clock.
+        view: dict[str, Any] = status if status and status.get("stage") != "intake" else case.summary()
+        now = self.clock()
+        advice = applications = None
+        tracks = view.get("tracks") or {}
+        if view.get("tracked") and Action.EMERGENCY_FUND in tracks:
+            advice = fund_advice(case, self.funds, self.settings, now.date())
+            applications = self._applications(case, tracks[Action.EMERGENCY_FUND])
+        deadline = view.get("deadline")
+        if isinstance(deadline, str):
+            deadline = datetime.fromisoformat(deadline)
         return self.render(request, ctx, "case.html", status_code, case=case, status=status,
-                           trail=trail, chain=chain, forms=forms, reference=reference, rejected=rejected,
-                           may_audit=bool(ctx.roles & AUDIT_ROLES), now=self.clock())
+                           view=view, tracked=bool(view.get("tracked")), advice=advice,
+                           overdue=bool(deadline and deadline < now),
+                           applications=applications, trail=trail, chain=chain, forms=forms,
+                           reference=reference, rejected=rejected,
+                           may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,
+                           now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
+
+    def _applications(self, case: Any, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The prepared application for each fund that staff submit through its own web form."""
+        out: dict[str, dict[str, Any]] = {}
+        for fund_id, state in (track.get("funds") or {}).items():
+            fund = find_fund(self.funds, fund_id)
+            if state not in ("to_submit", "submitted") or fund is None:
+                continue
+            entry: dict[str, Any] = {"name": fund.name, "form_url": fund.form_url, "state": state}
+            try:
+                composed = fund_application(case, fund)
+                entry.update(subject=composed.subject, text=composed.text)
+            except MessageError as exc:  # names the template and value, never case data
+                entry["error"] = str(exc)
+            out[fund_id] = entry
+        return out
 
     async def decide(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         assert form is not None
@@ -399,18 +459,22 @@ class WebApp:
         if not _UPDATE_ID.match(update_id):
             update_id = uuid.uuid4().hex
         action = form.get("action") if isinstance(form.get("action"), str) else None
-        values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+        fund = form.get("fund") if isinstance(form.get("fund"), str) else None
+        values: dict[str, Any] = {k: v for k, v in form.items()
+                                  if isinstance(v, str) and k != "csrf_token"}
+        values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
 
         def failed(message: str, code: int) -> Awaitable[Response]:
-            error = {"name": decision.name, "action": action or None, "message": message,
-                     "values": values, "update_id": update_id}
+            error = {"name": decision.name, "action": action or None, "fund": fund or None,
+                     "message": message, "values": values, "update_id": update_id}
             return self.case_page(request, ctx, None, status_code=code, form_error=error)
 
         try:
             update, arg = decision.build(form, ctx.username)
         except FormError as err:
             return await failed(f"{err.field.replace('_', ' ')}: {err.message}", 422)
-        handle = self.client.get_workflow_handle(reference)
+        handle = self.signing.get_workflow_handle(reference)
+        signed_in = _SIGNED_IN.set(ctx)
         try:
             await handle.execute_update(update, arg, id=f"web-{update_id}",
                                         rpc_timeout=timedelta(seconds=60))
@@ -421,6 +485,8 @@ class WebApp:
         except RPCError:
             return await failed("The case workflow did not answer; nothing was recorded. Try again "
                                 "in a moment.", 503)
+        finally:
+            _SIGNED_IN.reset(signed_in)
         request.session["flash"] = f"Recorded: {decision.label.lower()}."
         return RedirectResponse(f"/cases/{reference}", status_code=303)
 

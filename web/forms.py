@@ -12,21 +12,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cli.casework import informable_actions
 from domain.errors import InvalidInput
+from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.vocab import Action, Outcome, PublicNaming, Role, Verdict
-from workflows.case import CaseWorkflow
 from workflows.inputs import (
     CheckinInput,
     ClearanceInput,
     CloseInput,
     ConsentInput,
     ExtensionInput,
+    FundChoiceInput,
+    FundSubmissionInput,
     InformationInput,
     ResponseInput,
     VerificationInput,
 )
 
+# The update names are the same on both workflow types (UrgentCase for cases opened before
+# per-action tracks, UrgentCaseTracks since): the tracked type's methods address either.
+from workflows.tracks import TrackedCaseWorkflow as CaseWorkflow
+
 DEFENDER_SLOTS = 3
+MAX_PEOPLE = 100  # consent records read from one form at most
 OFFICER, LIAISON, HEAD = Role.CASE_OFFICER.value, Role.MINISTRY_LIAISON.value, Role.HEAD.value
 THREAT_QUESTIONS = {
     "facts": "The facts: what happened?",
@@ -163,16 +171,51 @@ def _verification(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
         "verifying_source": _s(form, "verifying_source"),
         "do_no_harm": _s(form, "do_no_harm"),
     }
+    # The do-no-harm conclusion: required for a verified threat (domain.intake says so by name).
+    if _s(form, "public_action_advised") or data["verdict"] == Verdict.VERIFIED:
+        data["public_action_advised"] = _choice(form, "public_action_advised", ["yes", "no"]) == "yes"
     return CaseWorkflow.record_verification, VerificationInput(actor, data)
 
 
 def _consent(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
     answer = _choice(form, "answer", ["grant", "refuse"])
     action = _action(form)
-    if answer == "grant":
+    text = _s(form, "text")
+    if answer == "refuse":
+        return CaseWorkflow.refuse_consent, ConsentInput(actor, action, text)
+    if "consents[0].given_by" not in form:  # a case opened before per-person consent records
         naming = _choice(form, "public_naming", [p.value for p in PublicNaming])
-        return CaseWorkflow.grant_consent, ConsentInput(actor, action, _s(form, "text"), naming)
-    return CaseWorkflow.refuse_consent, ConsentInput(actor, action, _s(form, "text"))
+        return CaseWorkflow.grant_consent, ConsentInput(actor, action, text, naming)
+    records, publicity = consent_records(form)
+    return CaseWorkflow.grant_consent, ConsentInput(actor, action, text, consents=records,
+                                                    publicity=publicity)
+
+
+def consent_records(form: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One record per defender (`consents[N].given_by` ...) and each one's naming (`publicity.N`);
+    the workflow applies the rules (every defender, who may consent for whom, not in the future)."""
+    records: list[dict[str, Any]] = []
+    publicity: dict[str, str] = {}
+    namings = [p.value for p in PublicNaming]
+    for i in range(MAX_PEOPLE):
+        p = f"consents[{i}]"
+        if f"{p}.given_by" not in form:
+            break
+        raw = _s(form, f"{p}.given_at")
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            raise FormError(f"{p}.given_at", "give the date and time consent was given (UTC), "
+                            "e.g. 2026-11-03T09:30") from None
+        records.append({
+            "defender": i,
+            "given_by": _choice(form, f"{p}.given_by", GIVERS),
+            "relationship": _s(form, f"{p}.relationship"),
+            "channel": _choice(form, f"{p}.channel", CONSENT_CHANNELS),
+            "given_at": (when.replace(tzinfo=UTC) if when.tzinfo is None else when).isoformat(),
+        })
+        publicity[str(i)] = _choice(form, f"publicity.{i}", namings)
+    return records, publicity
 
 
 def _withdraw(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
@@ -184,6 +227,26 @@ def _clearance(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
     return CaseWorkflow.record_clearance, ClearanceInput(actor, _action(form), granted, _s(form, "reason"))
 
 
+def _list(form: Mapping[str, Any], name: str) -> list[str]:
+    getlist = getattr(form, "getlist", None)
+    values = getlist(name) if getlist is not None else [form.get(name)]
+    return [v.strip() for v in values if isinstance(v, str) and v.strip()]
+
+
+def _choose_funds(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    funds = _list(form, "funds")
+    if not funds:
+        raise FormError("funds", "choose a fund from the suggestions")
+    return CaseWorkflow.choose_funds, FundChoiceInput(actor, funds, _s(form, "reason"))
+
+
+def _fund_submission(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    fund = _s(form, "fund")
+    if not fund:
+        raise FormError("fund", "which fund's form was the application submitted through?")
+    return CaseWorkflow.record_fund_submission, FundSubmissionInput(actor, fund, _s(form, "note"))
+
+
 def _extension(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
     raw = _s(form, "new_deadline")
     try:
@@ -191,16 +254,22 @@ def _extension(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
     except ValueError:
         raise FormError("new_deadline", "give a date and time (UTC), e.g. 2026-11-05T18:00") from None
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
-    return CaseWorkflow.extend_deadline, ExtensionInput(actor, when, _s(form, "reason"))
+    action = _s(form, "deadline_of")
+    if action:
+        _choice(form, "deadline_of", [a.value for a in Action])
+    return CaseWorkflow.extend_deadline, ExtensionInput(actor, when, _s(form, "reason"), action)
 
 
 def _response(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
-    return CaseWorkflow.record_response, ResponseInput(actor, _action(form), _s(form, "summary"))
+    return CaseWorkflow.record_response, ResponseInput(actor, _action(form), _s(form, "summary"),
+                                                       _s(form, "recipient"))
 
 
 def _information(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    # Cases with tracks name the actions whose earlier recipients get it (none ticked: nobody).
+    send_to = _list(form, "send_to") if _s(form, "by_action") == "yes" else None
     return CaseWorkflow.add_further_information, InformationInput(
-        actor, _s(form, "information"), _s(form, "send_to_recipients") == "yes")
+        actor, _s(form, "information"), _s(form, "send_to_recipients") == "yes", send_to=send_to)
 
 
 def _checkin(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
@@ -218,7 +287,10 @@ DECISIONS: dict[str, Decision] = {d.name: d for d in (
     Decision("consent", (OFFICER,), "Record the grantee's consent", _consent),
     Decision("withdraw", (OFFICER,), "Record a withdrawal of consent", _withdraw),
     Decision("clearance", (LIAISON,), "Record the ministry's clearance", _clearance),
-    Decision("extend", (HEAD,), "Extend the deadline", _extension),
+    Decision("choose_funds", (OFFICER,), "Choose the emergency fund", _choose_funds),
+    Decision("fund_submission", (OFFICER,), "Record the application made through the fund's form",
+             _fund_submission),
+    Decision("extend", (HEAD,), "Extend a deadline", _extension),
     Decision("response", (OFFICER,), "Record a response", _response),
     Decision("information", (OFFICER,), "Add further information", _information),
     Decision("checkin", (OFFICER,), "Record a check-in with the defender", _checkin),
@@ -228,16 +300,20 @@ DECISIONS: dict[str, Decision] = {d.name: d for d in (
 
 def available_forms(status: Mapping[str, Any], roles: set[str], username: str) -> list[dict[str, Any]]:
     """The decision forms this user may use now, from the workflow's status: one entry per form,
-    with the action it is for where there is one. Nothing for auditors or a closed case."""
+    with the action (and fund) it is for where there is one, and the id of its HTML form.
+    Nothing for auditors or a closed case. Works for both workflow types."""
     stage = status.get("stage")
     if stage in (None, "intake", "closed"):
         return []
-    actions: dict[str, dict[str, Any]] = status.get("actions") or {}
+    tracked = bool(status.get("tracked"))
+    tracks: dict[str, dict[str, Any]] = status.get("tracks") or status.get("actions") or {}
     forms: list[dict[str, Any]] = []
 
     def add(name: str, action: str | None = None, **extra: Any) -> None:
         if roles & set(DECISIONS[name].roles):
-            forms.append({"name": name, "action": action, "label": DECISIONS[name].label, **extra})
+            key = "-".join(str(k) for k in (name, action, extra.get("fund")) if k)
+            forms.append({"name": name, "action": action, "label": DECISIONS[name].label,
+                          "id": f"form-{key}", **extra})
 
     for item in status.get("pending") or []:
         decision = item.get("decision")
@@ -247,15 +323,40 @@ def available_forms(status: Mapping[str, Any], roles: set[str], username: str) -
             add("consent", item.get("action"))
         elif decision == "record_clearance" and item.get("not_by") != username:
             add("clearance", item.get("action"))
+        elif decision == "choose_funds":
+            add("choose_funds", item.get("action") or Action.EMERGENCY_FUND.value)
+        elif decision == "record_fund_submission" and item.get("fund"):
+            add("fund_submission", item.get("action") or Action.EMERGENCY_FUND.value,
+                fund=item["fund"])
         elif decision == "extend_deadline":
-            add("extend")
-    for action, a in actions.items():
-        if a.get("consent") == "granted" and a.get("dispatch") != "sent":
+            add("extend", deadlines=_deadlines(status) if tracked else [])
+    for action, a in tracks.items():
+        granted = a.get("consent") == "granted"
+        if granted and (a.get("step") != "ended" if tracked else a.get("dispatch") != "sent"):
             add("withdraw", action)
         if a.get("dispatch") == "sent":
-            add("response", action)
-    add("information", sent_any=any(a.get("dispatch") == "sent" for a in actions.values()))
-    if stage in ("dispatch", "follow_up"):
+            recipients = [*(a.get("recipients") or []),
+                          *(f for f, state in (a.get("funds") or {}).items()
+                            if state in ("sent", "submitted"))]
+            add("response", action, recipients=sorted(set(recipients)))
+    add("information", sent_any=any(a.get("dispatch") == "sent" for a in tracks.values()),
+        tracked=tracked, informable=informable_actions(status) if tracked else [],
+        recipients={a: list(t.get("recipients") or []) for a, t in tracks.items()})
+    # A check-in once the case is verified (tracks), or once messages go out (older cases).
+    checkin_open = stage != "verification" if tracked else stage in ("dispatch", "follow_up")
+    if checkin_open:
         add("checkin")
     add("close")
     return forms
+
+
+def _deadlines(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The deadlines an extension may move: the verification's, then each running action's."""
+    out = []
+    if status.get("verification_deadline"):
+        out.append({"action": "", "label": "the verification", "when": status["verification_deadline"]})
+    for action, t in (status.get("tracks") or {}).items():
+        if t.get("deadline") and t.get("step") != "ended":
+            out.append({"action": action, "label": f"{action.replace('_', ' ')} "
+                        f"({str(t.get('step', '')).replace('_', ' ')})", "when": t["deadline"]})
+    return out
