@@ -19,6 +19,7 @@ COPY worker worker
 COPY cli cli
 COPY stack stack
 COPY web web
+COPY desk desk
 COPY templates templates
 # The project itself, resolving nothing more; pip check fails the build if the lock misses a requirement.
 RUN pip install --no-cache-dir --no-deps . && pip check
