@@ -59,6 +59,7 @@ secret events-db-password 0 644 password
 secret event-cipher.key "$APP_UID" 600 key32
 secret decision-signing.key "$APP_UID" 600 key32
 secret web-session.key "$APP_UID" 600 key32
+secret totp-secrets.key "$APP_UID" 600 key32
 secret codec-keys "$APP_UID" 600 codec_keys
 secret codec-server-token "$APP_UID" 600 password
 # Empty: no SMTP login. Put the relay's password here (no line break needed) when it wants one.

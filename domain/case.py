@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain import errors
+from domain import errors, rules
 from domain.intake import parse_intake, parse_verification
 from domain.policies import MAX_ESCALATION_LEVEL, deadline_for, most_restrictive, risk_level
 from domain.vocab import Action, Outcome, PublicNaming, Stage, Verdict
@@ -30,6 +30,8 @@ CASE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:urgent-appeals:case")
 NOT_REQUIRED, PENDING = "not_required", "pending"
 GRANTED, REFUSED, WITHDRAWN, DENIED = "granted", "refused", "withdrawn", "denied"
 PROPOSED, SENT, FAILED = "proposed", "sent", "failed"
+# The longest reason a head may give for revealing confidential values.
+REVEAL_REASON_MAX = 1_000
 # Parts of the intake that further information may complete or correct (not the country, the
 # actions or the urgency: those decide who is asked and how fast, so they are fixed at intake).
 SUPPLEMENTABLE = frozenset({"organisation", "defenders", "incident", "domestic_steps",
@@ -380,6 +382,19 @@ class Case(Aggregate):
     @event("StaffWarningRaised")
     def _warning_raised(self, warning: str, at: datetime, actor: str, command_id: str) -> None:
         self.warnings.append(warning)
+
+    # ------------------------------------------------------------------------------ need to know
+    def reveal_confidential(self, reason: str, at: datetime, actor: str, command_id: str) -> None:
+        """A head was shown the case's confidential values (desk.redaction) for one view, for this
+        reason. The event carries the reason only, never what was shown; it changes nothing else
+        and may be recorded on a closed case (audits come later). The door checks the role."""
+        reason = rules.text(reason, "reason", limit=REVEAL_REASON_MAX).strip()
+        self._confidential_revealed(reason=reason, at=at, actor=actor, command_id=command_id)
+
+    @event("ConfidentialRevealed")
+    def _confidential_revealed(self, reason: str, at: datetime, actor: str,
+                               command_id: str) -> None:
+        pass
 
     # ------------------------------------------------------------------------------------ close
     def close(self, outcome: str, summary: str, at: datetime, actor: str,

@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import errors, rules
-from domain.case import SUPPLEMENTABLE, case_id
+from domain.case import REVEAL_REASON_MAX, SUPPLEMENTABLE, case_id
 from domain.intake import cannot_consent_personally, parse_intake, parse_verification
 from domain.policies import deadline_for, most_restrictive, risk_level
 from domain.view import (
@@ -401,6 +401,19 @@ class TrackedCase(Aggregate):
     @event("StaffWarningRaised")
     def _warning_raised(self, warning: str, at: datetime, actor: str, command_id: str) -> None:
         self.warnings.append(warning)
+
+    # ------------------------------------------------------------------------------ need to know
+    def reveal_confidential(self, reason: str, at: datetime, actor: str, command_id: str) -> None:
+        """A head was shown the case's confidential values (desk.redaction) for one view, for this
+        reason. The event carries the reason only, never what was shown; it changes nothing else
+        and may be recorded on a closed case (audits come later). The door checks the role."""
+        reason = rules.text(reason, "reason", limit=REVEAL_REASON_MAX).strip()
+        self._confidential_revealed(reason=reason, at=at, actor=actor, command_id=command_id)
+
+    @event("ConfidentialRevealed")
+    def _confidential_revealed(self, reason: str, at: datetime, actor: str,
+                               command_id: str) -> None:
+        pass
 
     # ------------------------------------------------------------------------------------ close
     def close(self, outcome: str, summary: str, at: datetime, actor: str,

@@ -10,6 +10,12 @@
   failures), so that repeated failures are slowed down and can be reviewed.
 - `appeals_sessions`: signed-in sessions of both doors, by the SHA-256 of their token (the token
   itself is never stored), so that a session can be revoked from anywhere.
+- `appeals_requests`: the reference each case-opening request (by its idempotency key, desk.requests)
+  was given, written before its workflow is started, so that a repeated request finds its case.
+- `appeals_totp_steps`: per user, the last one-time-code time step the web accepted, so that each
+  code is accepted once.
+- `appeals_sign_in_addresses`: per user, the client addresses (a keyed hash, never the address)
+  of recent successful web sign-ins, which the per-account ceiling on failed sign-ins spares.
 
 `appeals_users` is the read model of the users log (domain.users, store.users) and the place of the
 credential hashes; it is written only in the same transaction as the log's events.
@@ -21,6 +27,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -139,6 +146,33 @@ sessions = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     Column("last_seen_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+
+totp_steps = Table(
+    "appeals_totp_steps",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("last_step", BigInteger, nullable=False),  # TOTP counter: Unix time // 30
+)
+
+sign_in_addresses = Table(
+    "appeals_sign_in_addresses",
+    metadata,
+    Column("username", String(100), primary_key=True),
+    Column("address", String(64), primary_key=True),  # HMAC-SHA256 of the address, hex, cut
+    Column("last_success_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# A case opening's idempotency key -> the reference it was given (desk.cases): a repeated request
+# (after an unknown outcome) opens nothing new and answers with the same case.
+requests = Table(
+    "appeals_requests",
+    metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("reference", String(40), nullable=False, unique=True),
+    Column("username", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 

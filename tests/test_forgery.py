@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 
 from desk.assertions import issue
 from tests.factories import T0, intake, verification
-from tests.workflow_env import DECISION_KEY, CaseEnv, settle
+from tests.workflow_env import DECISION_KEY, CaseEnv, settle, test_converter
 from workflows.inputs import ClearanceInput, ConsentInput, TracksStart, VerificationInput
 from workflows.tracks import TrackedCaseWorkflow as WF
 
@@ -52,7 +52,7 @@ def raw_client(env: CaseEnv, **config: Any) -> Client:
     return Client(**{**base, "interceptors": [], **config})
 
 
-async def test_a_client_without_the_payload_key_can_neither_decide_nor_open(
+async def test_a_client_without_the_payload_key_cannot_decide(
         tracked_env: CaseEnv) -> None:
     from temporalio.converter import DataConverter
     handle = await case_waiting_for_clearance(tracked_env)
@@ -63,13 +63,6 @@ async def test_a_client_without_the_payload_key_can_neither_decide_nor_open(
             WF.record_clearance, ClearanceInput("lina", "mfa", True, "forged")), 20)
     assert not clearance_recorded(tracked_env)
 
-    other = f"UA-2026-{uuid.uuid4().hex[:6].upper()}"
-    started = await keyless.start_workflow(WF.run, TracksStart(other, intake(), "olga"), id=other,
-                                           task_queue=tracked_env.task_queue)
-    await asyncio.sleep(2)
-    with pytest.raises(Exception, match="No case"):
-        tracked_env.store.trail(other)
-    await started.terminate("forged start refused")
     status = await handle.query(WF.status)
     assert status["tracks"]["mfa"]["clearance"] == "pending"
 
@@ -119,7 +112,7 @@ async def test_a_signed_decision_records_who_signed_it(tracked_env: CaseEnv) -> 
     handle = await case_waiting_for_clearance(tracked_env)
     await handle.execute_update(WF.record_clearance, ClearanceInput("lina", "mfa", True, "ok"),
                                 id="clear-1")
-    await settle(handle, lambda s: s["tracks"]["mfa"]["clearance"] == "granted", "cleared")
+    await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "cleared and sent")
     from sqlalchemy import select
 
     from store import schema
@@ -143,3 +136,41 @@ async def test_a_payload_under_another_key_is_rejected_without_stalling_the_case
     status = await handle.execute_update(WF.record_clearance,
                                          ClearanceInput("lina", "mfa", True, "ok"))
     assert status["tracks"]["mfa"]["clearance"] == "granted"
+    # Let the send finish: a send cut off by the test's end would hold the shared server's clock.
+    await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "sent")
+
+
+async def test_a_client_without_the_payload_key_cannot_open_a_case(tmp_path: Any) -> None:
+    """On a time-skipping server of its own: a start whose input cannot be read leaves a workflow
+    that fails its first task until it is terminated, which would stall a shared server."""
+    from temporalio.converter import DataConverter
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import Worker
+
+    from stack.main import installed
+    from store.app import CaseStore, sqlite_url
+    from tests.backends import new_key
+    from tests.smtp_sink import SmtpSink
+    from tests.workflow_env import add_users, make_activities
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=installed("temporal-test-server"))
+    store = CaseStore(sqlite_url(str(tmp_path / "events.sqlite")), new_key())
+    add_users(store)
+    try:
+        with SmtpSink() as sink:
+            client = Client(**{**env.client.config(), "data_converter": test_converter()})
+            keyless = Client(**{**env.client.config(), "data_converter": DataConverter.default})
+            queue = f"keyless-{uuid.uuid4().hex[:6]}"
+            async with Worker(client, task_queue=queue, workflows=[WF],
+                              activities=make_activities(store, sink).all()):
+                other = f"UA-2026-{uuid.uuid4().hex[:6].upper()}"
+                started = await keyless.start_workflow(
+                    WF.run, TracksStart(other, intake(), "olga"), id=other, task_queue=queue)
+                await asyncio.sleep(2)
+                with pytest.raises(Exception, match="No case"):
+                    store.trail(other)
+                await started.terminate("forged start refused")
+            assert sink.messages == []
+    finally:
+        store.close()
+        await env.shutdown()

@@ -41,6 +41,9 @@ IGNORED: dict[str, str] = {
     ".venv/": "the virtualenv that `make` creates",
     "tests/artifacts/": "screenshots the browser test writes; ignored by git",
     "deploy/address_book.toml": "the operator's copy of deploy/address_book.example.toml (README)",
+    "secrets/": "keys and certificates deploy/init-secrets.sh makes on the host; ignored by git",
+    "./secrets/": "the same folder as the compose file names it",
+    "ca/": "the private CA deploy/init-secrets.sh keeps beside secrets/ on the host",
 }
 
 # Cut text into words: whitespace, quotes, brackets, separators and colons end a path, so a pytest

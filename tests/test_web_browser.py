@@ -2,7 +2,8 @@
 by uvicorn on loopback, with the real Temporal dev server, the worker process and the embedded
 stack's own Maildir SMTP sink (stack/sink.py), whose messages the outbox page shows.
 
-Screenshots of the inbox, the case page and the audit page are written to tests/artifacts/screenshots/.
+Screenshots of the inbox, the case page, the audit page (confidential values hidden) and a head's
+revealed view of it are written to tests/artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from desk.redaction import REDACTED
 from stack.sink import OutboxSink
 from tests.dev_stack import DevServer, Stack, free_port, running_stack
 from tests.factories import DEFENDER_NAME
@@ -22,6 +25,8 @@ from tests.test_web import PASSWORD, SESSION_KEY, set_passwords
 from web import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
+SOURCE = "Trusted partner at the bar association"
+CONFIDENTIAL_NOTE = "Her cousin at the port authority passed on the charge sheet"
 SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is "
@@ -47,6 +52,20 @@ async def maildir_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[
             yield s, outbox
     finally:
         sink.sink.stop()
+
+
+async def expect_hidden(page: Any, base: str, reference: str) -> None:
+    """The audit page and both exports (fetched with the browser's session) hide the verifying
+    source and the confidential information."""
+    from playwright.async_api import expect
+
+    trail = page.locator("#trail")
+    await expect(trail).to_contain_text(REDACTED)
+    await expect(page.locator("#hidden-note")).to_contain_text("hidden")
+    for text in (await trail.inner_text(), *[await (await page.request.get(
+            f"{base}/cases/{reference}/audit.{kind}")).text() for kind in ("csv", "json")]):
+        assert SOURCE not in text and CONFIDENTIAL_NOTE not in text
+        assert REDACTED in text
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +127,7 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
                 "incident.description": "Plainclothes officers seized the journalist outside the court.",
                 "incident.perpetrators": "Police", "incident.ongoing_risk": "Trial set for next week",
                 "domestic_steps": "A lawyer filed for release.", "fund_request.amount_eur": "3000",
+                "confidential_information": CONFIDENTIAL_NOTE,
             }
             for name, value in fields.items():
                 await page.fill(f'[name="{name}"]', value)
@@ -132,7 +152,7 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
             await form.locator('[name="probability"]').select_option("4")
             await form.locator('[name="impact"]').select_option("4")
             await form.locator('[name="verdict"]').select_option("verified")
-            await form.locator('[name="verifying_source"]').fill("Trusted partner")
+            await form.locator('[name="verifying_source"]').fill(SOURCE)
             await form.locator('[name="do_no_harm"]').fill("Prefer quiet diplomacy.")
             await form.locator('[name="public_action_advised"][value="no"]').check()
             await form.locator("button").click()
@@ -196,16 +216,42 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
             await page.screenshot(path=str(SCREENSHOTS / "case.png"), full_page=True)
             await sign_out(page)
 
-            # -- the auditor's view of the trail
+            # -- the auditor's view of the trail: the confidential values hidden, here and in the
+            # exports, with no way to reveal them
             await sign_in(page, base, "aldo")
             await page.goto(f"{base}/cases/{reference}/audit")
             await expect(page.locator("#chain-badge")).to_have_text("chain verified")
             await expect(page.locator("#trail")).to_contain_text("olga")
+            await expect_hidden(page, base, reference)
+            assert await page.locator("#reveal-form").count() == 0
             await page.screenshot(path=str(SCREENSHOTS / "audit.png"), full_page=True)
             # No decision form anywhere for the auditor.
             await page.goto(f"{base}/cases/{reference}")
             assert await page.locator("form.decision").count() == 0
+            await sign_out(page)
+
+            # -- a head reveals them for one view, with a reason that goes into the trail
+            await sign_in(page, base, "hana")
+            await page.goto(f"{base}/cases/{reference}/audit")
+            await expect_hidden(page, base, reference)
+            await page.fill("#reveal-reason", "Annual donor audit of verifications")
+            await page.click("#reveal-form button")
+            await expect(page.locator("#revealed-note")).to_be_visible()
+            await expect(page.locator("#trail")).to_contain_text(SOURCE)
+            await expect(page.locator("#trail")).to_contain_text(CONFIDENTIAL_NOTE)
+            reveal = page.locator("#trail tr", has_text="Confidential revealed")
+            await expect(reveal).to_contain_text("hana")
+            await expect(reveal).to_contain_text("Annual donor audit of verifications")
+            await page.screenshot(path=str(SCREENSHOTS / "audit-revealed.png"), full_page=True)
+            # For that one view only: the page again hides them, and the reveal stays in the trail.
+            await page.goto(f"{base}/cases/{reference}/audit")
+            await expect_hidden(page, base, reference)
+            await expect(page.locator("#trail tr", has_text="Confidential revealed")).to_contain_text(
+                "Annual donor audit of verifications")
         finally:
             await browser.close()
-    for name in ("inbox.png", "case.png", "audit.png"):
+    for name in ("inbox.png", "case.png", "audit.png", "audit-revealed.png"):
         assert (SCREENSHOTS / name).stat().st_size > 1000
+    [reveal] = [e for e in stack.store.trail(reference) if e.event == "ConfidentialRevealed"]
+    assert (reveal.actor, reveal.details["reason"]) == ("hana", "Annual donor audit of verifications")
+    assert SOURCE not in str(reveal.details) and CONFIDENTIAL_NOTE not in str(reveal.details)

@@ -18,12 +18,15 @@ from worker.settings import error_line, load_settings
 async def main() -> None:
     try:
         settings = load_settings()
+        totp_key = settings.totp_key()  # production: the key file must be there (no new key)
         store = CaseStore(settings.database_url, settings.event_store_cipher_key())
     except (ValidationError, KeyMaterialError) as exc:
         print(f"web: cannot start: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     client = await connect(settings)
-    task = asyncio.create_task(serve(settings, client, store, settings.web_host, settings.web_port))
+    task = asyncio.create_task(serve(settings, client, store, settings.web_host, settings.web_port,
+                                     totp_key=totp_key,
+                                     trusted_proxies=settings.web_trusted_proxies))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)

@@ -3,6 +3,11 @@
 Every decision goes to the case workflow as an update (the workflow and its activity check the rules
 and the roles again); reads come from the event store (facts, trail, chain) and the workflow's status
 query (what the case waits for). Pages carry case references only in their URLs, never names.
+
+Sign-in (web.auth): throttled per user name and address before anything is checked, one answer to
+every wrong password or code, sessions in the store (`store.users`: signing out, a password change
+and a deactivation end them at once). Audit pages and exports hide the confidential values
+(desk.redaction) unless a head reveals them for one view, with a reason recorded on the case.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import csv
 import email
 import email.policy
+import hashlib
 import io
 import json
 import logging
@@ -26,8 +32,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import segno
 import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.middleware import Middleware
@@ -40,14 +48,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from activities.directories import load_fund_directory
 from activities.messages import MessageError
 from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
+from desk import redaction
+from desk.secrets import SealError, seal, unseal
 from domain.errors import CaseRuleError, InvalidInput
 from domain.funds import Fund, Purpose
 from domain.intake import parse_intake
 from domain.rules import CONSENT_CHANNELS, GIVERS
+from domain.users import UnknownUser, UserInactive, UsersRuleError
 from domain.vocab import (
     Action,
     AtRiskGroup,
@@ -83,6 +95,11 @@ STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_WEB_PORT = 8000
 COOKIE = "appeals_session"
 AUDIT_ROLES = frozenset({"auditor", "head"})
+REVEAL_ROLE = "head"
+# A web session lasts at most this long, and ends after this long unused.
+SESSION_LIFETIME = timedelta(hours=12)
+SESSION_IDLE = timedelta(minutes=30)
+HOUSEKEEPING_EVERY = timedelta(days=1)
 REFERENCE_PREFIX = "UA"
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -131,7 +148,8 @@ class Ctx:
     display_name: str
     roles: set[str]
     csrf: str
-    sid: str
+    sid: str  # the store session's token (the cookie's)
+    enrol: bool = False  # signed in with the password only, to set up the required second factor
 
 
 Handler = Callable[[Request, Ctx, FormData | None], Awaitable[Response]]
@@ -150,9 +168,8 @@ def _identity(arg: Any) -> tuple[str, list[str]] | None:
 
 class WebApp:
     def __init__(self, settings: Settings, client: Client, store: CaseStore, *,
-                 outbox: Path | None, throttle: auth.ThrottlePolicy,
-                 clock: Callable[[], datetime], second_factor_roles: frozenset[str],
-                 sessions: auth.SessionRegistry, funds: list[Fund] | None = None) -> None:
+                 outbox: Path | None, gate: auth.Gate, session_key: bytes,
+                 clock: Callable[[], datetime], funds: list[Fund] | None = None) -> None:
         self.settings = settings
         self.funds = funds if funds is not None else load_fund_directory()
         # Openings and decisions go through a client that signs them for the signed-in person
@@ -161,10 +178,9 @@ class WebApp:
         self.client = client
         self.store = store
         self.outbox = outbox
-        self.throttle = throttle
+        self.gate = gate
+        self.session_key = session_key
         self.clock = clock
-        self.second_factor_roles = second_factor_roles
-        self.sessions = sessions
         self.jinja = Environment(loader=FileSystemLoader(TEMPLATES),
                                  autoescape=select_autoescape(default=True, default_for_string=True),
                                  trim_blocks=True, lstrip_blocks=True)
@@ -200,26 +216,44 @@ class WebApp:
                            message=f"{what} does not exist.")
 
     async def current(self, request: Request) -> Ctx | None:
-        sid = request.session.get("sid")
-        session = self.sessions.get(sid if isinstance(sid, str) else None)
-        if session is None:
+        """The signed-in user: a live store session (not signed out, expired, idle too long or
+        revoked by a password change or a deactivation) of an active user."""
+        token = request.session.get("sid")
+        if not isinstance(token, str) or not token:
             return None
-        user = await asyncio.to_thread(self.store.user, session.username)
-        if user is None or not user["active"]:
-            self.sessions.end(sid if isinstance(sid, str) else None)
+        username = await asyncio.to_thread(self.store.users.session_user, token, self.clock(),
+                                           idle=SESSION_IDLE)
+        user = await asyncio.to_thread(self.store.user, username) if username else None
+        if username is None or user is None or not user["active"]:
+            request.session.pop("sid", None)
+            request.session.pop("enrol", None)
             return None
-        assert isinstance(sid, str)
-        return Ctx(session.username, user["display_name"], set(user["roles"]), session.csrf, sid)
+        return Ctx(username, user["display_name"], set(user["roles"]),
+                   auth.csrf_for(self.session_key, token), token,
+                   enrol=bool(request.session.get("enrol")))
 
-    def page(self, handler: Handler, roles: Iterable[str] | None = None) -> Callable[[Request],
-                                                                                      Awaitable[Response]]:
-        """Signed-in users only (others go to sign-in); roles if given; a CSRF token on every POST."""
+    async def start_session(self, request: Request, username: str, *, enrol: bool = False) -> None:
+        """A new store session for this browser (a new cookie, so a new CSRF token too)."""
+        token = await asyncio.to_thread(self.store.users.create_session, username, "web",
+                                        SESSION_LIFETIME, now=self.clock())
+        request.session.clear()
+        request.session["sid"] = token
+        if enrol:
+            request.session["enrol"] = True
+
+    def page(self, handler: Handler, roles: Iterable[str] | None = None, *,
+             enrolling: bool = False) -> Callable[[Request], Awaitable[Response]]:
+        """Signed-in users only (others go to sign-in); roles if given; a CSRF token on every POST.
+        A session signed in only to set up the required second factor reaches only the pages
+        marked `enrolling`."""
         allowed = frozenset(roles) if roles is not None else None
 
         async def endpoint(request: Request) -> Response:
             ctx = await self.current(request)
             if ctx is None:
                 return RedirectResponse("/sign-in", status_code=303)
+            if ctx.enrol and not enrolling:
+                return RedirectResponse("/account/second-factor", status_code=303)
             form = None
             if request.method == "POST":
                 form = await request.form(max_files=0, max_fields=400, max_part_size=64 * 1024)
@@ -250,53 +284,132 @@ class WebApp:
         username = str(form.get("username") or "").strip()[:100]
         password = str(form.get("password") or "")
         code = str(form.get("code") or "")
-        error = await self._check_sign_in(username, password, code)
-        if error is not None:
-            return self.render(request, None, "sign_in.html", 401 if "wait" not in error else 429,
-                               error=error, username=username)
-        self.sessions.end(request.session.get("sid"))
-        request.session.clear()  # a new session (and CSRF token) at every sign-in
-        sid, _ = self.sessions.start(username)
-        request.session["sid"] = sid
+        if not username or not password:
+            return self.render(request, None, "sign_in.html", 401,
+                               error="Enter your user name and password.", username=username)
+        now = self.clock()
+        outcome = await self.gate.attempt(username, password, code, _client_host(request), now)
+        if outcome.reason == "throttled":
+            return self.render(request, None, "sign_in.html", 429, error=_throttled(outcome.wait),
+                               username=username)
+        if not outcome.ok:
+            return self.render(request, None, "sign_in.html", 401, error=auth.GENERIC_REFUSAL,
+                               username=username)
+        old = request.session.get("sid")
+        if isinstance(old, str):
+            await asyncio.to_thread(self.store.users.end_session, old)
+        try:  # a new session (and CSRF token) at every sign-in
+            await self.start_session(request, username, enrol=outcome.enrol)
+        except (UnknownUser, UserInactive):  # deactivated meanwhile
+            return self.render(request, None, "sign_in.html", 401, error=auth.GENERIC_REFUSAL,
+                               username=username)
+        if outcome.enrol:
+            return RedirectResponse("/account/second-factor", status_code=303)
         return RedirectResponse("/", status_code=303)
 
-    async def _check_sign_in(self, username: str, password: str, code: str) -> str | None:
-        """None when the user may sign in; otherwise the message to show (and the failure is recorded)."""
-        now = self.clock()
-        store = self.store
-        if not username or not password:
-            return "Enter your user name and password."
-        failures, last = await asyncio.to_thread(store.failed_sign_ins, username)
-        wait = self.throttle.wait(failures, last, now)
-        if wait > 0:
-            await asyncio.to_thread(store.record_sign_in, username, now, ok=False, reason="throttled")
-            minutes = max(1, round(wait / 60)) if wait >= 90 else None
-            after = f"{minutes} minutes" if minutes else f"{int(wait) + 1} seconds"
-            return (f"Too many failed sign-ins for this user name. Please wait {after} before trying "
-                    "again; every try before then is refused, even with the right password.")
-        stored = await asyncio.to_thread(store.password_hash, username)
-        if not await asyncio.to_thread(auth.check_password, stored, password):
-            await asyncio.to_thread(store.record_sign_in, username, now, ok=False, reason="password")
-            return "The user name or password is wrong."
-        roles = await asyncio.to_thread(store.user_roles, username)
-        secret = await asyncio.to_thread(store.totp_secret, username)
-        if secret is None and roles & self.second_factor_roles:
-            await asyncio.to_thread(store.record_sign_in, username, now, ok=False, reason="no_second_factor")
-            return ("Your role needs a second factor (a one-time code app) and none is set up for you. "
-                    "Ask the head of secretariat to set it up.")
-        if secret is not None and not auth.check_totp(secret, code, now):
-            await asyncio.to_thread(store.record_sign_in, username, now, ok=False, reason="second_factor")
-            return ("Enter the current 6-digit code from your authenticator app." if not code.strip()
-                    else "The one-time code is wrong or expired.")
-        if failures:
-            await asyncio.to_thread(store.record_sign_in, username, now, ok=True)
-        return None
-
     async def sign_out(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
-        self.sessions.end(ctx.sid)
+        await asyncio.to_thread(self.store.users.end_session, ctx.sid)
         request.session.clear()
         request.session["csrf"] = auth.new_token()
         return self.render(request, None, "sign_in.html", message="You are signed out.")
+
+    # ---------------------------------------------------------------------------- account
+    async def account_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
+                           status_code: int = 200, errors: dict[str, str] | None = None) -> Response:
+        enrolled = await asyncio.to_thread(self.store.totp_secret, ctx.username) is not None
+        return self.render(request, ctx, "account.html", status_code, enrolled=enrolled,
+                           required=bool(ctx.roles & self.gate.second_factor_roles),
+                           errors=errors or {}, min_length=auth.MIN_PASSWORD_LENGTH)
+
+    async def change_password(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """The user's own new password, after their current one (checked like a sign-in: throttled
+        and counted). Through the users log, which ends every session of the user; this browser
+        gets a new one."""
+        assert form is not None
+        current = str(form.get("current_password") or "")
+        new = str(form.get("new_password") or "")
+        confirm = str(form.get("confirm_password") or "")
+        if not current:
+            return await self.account_page(request, ctx, form, status_code=422, errors={
+                "current_password": "Enter your current password."})
+        outcome = await self.gate.attempt(ctx.username, current, None, _client_host(request),
+                                          self.clock())
+        if outcome.reason == "throttled":
+            return await self.account_page(request, ctx, form, status_code=429, errors={
+                "current_password": _throttled(outcome.wait)})
+        if not outcome.ok:
+            return await self.account_page(request, ctx, form, status_code=401, errors={
+                "current_password": "This is not your current password."})
+        if new != confirm:
+            return await self.account_page(request, ctx, form, status_code=422, errors={
+                "confirm_password": "The new password and its repetition differ."})
+        try:
+            hashed = await asyncio.to_thread(auth.hash_new_password, new)
+        except auth.PasswordRejected as exc:
+            return await self.account_page(request, ctx, form, status_code=422, errors={
+                "new_password": str(exc)})
+        try:
+            await asyncio.to_thread(self.store.users.set_password, ctx.username, hashed,
+                                    actor=ctx.username)
+        except UsersRuleError as exc:
+            return await self.account_page(request, ctx, form, status_code=409, errors={
+                "_form": exc.message})
+        await self.start_session(request, ctx.username)
+        request.session["flash"] = ("Your password is changed. Your other sessions, on the web "
+                                    "and the command line, have ended.")
+        return RedirectResponse("/account", status_code=303)
+
+    def _pending_secret(self, request: Request, username: str) -> str:
+        """The secret being set up in this browser: kept sealed in the session cookie until a
+        code from it is entered, so that a reload shows the same QR code."""
+        context = f"totp-pending:{username}"
+        pending = request.session.get("totp_pending")
+        if isinstance(pending, str):
+            try:
+                return unseal(self.gate.totp_key, pending, context=context)
+            except SealError:
+                pass
+        secret = auth.new_totp_secret()
+        request.session["totp_pending"] = seal(self.gate.totp_key, secret, context=context)
+        return secret
+
+    async def second_factor_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
+                                 status_code: int = 200, error: str | None = None) -> Response:
+        secret = self._pending_secret(request, ctx.username)
+        enrolled = await asyncio.to_thread(self.store.totp_secret, ctx.username) is not None
+        uri = auth.provisioning_uri(secret, ctx.username)
+        return self.render(request, ctx, "second_factor.html", status_code, qr=Markup(_qr_svg(uri)),
+                           secret=" ".join(secret[i:i + 4] for i in range(0, len(secret), 4)),
+                           enrolled=enrolled, error=error)
+
+    async def enrol_second_factor(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """The secret shown on the page becomes the user's second factor once a current code from
+        it is entered (that code is then used up: it cannot sign anyone in)."""
+        assert form is not None
+        secret = self._pending_secret(request, ctx.username)
+        now = self.clock()
+        step = auth.totp_step(secret, str(form.get("code") or ""), now)
+        if step is None:
+            return await self.second_factor_page(
+                request, ctx, form, status_code=422,
+                error="That is not the code the app shows now for this set-up. Scan the code "
+                      "below (or type the key), then enter the 6 digits the app shows.")
+        if not await asyncio.to_thread(auth.accept_step, self.store.engine, ctx.username, step):
+            return await self.second_factor_page(
+                request, ctx, form, status_code=422,
+                error="That code was used already. Wait for the app's next code and enter it.")
+        sealed = auth.seal_totp(self.gate.totp_key, ctx.username, secret)
+        try:
+            await asyncio.to_thread(self.store.users.set_totp, ctx.username, sealed,
+                                    actor=ctx.username)
+        except UsersRuleError as exc:
+            return await self.second_factor_page(request, ctx, form, status_code=409,
+                                                 error=exc.message)
+        request.session.pop("totp_pending", None)
+        request.session.pop("enrol", None)
+        request.session["flash"] = ("Your authenticator app is set up: signing in now asks for "
+                                    "the code it shows.")
+        return RedirectResponse("/" if ctx.enrol else "/account", status_code=303)
 
     # ------------------------------------------------------------------------------ inbox
     async def inbox(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -422,7 +535,8 @@ class WebApp:
         return self.render(request, ctx, "case.html", status_code, case=case, status=status,
                            view=view, tracked=bool(view.get("tracked")), advice=advice,
                            overdue=bool(deadline and deadline < now),
-                           applications=applications, trail=trail, chain=chain, forms=forms,
+                           applications=applications, trail=redaction.redact(trail, reveal=False),
+                           chain=chain, forms=forms,
                            reference=reference, rejected=rejected,
                            may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,
                            now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
@@ -504,15 +618,20 @@ class WebApp:
             return None
         return trail, await asyncio.to_thread(self.store.verify, reference)
 
-    async def audit(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+    async def audit(self, request: Request, ctx: Ctx, form: FormData | None, *,
+                    status_code: int = 200, reveal_error: str | None = None) -> Response:
+        """The trail with the confidential values hidden (desk.redaction), for every role."""
         reference = request.path_params["reference"]
         data = await self._audit_data(reference)
         if data is None:
             return self.not_found(request, ctx, "This case")
         trail, chain = data
         printable = request.url.path.endswith("/print")
-        return self.render(request, ctx, "audit.html", reference=reference, trail=trail, chain=chain,
-                           printable=printable, generated=self.clock())
+        return self.render(request, ctx, "audit.html", status_code, reference=reference,
+                           trail=redaction.redact(trail, reveal=False), chain=chain,
+                           printable=printable, generated=self.clock(),
+                           hidden=redaction.hidden_count(trail), revealed=False,
+                           may_reveal=REVEAL_ROLE in ctx.roles, reveal_error=reveal_error)
 
     async def audit_export(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         reference = request.path_params["reference"]
@@ -521,6 +640,45 @@ class WebApp:
         if data is None:
             return self.not_found(request, ctx, "This export")
         trail, chain = data
+        return self._export(reference, kind, redaction.redact(trail, reveal=False), chain)
+
+    async def audit_reveal(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """A head sees the confidential values for one view (the page, or one export), after the
+        reason is recorded on the case (event ConfidentialRevealed, the reason only). Each reveal
+        is recorded: a reload is a new reveal, never a free one."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        view = str(form.get("view") or "page")
+        if view not in ("page", "csv", "json"):
+            view = "page"
+        if await self._audit_data(reference) is None:
+            return self.not_found(request, ctx, "This case")
+        # The role again, as the registry says now (not as the session read it a moment ago).
+        if REVEAL_ROLE not in await asyncio.to_thread(self.store.user_roles, ctx.username):
+            return self.forbidden(request, ctx, "Only a head may reveal confidential values.")
+        reason = str(form.get("reason") or "")
+        try:
+            await asyncio.to_thread(self.store.execute, reference, redaction.REVEAL_COMMAND,
+                                    {"reason": reason, "at": self.clock()}, ctx.username,
+                                    f"web-reveal-{uuid.uuid4().hex}")
+        except CaseNotFound:
+            return self.not_found(request, ctx, "This case")
+        except CaseRuleError as err:
+            message = err.reason if isinstance(err, InvalidInput) else err.message
+            return await self.audit(request, ctx, form, status_code=422,
+                                    reveal_error=f"Nothing was revealed: the reason {message}.")
+        data = await self._audit_data(reference)  # read again: the reveal is in the trail now
+        assert data is not None
+        trail, chain = data
+        shown = redaction.redact(trail, reveal=True)
+        if view != "page":
+            return self._export(reference, view, shown, chain)
+        return self.render(request, ctx, "audit.html", reference=reference, trail=shown,
+                           chain=chain, printable=False, generated=self.clock(),
+                           hidden=redaction.hidden_count(trail), revealed=True, may_reveal=False,
+                           reveal_error=None)
+
+    def _export(self, reference: str, kind: str, trail: list[Any], chain: Any) -> Response:
         filename = f"{reference}-audit.{kind}"
         disposition = {"content-disposition": f'attachment; filename="{filename}"'}
         events = [{"version": e.version, "at": e.at.isoformat(), "actor": e.actor, "event": e.event,
@@ -582,6 +740,26 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _client_host(request: Request) -> str:
+    """The client's address as the connection (or a trusted proxy) gives it."""
+    return request.client.host if request.client else ""
+
+
+def _throttled(wait: float) -> str:
+    after = f"{max(1, round(wait / 60))} minutes" if wait >= 90 else f"{int(wait) + 1} seconds"
+    return (f"Too many sign-in attempts. Please wait {after} before trying again; attempts "
+            "before then are refused without being checked.")
+
+
+def _qr_svg(text: str) -> str:
+    """A QR code as inline SVG (no script, no style attribute: the page's CSP allows it)."""
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="svg", xmldecl=False, svgns=True, scale=5,
+                                     border=3, svgclass="qr", lineclass=None,
+                                     title="QR code for the authenticator app")
+    return out.getvalue().decode("utf-8")
+
+
 def _date(msg: EmailMessage) -> datetime:
     try:
         value = msg["Date"]
@@ -624,20 +802,29 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
               throttle: auth.ThrottlePolicy | None = None,
               clock: Callable[[], datetime] = auth.utcnow,
               second_factor_roles: Iterable[str] | None = None,
-              sessions: auth.SessionRegistry | None = None) -> Starlette:
+              totp_key: bytes | None = None,
+              trusted_proxies: Iterable[str] | None = None) -> Starlette:
     """The web interface as an ASGI app.
 
-    - `session_key`: signs the session cookie; default `<var_dir>/keys/web-session.key` (created in
-      development, required in production).
+    - `session_key`: signs the session cookie (and keys the CSRF tokens and the hashes that stand
+      for client addresses); default `<var_dir>/keys/web-session.key` (created in development,
+      required in production).
     - `outbox`: the Maildir the outbox page shows; True (default) means `<var_dir>/outbox` in
       development and no outbox page in production; None or False: no outbox page.
-    - `throttle`, `clock`: the failed sign-in policy and the time it reads (tests pass their own).
-    - `second_factor_roles`: roles that must have TOTP set up to sign in; default ministry liaison and
-      head in production, none in development. A user with a TOTP secret always needs the code.
+    - `throttle`, `clock`: the sign-in throttle (web.auth.ThrottlePolicy) and the time sessions,
+      codes and records read (tests pass their own).
+    - `second_factor_roles`: roles that must have TOTP set up; default ministry liaison and head in
+      production, none in development. Such a user without one signs in with the password to set
+      it up, and reaches no other page until then. A user with a TOTP secret always needs the code.
+    - `totp_key`: seals the TOTP secrets at rest; default `settings.totp_key()` (its key file is
+      created in development, required in production).
+    - `trusted_proxies`: addresses of reverse proxies whose X-Forwarded-For names the client (the
+      throttle counts per client address); none by default.
     """
     production = settings.environment == "production"
     key = session_key if session_key is not None else auth.session_key(settings.var_dir,
                                                                         settings.environment)
+    key_bytes = key.encode() if isinstance(key, str) else key
     if outbox is True:
         box: Path | None = None if production else settings.var_dir / "outbox"
     elif outbox is False or outbox is None:
@@ -646,15 +833,21 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         box = outbox
     if second_factor_roles is None:
         second_factor_roles = auth.SECOND_FACTOR_ROLES if production else ()
-    web = WebApp(settings, client, store, outbox=box, throttle=throttle or auth.ThrottlePolicy(),
-                 clock=clock, second_factor_roles=frozenset(second_factor_roles),
-                 sessions=sessions or auth.SessionRegistry())
+    gate = auth.Gate(store, throttle or auth.ThrottlePolicy(),
+                     totp_key=totp_key if totp_key is not None else settings.totp_key(),
+                     address_key=hashlib.sha256(b"appeals-web/addresses\x00" + key_bytes).digest(),
+                     second_factor_roles=frozenset(second_factor_roles))
+    web = WebApp(settings, client, store, outbox=box, gate=gate, session_key=key_bytes, clock=clock)
     p = web.page
     officers, auditors = ["case_officer"], AUDIT_ROLES
     routes = [
         Route("/sign-in", web.sign_in_page, methods=["GET"]),
         Route("/sign-in", web.sign_in, methods=["POST"]),
-        Route("/sign-out", p(web.sign_out), methods=["POST"]),
+        Route("/sign-out", p(web.sign_out, enrolling=True), methods=["POST"]),
+        Route("/account", p(web.account_page), methods=["GET"]),
+        Route("/account/password", p(web.change_password), methods=["POST"]),
+        Route("/account/second-factor", p(web.second_factor_page, enrolling=True), methods=["GET"]),
+        Route("/account/second-factor", p(web.enrol_second_factor, enrolling=True), methods=["POST"]),
         Route("/", p(web.inbox), methods=["GET"]),
         Route("/cases/new", p(web.new_case_page, officers), methods=["GET"]),
         Route("/cases/new", p(web.new_case, officers), methods=["POST"]),
@@ -663,6 +856,7 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/audit", p(web.audit_index, auditors), methods=["GET"]),
         Route("/cases/{reference}/audit", p(web.audit, auditors), methods=["GET"]),
         Route("/cases/{reference}/audit/print", p(web.audit, auditors), methods=["GET"]),
+        Route("/cases/{reference}/audit/reveal", p(web.audit_reveal, [REVEAL_ROLE]), methods=["POST"]),
         Route("/cases/{reference}/audit.{format:str}", p(web.audit_export, auditors), methods=["GET"]),
         Route("/outbox", p(web.outbox_page), methods=["GET"]),
         Route("/outbox/{key}", p(web.outbox_message), methods=["GET"]),
@@ -672,11 +866,27 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Middleware(SecurityHeaders),
         Middleware(SessionMiddleware, secret_key=key if isinstance(key, str) else key.decode(),
                    session_cookie=f"__Host-{COOKIE}" if production else COOKIE,
-                   max_age=12 * 3600, same_site="strict", https_only=production),
+                   max_age=int(SESSION_LIFETIME.total_seconds()), same_site="strict",
+                   https_only=production),
     ]
+    proxies = list(trusted_proxies or ())
+    if proxies:
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=proxies))
     app = Starlette(routes=routes, middleware=middleware)
     app.state.web = web
     return app
+
+
+async def housekeeping(web: WebApp, every: timedelta = HOUSEKEEPING_EVERY) -> None:
+    """Prune old sign-in attempts, ended sessions and stale known addresses now and then daily."""
+    while True:
+        try:
+            counts = await asyncio.to_thread(web.gate.prune, web.clock())
+            log.info("pruned %s sign-in attempts, %s sessions, %s known addresses",
+                     counts["sign_ins"], counts["sessions"], counts["addresses"])
+        except Exception:  # noqa: BLE001 - the web keeps serving; tried again tomorrow
+            log.warning("pruning sign-in records failed", exc_info=True)
+        await asyncio.sleep(every.total_seconds())
 
 
 class _Server(uvicorn.Server):
@@ -696,12 +906,15 @@ async def serve(settings: Settings, client: Client, store: CaseStore, host: str 
                             server_header=False, proxy_headers=False, lifespan="off")
     server = _Server(config)
     task = asyncio.ensure_future(server.serve())
+    chores = asyncio.ensure_future(housekeeping(app.state.web))
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         server.should_exit = True  # a clean shutdown: open requests finish, the port is closed
         await task
         raise
+    finally:
+        chores.cancel()
 
 
 __all__ = ["DEFAULT_WEB_PORT", "build_app", "serve", "StoreError"]

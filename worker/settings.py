@@ -204,6 +204,13 @@ class Settings(SecretFileSettings):
     workers check it: held by the CLI, the web interface and the workers, never by a bare
     Temporal client. Created in development."""
 
+    totp_key_file: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "keys" / "totp-secrets.key"
+    )
+    """File holding the key (base64, mode 0600) that encrypts the one-time-code (TOTP) secrets
+    in the users table: held by the doors that sign people in (the web interface, `appeals
+    login`), never by the workers. Created in development; required in production."""
+
     codec_keys: SecretStr | None = None
     """Temporal payload keys as `id:base64,...`: the first encrypts, the others only decrypt data
     written before a rotation. Takes precedence over the key file."""
@@ -312,6 +319,15 @@ class Settings(SecretFileSettings):
     web_port: int = Field(default=8000, ge=1, le=65535)
     """Port of the staff web interface."""
 
+    web_trusted_proxies: list[str] = Field(default=[])
+    """Addresses or networks (CIDR, as JSON: `["172.28.0.0/16"]`) of the reverse proxy in front
+    of the web interface: only from these is X-Forwarded-For believed, so that the sign-in
+    throttle counts per client and not per proxy. Empty: the connecting address is the client."""
+
+    config_dir: Path | None = None
+    """The `appeals` command line's own directory (mode 0700), holding the session of `appeals
+    login` (mode 0600); unset: `$XDG_CONFIG_HOME/appeals`, else `~/.config/appeals`."""
+
     # The deadlines file's entries in seconds, read and checked once at start-up.
     _deadline_overrides: dict[str, dict[str, int]] | None = PrivateAttr(default=None)
 
@@ -333,7 +349,7 @@ class Settings(SecretFileSettings):
 
     @field_validator("smtp_username", "smtp_password", "smtp_capture_host", "database_password",
                      "temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file",
-                     "temporal_tls_server_name", mode="before")
+                     "temporal_tls_server_name", "config_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`VAR=` (as compose writes `${VAR:-}`) means not set, not an empty login."""
@@ -463,6 +479,14 @@ class Settings(SecretFileSettings):
     def decision_signing_key(self) -> bytes:
         """The key that signs and checks decision assertions (desk.assertions)."""
         return self._key_from_file(self.decision_key_file)
+
+    def totp_key(self) -> bytes:
+        """The key that seals TOTP secrets at rest (desk.secrets); KeyMaterialError naming the
+        setting when production has no such file."""
+        if self.environment != "development" and not self.totp_key_file.is_file():
+            raise KeyMaterialError(f"{_env('totp_key_file')}: production needs an existing key "
+                                   f"file (not found: {self.totp_key_file})")
+        return self._key_from_file(self.totp_key_file)
 
     def temporal_tls_config(self) -> TLSConfig | bool:
         """What `Client.connect` takes as `tls`: False (plaintext: the development stack) or the
