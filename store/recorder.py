@@ -12,6 +12,7 @@ sessions) in the same transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
 from sqlalchemy import CursorResult, delete, insert, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from domain.view import waiting_for
@@ -50,6 +52,19 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tables.extend(schema.metadata.sorted_tables)
+
+    def create_table(self) -> None:
+        """Create what is missing. The worker and the web interface start together in
+        production: on PostgreSQL two concurrent CREATE TABLEs of the same table collide
+        (pg_type's unique index) although both checked first, so the loser looks again."""
+        for attempt in range(5):
+            try:
+                super().create_table()
+                return
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _insert_events(self, session: Session, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:

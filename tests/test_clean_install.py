@@ -36,6 +36,7 @@ from tests.backends import fresh_postgres_database, new_key, postgres_reason
 from tests.dev_stack import ROOT, free_port, running_dev_server
 from tests.smtp_sink import SmtpSink
 from tests.test_deployment import SERVICES, dockerfile_steps, image_install_commands
+from tests.test_temporal_tls import tls_environment, tls_in_front_of
 from worker.settings import ENV_PREFIX, Settings
 
 pytestmark = pytest.mark.slow
@@ -172,8 +173,13 @@ def services(tmp_path: Path) -> Iterator[Services]:
     logs = tmp_path / "logs"
     logs.mkdir()
     with fresh_postgres_database() as (url, _), SmtpSink() as sink, \
-            running_dev_server(tmp_path, "--namespace", NAMESPACE) as server:
-        env = {**fresh_environment(venv), **production_settings(run_dir, server.address, url, sink)}
+            running_dev_server(tmp_path, "--namespace", NAMESPACE) as server, \
+            tls_in_front_of(server, tmp_path / "pki") as (terminator, ca):
+        # Production reaches Temporal only over mutual TLS: a terminator with the services'
+        # client certificate stands in front of the dev server (as in tests/test_temporal_tls.py).
+        tls = tls_environment(terminator, ca, ca.issue("appeals-client"))
+        env = {**fresh_environment(venv),
+               **production_settings(run_dir, tls.pop("APPEALS_TEMPORAL_ADDRESS"), url, sink), **tls}
         running = Services(venv, env, run_dir, logs, sink)
         try:
             yield running
@@ -197,9 +203,11 @@ def production_settings(run_dir: Path, temporal: str, database_url: str,
     # (web/auth.py), which docker-compose.yml does not provide yet.
     keys = run_dir / "var" / "keys"
     keys.mkdir(parents=True)
-    fd = os.open(keys / "web-session.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32))
+    for name, content in (("web-session.key", secrets.token_urlsafe(32)),
+                          ("decision-signing.key", new_key()), ("totp-secrets.key", new_key())):
+        fd = os.open(keys / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(content)
     book = run_dir / "address_book.toml"
     shipped = (ROOT / "activities" / "data" / "address_book.toml").read_text()
     book.write_text("".join(line for line in shipped.replace("@example.org", f"@{DESK_DOMAIN}")
@@ -288,6 +296,7 @@ def test_the_image_install_runs_a_case_in_production_mode(services: Services) ->
     assert answers(f"{web}/static/app.css"), "the web interface serves no style sheet"
     # The codec server encrypts a payload and decrypts it again, for a caller with the token.
     token = {"Authorization": f"Bearer {s.env['APPEALS_CODEC_SERVER_TOKEN']}",
+             "Origin": "http://127.0.0.1:8080",
              "Content-Type": "application/json"}
     plain = {"payloads": [{"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
                            "data": base64.b64encode(b'"clean install"').decode()}]}
