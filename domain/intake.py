@@ -42,9 +42,16 @@ _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 E = TypeVar("E", bound=StrEnum)
 
 
-def _obj(data: Any, field: str) -> Mapping[str, Any]:
+def _obj(data: Any, field: str, known: tuple[str, ...] | None = None) -> Mapping[str, Any]:
+    """An object; with `known`, one whose keys are all known (a misspelt key is refused by name
+    rather than silently ignored: a `contact_nmae` would otherwise lose the contact person)."""
     if not isinstance(data, Mapping):
         raise InvalidInput(field, "must be an object with named fields")
+    if known is not None:
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            prefix = "" if field in ("intake", "verification") else f"{field}."
+            raise InvalidInput(f"{prefix}{unknown[0]:.40}", "is not a known field")
     return data
 
 
@@ -158,8 +165,12 @@ def _items(data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, 
     return [parse(v, f"{field}[{i}]") for i, v in enumerate(values)]
 
 
+DEFENDER_FIELDS = ("name", "role", "gender", "age", "location", "at_risk_groups",
+                   "disappearance", "detention")
+
+
 def _defender(data: Any, field: str, today: date) -> dict[str, Any]:
-    d = _obj(data, field)
+    d = _obj(data, field, DEFENDER_FIELDS)
     return {
         "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
         "role": line(d, "role", f"{field}.role", required=False),
@@ -185,11 +196,7 @@ DETENTION_FIELDS = ("arrest_date", "authority", "legal_basis_and_charges", "plac
 def _block(data: Any, field: str, known: tuple[str, ...]) -> Mapping[str, Any] | None:
     if data is None:
         return None
-    d = _obj(data, field)
-    unknown = sorted(str(k) for k in d if k not in known)
-    if unknown:
-        raise InvalidInput(f"{field}.{unknown[0]:.40}", "is not a known field")
-    return d
+    return _obj(data, field, known)
 
 
 def _past_date(data: Mapping[str, Any], key: str, field: str, today: date) -> str | None:
@@ -274,8 +281,12 @@ def _country(data: Mapping[str, Any], key: str, field: str) -> str:
     return value.upper()
 
 
+INCIDENT_FIELDS = ("date", "time", "place", "description", "perpetrator_kind", "perpetrators",
+                   "ongoing_risk")
+
+
 def _incident(data: Any, field: str, today: date) -> dict[str, Any]:
-    d = _obj(data, field)
+    d = _obj(data, field, INCIDENT_FIELDS)
     raw_date = d.get("date")
     try:
         when = date.fromisoformat(raw_date) if isinstance(raw_date, str) else None
@@ -301,8 +312,12 @@ def _incident(data: Any, field: str, today: date) -> dict[str, Any]:
     }
 
 
+ORGANISATION_FIELDS = ("name", "contact_name", "contact_email", "women_or_trans_led",
+                       "activism_months")
+
+
 def _organisation(data: Any, field: str) -> dict[str, Any]:
-    d = _obj(data, field)
+    d = _obj(data, field, ORGANISATION_FIELDS)
     return {
         "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
         "contact_name": line(d, "contact_name", f"{field}.contact_name", required=False,
@@ -317,7 +332,7 @@ def _organisation(data: Any, field: str) -> dict[str, Any]:
 def _eu_grant(data: Any, field: str) -> dict[str, Any] | None:
     if data is None:
         return None
-    d = _obj(data, field)
+    d = _obj(data, field, ("amount_eur", "purpose"))
     amount = integer(d, "amount_eur", f"{field}.amount_eur", low=1, high=10**9)
     assert amount is not None
     if amount > EU_GRANT_CAP_EUR:
@@ -331,7 +346,7 @@ def _eu_grant(data: Any, field: str) -> dict[str, Any] | None:
 def _fund_request(data: Any, field: str) -> dict[str, Any] | None:
     if data is None:
         return None
-    d = _obj(data, field)
+    d = _obj(data, field, ("amount_eur", "purpose", "costs_already_incurred", "in_exile"))
     return {
         "amount_eur": integer(d, "amount_eur", f"{field}.amount_eur", low=1, high=10**7),
         "purpose": line(d, "purpose", f"{field}.purpose"),
@@ -341,9 +356,15 @@ def _fund_request(data: Any, field: str) -> dict[str, Any] | None:
     }
 
 
+INTAKE_FIELDS = ("organisation", "defenders", "country", "incident", "threat_types",
+                 "rights_affected", "requested_actions", "refused_actions", "urgency",
+                 "domestic_steps", "confidential_information", "eu_grant", "fund_request")
+
+
 def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
-    """Validate an intake into the normalised dict that the Opened event carries."""
-    d = _obj(data, "intake")
+    """Validate an intake into the normalised dict that the Opened event carries. A key that is
+    not a field of the intake (at any level) is refused by name."""
+    d = _obj(data, "intake", INTAKE_FIELDS)
     requested = choices(d, "requested_actions", "requested_actions", Action, required=True)
     refused = choices(d, "refused_actions", "refused_actions", Action)
     both = sorted(set(requested) & set(refused))
@@ -374,6 +395,38 @@ def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
     return intake
 
 
+THREAT_QUESTIONS = ("facts", "pattern", "objective", "source_of_threat", "likely_carried_out")
+VERIFICATION_FIELDS = ("threat_questions", "vulnerabilities", "capacities", "probability", "impact",
+                       "verdict", "verifying_source", "do_no_harm", "public_action_advised")
+
+
+_NESTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "organisation": ORGANISATION_FIELDS, "incident": INCIDENT_FIELDS,
+    "eu_grant": ("amount_eur", "purpose"),
+    "fund_request": ("amount_eur", "purpose", "costs_already_incurred", "in_exile"),
+}
+
+
+def check_known_fields(data: Mapping[str, Any], field: str = "") -> None:
+    """Refuse (InvalidInput naming it) the first key of a partial intake, such as the changes of
+    further information, that is not a field of the intake, at any level; values are not checked
+    here (parse_intake does that once they are merged)."""
+    prefix = f"{field}." if field else ""
+    _obj(data, field or "intake", INTAKE_FIELDS)
+    for key, value in data.items():
+        if key in _NESTED_FIELDS and isinstance(value, Mapping):
+            _obj(value, f"{prefix}{key}", _NESTED_FIELDS[key])
+        elif key == "defenders" and isinstance(value, list):
+            for i, person in enumerate(value):
+                where = f"{prefix}defenders[{i}]"
+                if isinstance(person, Mapping):
+                    _obj(person, where, DEFENDER_FIELDS)
+                    for block, known in (("disappearance", DISAPPEARANCE_FIELDS),
+                                         ("detention", DETENTION_FIELDS)):
+                        if isinstance(person.get(block), Mapping):
+                            _obj(person[block], f"{where}.{block}", known)
+
+
 def parse_verification(data: Any) -> dict[str, Any]:
     """The threat analysis of docs/design.md section 2.2, normalised.
 
@@ -381,8 +434,8 @@ def parse_verification(data: Any) -> dict[str, Any]:
     public (statements, press, social media) without endangering the defenders? A verified threat
     must answer it; for the other verdicts nothing is sent and it is False unless given.
     """
-    d = _obj(data, "verification")
-    questions = _obj(d.get("threat_questions"), "threat_questions")
+    d = _obj(data, "verification", VERIFICATION_FIELDS)
+    questions = _obj(d.get("threat_questions"), "threat_questions", THREAT_QUESTIONS)
     verdict = choice(d, "verdict", "verdict", Verdict)
     advised = d.get("public_action_advised")
     if not isinstance(advised, bool) and (verdict is Verdict.VERIFIED or advised is not None):
@@ -390,7 +443,7 @@ def parse_verification(data: Any) -> dict[str, Any]:
     return {
         "threat_questions": {
             key: text(questions, key, f"threat_questions.{key}", max_len=5_000)
-            for key in ("facts", "pattern", "objective", "source_of_threat", "likely_carried_out")
+            for key in THREAT_QUESTIONS
         },
         "vulnerabilities": text(d, "vulnerabilities", "vulnerabilities", max_len=5_000),
         "capacities": text(d, "capacities", "capacities", max_len=5_000),

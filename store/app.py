@@ -21,6 +21,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
 from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import exc as sa_exc
 
 from domain.case import Case, case_id, new_case
 from domain.decisions import DECISIONS, OFFICER
@@ -312,11 +313,21 @@ class CaseStore(Application[UUID]):
     def totp_secret(self, username: str) -> str | None:
         return self._credential(username, schema.users.c.totp_secret)
 
-    def record_sign_in(self, username: str, at: datetime, *, ok: bool, reason: str = "") -> None:
-        """Record one sign-in attempt; `username` is what was typed (cut to the column size)."""
+    def record_sign_in(self, username: str, at: datetime, *, ok: bool, reason: str = "") -> int:
+        """Record one sign-in attempt; `username` is what was typed (cut to the column size).
+        Returns the attempt's id (see `settle_sign_in`)."""
         with self.engine.begin() as conn:
-            conn.execute(schema.sign_ins.insert().values(username=username[:100], at=at, ok=ok,
-                                                         reason=reason[:30]))
+            result = conn.execute(schema.sign_ins.insert().values(
+                username=username[:100], at=at, ok=ok, reason=reason[:30]))
+            key = result.inserted_primary_key
+        return int(key[0]) if key and key[0] is not None else 0
+
+    def settle_sign_in(self, attempt: int, *, ok: bool, reason: str = "") -> None:
+        """Say how an attempt recorded before its password was checked ended (desk.signin): a
+        success, or the reason it failed."""
+        t = schema.sign_ins
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == attempt).values(ok=ok, reason=reason[:30]))
 
     def failed_sign_ins(self, username: str, *, since_success: bool = True,
                         counted_reasons: tuple[str, ...] = ("password", "second_factor")
@@ -368,6 +379,51 @@ class CaseStore(Application[UUID]):
             return None
         value: str | None = row[0]
         return value
+
+    # ------------------------------------------------------------- case-opening requests (desk)
+    def reserve_reference(self, request_id: str, reference: str, username: str,
+                          at: datetime) -> str:
+        """Bind a case-opening request to the reference it will open, before its workflow is
+        started: the reference already bound to this request when there is one (a repeated
+        request), else `reference`. CaseAlreadyExists when another request or an opened case
+        holds `reference`."""
+        r = schema.requests
+        for _ in range(2):
+            bound = self.reserved_reference(request_id)
+            if bound is not None:
+                return bound
+            if self._exists(reference):
+                raise CaseAlreadyExists(reference)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(r.insert().values(request_id=request_id, reference=reference,
+                                                   username=username[:100], created_at=at))
+                return reference
+            except sa_exc.IntegrityError:
+                continue  # the request was bound meanwhile (read it), or the reference taken
+        bound = self.reserved_reference(request_id)
+        if bound is not None:
+            return bound
+        raise CaseAlreadyExists(reference)
+
+    def reserved_reference(self, request_id: str) -> str | None:
+        r = schema.requests
+        with self.engine.connect() as conn:
+            found: str | None = conn.execute(select(r.c.reference)
+                                             .where(r.c.request_id == request_id)).scalar()
+        return found
+
+    def release_reference(self, request_id: str) -> None:
+        """Unbind a request whose reference turned out to be taken in Temporal by another door
+        (its workflow was never started by this request)."""
+        r = schema.requests
+        with self.engine.begin() as conn:
+            conn.execute(r.delete().where(r.c.request_id == request_id))
+
+    def reserved_references(self) -> set[str]:
+        """Every reference a case-opening request is bound to (opened or still being opened)."""
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(select(schema.requests.c.reference))}
 
     # ------------------------------------------------------------------------------ plumbing
     @property

@@ -1,0 +1,104 @@
+"""The audit trail of a case for people and reports, for both doors: entries with a summary of codes
+(never names or free text), and CSV and HTML exports (the details do hold case data: for
+authorised staff only).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+# The trail's summary column shows these codes only, never free text.
+SUMMARY_KEYS = ("action", "stage", "step", "level", "verdict", "risk_level", "granted",
+                "public_naming", "kind", "fund", "outcome", "reprisals", "new_deadline", "message_id")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    return str(value)
+
+
+def when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def trail_summary(details: dict[str, Any]) -> str:
+    """Codes only: action, stage, level, outcome, message id... never names or free text."""
+    parts = []
+    intake = details.get("intake")
+    if isinstance(intake, dict):
+        parts += [f"{key}={intake[key]}" for key in ("urgency", "country") if intake.get(key)]
+    verification = details.get("verification")
+    if isinstance(verification, dict) and verification.get("verdict"):
+        parts.append(f"verdict={verification['verdict']}")
+    funds = details.get("funds")
+    if isinstance(funds, dict) and funds:  # fund ids from the directory: codes
+        parts.append("funds=" + ",".join(str(f) for f in funds))
+    for key in SUMMARY_KEYS:
+        value = details.get(key)
+        if value is None or value == "" or isinstance(value, dict | list):
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        parts.append(f"{key}={value}")
+    return _CONTROL.sub("?", " ".join(parts))
+
+
+def trail_entries(trail: Sequence[Any]) -> list[dict[str, Any]]:
+    """The trail (store.app.TrailEntry) as plain entries: version, time, actor, event, command id,
+    summary (codes) and details."""
+    return [{"version": e.version, "time": e.at, "actor": e.actor, "event": e.event,
+             "command_id": e.command_id, "summary": trail_summary(e.details), "details": e.details}
+            for e in trail]
+
+
+def csv_cell(value: Any) -> str:
+    """Text for a spreadsheet: a leading formula character is neutralised."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def trail_csv(entries: Sequence[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["version", "time", "actor", "event", "command_id", "summary", "details"])
+    for e in entries:
+        writer.writerow([e["version"], when(e["time"]), csv_cell(e["actor"]), e["event"],
+                         csv_cell(e["command_id"]), csv_cell(e["summary"]),
+                         csv_cell(json.dumps(e["details"], default=json_default,
+                                             ensure_ascii=False, sort_keys=True))])
+    return out.getvalue()
+
+
+def trail_html(reference: str, entries: Sequence[dict[str, Any]]) -> str:
+    esc = html.escape
+    rows = "\n".join(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td></tr>".format(
+            esc(str(e["version"])), esc(when(e["time"])), esc(str(e["actor"])), esc(str(e["event"])),
+            esc(str(e["summary"])),
+            esc(json.dumps(e["details"], indent=1, default=json_default, ensure_ascii=False,
+                           sort_keys=True)))
+        for e in entries)
+    title = esc(f"Audit trail {reference}")
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{title}</title>\n<style>body{{font-family:sans-serif}}table{{border-collapse:collapse}}"
+        "td,th{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}"
+        "pre{margin:0;white-space:pre-wrap}</style></head>\n<body>\n"
+        f"<h1>{title}</h1>\n<p>Confidential: case data for authorised staff only.</p>\n<table>\n"
+        "<tr><th>version</th><th>time (UTC)</th><th>actor</th><th>event</th><th>summary</th>"
+        "<th>details</th></tr>\n"
+        f"{rows}\n</table>\n</body></html>"
+    )
