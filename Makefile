@@ -19,7 +19,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain store workflows activities worker stack web cli
+	$(BIN)/mypy domain store workflows activities worker stack web cli desk
 
 test: lint
 	$(BIN)/pytest

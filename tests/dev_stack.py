@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from temporalio.client import Client
 
-from cli.casework import signing_client
+from desk.cases import signing_client
 from stack.main import dev_server_command, installed
 from store.app import CaseStore
 from tests.smtp_sink import SmtpSink
@@ -34,6 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # Test-only key for the committed replay histories (their payloads are encrypted with it).
 FIXTURE_CODEC_KEY = HISTORIES / "test-codec.key"
+# The password of every test user who signs in to the command line (tests only).
+PASSWORD = "correct horse battery staple"
+
+
+def appeals_command(env: dict[str, str], *args: str, stdin: str | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`appeals ARGS` from the source tree, as a person types it."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                          input=stdin if stdin is not None else "", capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def free_port() -> int:
@@ -109,6 +120,32 @@ class Stack:
     home: Path
     plain: Client  # the same connection, unsigned: what a door (which signs itself) is given
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    signed_in: set[str] = field(default_factory=set)
+
+    def cli_env(self, user: str | None, **extra: str) -> dict[str, str]:
+        """The environment of `appeals` for `user` on their own machine (their configuration
+        directory holds their session; signed in on first use with PASSWORD); None: nobody
+        signed in."""
+        env = {k: v for k, v in self.env.items() if k != "APPEALS_USER"}
+        env.update(APPEALS_CONFIG_DIR=str(self.home / "config" / (user or "nobody")), **extra)
+        if user is not None and user not in self.signed_in:
+            self.sign_in(user)
+        return env
+
+    def sign_in(self, user: str, password: str = PASSWORD) -> None:
+        """`appeals login USER` with the password on standard input (given to the user first)."""
+        if self.store.password_hash(user) is None:
+            self.store.set_password(user, PasswordHasher().hash(password))
+        env = {**self.env, "APPEALS_CONFIG_DIR": str(self.home / "config" / user)}
+        env.pop("APPEALS_USER", None)
+        done = appeals_command(env, "login", user, stdin=password + "\n")
+        assert done.returncode == 0, f"appeals login {user}: {done.stderr}{done.stdout}"
+        self.signed_in.add(user)
+
+    def appeals(self, *args: str, user: str | None = "olga", stdin: str | None = None,
+                **extra: str) -> subprocess.CompletedProcess[str]:
+        """`appeals ARGS` as `user` (signed in), with further APPEALS_* settings in `extra`."""
+        return appeals_command(self.cli_env(user, **extra), *args, stdin=stdin)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.home / f"worker-{len(self.workers)}.log").open("wb")
@@ -185,3 +222,133 @@ async def short_history_stack(short_history_server: DevServer, tmp_path: Path,
                               smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
     async with running_stack(short_history_server, tmp_path, smtp_sink) as s:
         yield s
+
+
+# ============================================================== faults between a door and Temporal
+class CuttableProxy:
+    """A TCP proxy in front of the dev server for one door: `cut()` drops its connections and
+    refuses new ones (the network between the door and Temporal fails), `restore()` lets them
+    through again. Runs in the test's event loop."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.target = (host, int(port))
+        self.up = True
+        self.server: Any = None
+        self.writers: list[Any] = []
+        self.address = ""
+
+    async def start(self) -> CuttableProxy:
+        import asyncio
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _accept(self, reader: Any, writer: Any) -> None:
+        import asyncio
+        if not self.up:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers += [writer, up_writer]
+        asyncio.ensure_future(self._pipe(reader, up_writer))
+        asyncio.ensure_future(self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: Any, writer: Any) -> None:
+        try:
+            while self.up and (data := await reader.read(65536)):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    async def stop(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+class PauseActivity:
+    """A worker interceptor that, once armed, holds the next run of one activity (before it runs,
+    or after it has recorded and before its result goes back) until released."""
+
+    def __init__(self, activity: str, *, after: bool = True) -> None:
+        import asyncio
+        self.activity, self.after = activity, after
+        self.armed = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def arm(self) -> None:
+        import asyncio
+        self.armed = True
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+
+    def interceptor(self) -> Any:
+        from temporalio import activity
+        from temporalio.worker import (
+            ActivityInboundInterceptor,
+            ExecuteActivityInput,
+            Interceptor,
+        )
+
+        pause = self
+
+        class Inbound(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                hold = pause.armed and activity.info().activity_type == pause.activity
+                if hold and not pause.after:
+                    pause.armed = False
+                    pause.reached.set()
+                    await pause.release.wait()
+                result = await super().execute_activity(input)
+                if hold and pause.after:
+                    pause.armed = False
+                    pause.reached.set()
+                    await pause.release.wait()
+                return result
+
+        class Hold(Interceptor):
+            def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+                return Inbound(next)
+
+        return Hold()
+
+
+@contextlib.asynccontextmanager
+async def in_process_worker(stack: Stack, *interceptors: Any) -> AsyncIterator[None]:
+    """The stack's worker in the test's own process (so that a test can hold an activity)."""
+    from worker.main import build_activities, build_worker
+
+    activities = build_activities(stack.settings, stack.store)
+    worker = build_worker(stack.plain, stack.settings, activities, interceptors=list(interceptors))
+    async with worker:
+        yield
+
+
+async def appeals_async(env: dict[str, str], *args: str, stdin: str = "",
+                        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`appeals ARGS` without blocking the test's event loop (an in-process worker keeps running)."""
+    import asyncio
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", *args, cwd=ROOT, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    return subprocess.CompletedProcess(list(args), proc.returncode or 0, out.decode(), err.decode())

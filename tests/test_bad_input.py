@@ -93,7 +93,7 @@ async def test_generated_intake_files_exit_0_or_2_with_one_line_and_never_a_trac
         stack: Stack, tmp_path: Path) -> None:
     stack.start_worker()
     files = collect(intake_files, 15)
-    env = {**stack.env, "APPEALS_USER": "olga"}
+    env = stack.cli_env("olga")
     codes: dict[int, int] = {}
     for i, content in enumerate(files):
         path = tmp_path / f"intake-{i}.json"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import pyotp
 import pytest
 
 from tests.backends import fresh_postgres_database, new_key, postgres_reason
@@ -47,6 +48,13 @@ NAMESPACE = "urgent-appeals"  # as in docker-compose.yml
 # not an RFC 2606 example domain (production refuses those) and that can never route anywhere.
 DESK_DOMAIN = "clean-install.localhost"
 STAFF = {1: ["duty@secretariat.test"], 2: ["head@secretariat.test"], 3: ["board@secretariat.test"]}
+# The staff of the one case, with their passwords (on standard input, as a script gives them).
+PASSWORDS = {"hana": "hana's clean-install passphrase", "olga": "olga's clean-install passphrase",
+             "lina": "lina's clean-install passphrase"}
+# Production: ministry liaisons and heads sign in with a second factor (web.auth.SECOND_FACTOR_ROLES).
+SECOND_FACTOR = {"hana", "lina"}
+# The Temporal UI's origin, the only page the codec server encodes for (docker-compose.yml's).
+UI_ORIGIN = "http://127.0.0.1:8080"
 
 
 # ================================================================================ the clean install
@@ -110,6 +118,7 @@ class Services:
     sink: SmtpSink
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     files: list[IO[bytes]] = field(default_factory=list)
+    signed_in: set[str] = field(default_factory=set)
 
     def command(self, argv: list[str]) -> list[str]:
         program = self.venv / "bin" / argv[0]
@@ -140,13 +149,43 @@ class Services:
             assert time.monotonic() < end, f"{what} not ready within {seconds:.0f} s:\n{self.all_logs()}"
             time.sleep(0.3)
 
-    def appeals(self, *args: str, user: str = "olga") -> str:
-        """The fresh environment's `appeals` command; its output, after checking it succeeded."""
+    def cli_env(self, user: str) -> dict[str, str]:
+        """`appeals` for `user` on their own machine: a configuration directory of their own."""
+        return {**self.env, "APPEALS_CONFIG_DIR": str(self.cwd / "config" / user)}
+
+    def appeals(self, *args: str, user: str = "olga", stdin: str = "") -> str:
+        """The fresh environment's `appeals` command as `user` (signed in first); its output,
+        after checking it succeeded."""
+        if user not in self.signed_in and args[:2] != ("users", "bootstrap"):
+            self.sign_in(user)
         done = subprocess.run(self.command(["appeals", *args]), cwd=self.cwd, capture_output=True,
-                              text=True, timeout=120, env={**self.env, "APPEALS_USER": user})
+                              text=True, timeout=120, env=self.cli_env(user), input=stdin)
         assert done.returncode == 0 and "Traceback" not in done.stderr, \
             f"appeals {' '.join(args)}: exit {done.returncode}\n{done.stderr}{done.stdout}"
         return done.stdout
+
+    def sign_in(self, user: str) -> None:
+        """`appeals login USER`, the password on standard input; in production a liaison or head
+        sets up a second factor while signing in (the secret shown, a code from it confirms)."""
+        second = user in SECOND_FACTOR
+        proc = subprocess.Popen(self.command(["appeals", "login", user,
+                                              *(["--enrol-totp"] if second else [])]),
+                                cwd=self.cwd, env=self.cli_env(user), text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(PASSWORDS[user] + "\n")
+        proc.stdin.flush()
+        shown = ""
+        if second:
+            for line in proc.stdout:
+                shown += line
+                if line.strip().startswith("secret: "):
+                    proc.stdin.write(pyotp.TOTP(line.split(":", 1)[1].strip()).now() + "\n")
+                    proc.stdin.flush()
+                    break
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"appeals login {user}: exit {proc.returncode}\n{err}{shown}{out}"
+        self.signed_in.add(user)
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -199,8 +238,8 @@ def production_settings(run_dir: Path, temporal: str, database_url: str,
                         sink: SmtpSink) -> dict[str, str]:
     """.env.example's settings, then what docker-compose.yml sets, with local addresses and new
     keys. A setting .env.example leaves for the operator to fill in needs a value here."""
-    # Production never creates keys; the web interface's session key is a file under the var dir
-    # (web/auth.py), which docker-compose.yml does not provide yet.
+    # Production never creates keys: the web interface's session key, the key the doors sign
+    # decisions with and the key that seals the second factors are files under the var dir.
     keys = run_dir / "var" / "keys"
     keys.mkdir(parents=True)
     for name, content in (("web-session.key", secrets.token_urlsafe(32)),
@@ -231,7 +270,7 @@ def production_settings(run_dir: Path, temporal: str, database_url: str,
         "APPEALS_METRICS_HOST": "127.0.0.1",
         "APPEALS_METRICS_PORT": str(free_port()),
         "APPEALS_CODEC_SERVER_TOKEN": secrets.token_urlsafe(24),
-        "APPEALS_CODEC_SERVER_UI_ORIGINS": json.dumps(["http://127.0.0.1:8080"]),
+        "APPEALS_CODEC_SERVER_UI_ORIGINS": json.dumps([UI_ORIGIN]),
         "APPEALS_CODEC_SERVER_PORT": str(free_port()),
         "APPEALS_WEB_HOST": "127.0.0.1",
         "APPEALS_WEB_PORT": str(free_port()),
@@ -256,11 +295,17 @@ def answers(url: str, data: bytes | None = None, headers: dict[str, str] | None 
 
 def run_one_case(s: Services) -> str:
     """One case from opening to dispatch through the `appeals` command, as staff drive it (the
-    README walkthrough, cut to the MFA brief); its reference. The only place that knows the flow."""
+    README walkthrough, cut to the MFA brief); its reference. The only place that knows the flow.
+    The first head is bootstrapped and adds the staff; each signs in on their own machine (the
+    head and the liaison with a second factor, as production requires)."""
+    s.appeals("users", "bootstrap", "hana", "--name", "Hana Sato", "--email",
+              "hana@secretariat.test", user="hana", stdin=PASSWORDS["hana"] + "\n")
     s.appeals("users", "add", "olga", "--name", "Olga Petrenko", "--email", "olga@secretariat.test",
-              "--role", "case_officer")
+              "--role", "case_officer", user="hana")
     s.appeals("users", "add", "lina", "--name", "Lina Haddad", "--email", "lina@secretariat.test",
-              "--role", "ministry_liaison")
+              "--role", "ministry_liaison", user="hana")
+    for user in ("olga", "lina"):
+        s.appeals("users", "passwd", user, user="hana", stdin=PASSWORDS[user] + "\n")
     intake = json.loads((EXAMPLES / "intake.json").read_text())
     intake.update(requested_actions=["mfa"], refused_actions=[], eu_grant=None)
     intake_file = s.cwd / "intake.json"
@@ -269,7 +314,7 @@ def run_one_case(s: Services) -> str:
     s.appeals("case", "verify", ref, str(EXAMPLES / "verification.json"))
     s.appeals("case", "consent", ref, "mfa", "--grant", "--given-by", "lawyer", "--relationship",
               "her lawyer", "--channel", "phone")
-    s.appeals("case", "clear", ref, "mfa", "--grant", "--as", "lina")
+    s.appeals("case", "clear", ref, "mfa", "--grant", user="lina")
     s.wait("dispatch", lambda: json.loads(s.appeals("case", "show", ref, "--json"))["stage"] == "follow_up",
            seconds=120)
     return ref
@@ -287,17 +332,20 @@ def test_the_image_install_runs_a_case_in_production_mode(services: Services) ->
         assert Path(directory).is_relative_to(s.venv) and Path(directory).is_dir(), \
             f"{directory} is missing from the installed package (package data in pyproject.toml)"
 
-    for service in ("worker", "web", "codec-server"):
+    # The worker first: it creates the event store's tables in the new database, which the web
+    # interface would otherwise try to create at the same moment (two CREATE TABLEs racing).
+    s.start("worker")
+    s.wait("worker", lambda: "worker polling task queue" in s.log("worker"))
+    for service in ("web", "codec-server"):
         s.start(service)
     web = f"http://127.0.0.1:{s.env['APPEALS_WEB_PORT']}"
     codec = f"http://127.0.0.1:{s.env['APPEALS_CODEC_SERVER_PORT']}"
-    s.wait("worker", lambda: "worker polling task queue" in s.log("worker"))
     s.wait("web interface", lambda: answers(f"{web}/sign-in") is not None)
     assert answers(f"{web}/static/app.css"), "the web interface serves no style sheet"
-    # The codec server encrypts a payload and decrypts it again, for a caller with the token.
+    # The codec server encrypts a payload and decrypts it again, for a caller with the token
+    # (encoding only for the Temporal UI's own page: its Origin).
     token = {"Authorization": f"Bearer {s.env['APPEALS_CODEC_SERVER_TOKEN']}",
-             "Origin": "http://127.0.0.1:8080",
-             "Content-Type": "application/json"}
+             "Content-Type": "application/json", "Origin": UI_ORIGIN}
     plain = {"payloads": [{"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
                            "data": base64.b64encode(b'"clean install"').decode()}]}
     s.wait("codec server", lambda: answers(f"{codec}/encode", json.dumps(plain).encode(), token) is not None)

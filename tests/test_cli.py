@@ -7,10 +7,12 @@ Each exit code is shown here: 0 done, 1 failed verification, 2 bad input (one li
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import mailbox
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +26,15 @@ from typing import Any
 import pytest
 
 from activities.directories import load_fund_directory
-from tests.dev_stack import ROOT, Stack, free_port
+from tests.dev_stack import (
+    ROOT,
+    CuttableProxy,
+    PauseActivity,
+    Stack,
+    appeals_async,
+    free_port,
+    in_process_worker,
+)
 from tests.factories import intake, verification
 from tests.workflow_env import settle
 from workflows.case import CaseWorkflow
@@ -34,14 +44,10 @@ EXAMPLES = ROOT / "examples"
 REFERENCE = re.compile(r"^UA-\d{4}-\d{4}$")
 
 
-def appeals(stack: Stack, *args: str, user: str | None = "olga",
+def appeals(stack: Stack, *args: str, user: str | None = "olga", stdin: str | None = None,
             **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**stack.env, **env}
-    environment.pop("APPEALS_USER", None)
-    if user:
-        environment["APPEALS_USER"] = user
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    """`appeals ARGS` as `user`, signed in on their own machine (None: nobody signed in)."""
+    return stack.appeals(*args, user=user, stdin=stdin, **env)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -151,11 +157,11 @@ async def test_a_full_case_through_the_command_line(stack: Stack, tmp_path: Path
     assert "EUR 2,500" in application and "family support" in application
     ok(appeals(stack, "case", "fund-submitted", ref, "protection_grant", "--note", "receipt 4711"))
 
-    # The ministry liaison sees the case in their inbox; olga (the verifier) may not clear it.
+    # The ministry liaison sees the case in their inbox; olga (a case officer) may not clear it.
     mine = as_json(appeals(stack, "case", "list", "--mine", "--json", user="lina"))
     assert [r["reference"] for r in mine] == [ref]
-    assert "cannot also clear it" in fails(appeals(stack, "case", "clear", ref, "mfa", "--grant",
-                                                   user="olga"), 4)
+    assert fails(appeals(stack, "case", "clear", ref, "mfa", "--grant", user="olga"), 4) == (
+        "Only a ministry liaison may clear or deny; nothing was recorded.")
     for action in ("rapporteur", "mfa"):
         ok(appeals(stack, "case", "clear", ref, action, "--grant", "--reason", "cleared", user="lina"))
 
@@ -325,23 +331,26 @@ async def test_a_case_opened_before_tracks_takes_the_same_commands(stack: Stack)
 # ==================================================================================== exit codes
 async def test_each_exit_code(stack: Stack, tmp_path: Path) -> None:
     stack.start_worker()
-    # 0: opened from YAML, under the reference the file gives.
+    # 0: opened from YAML, under the reference the file gives; the same command again (a retry)
+    # answers with the same case and opens nothing new.
     data = (EXAMPLES / "intake.yaml").read_text() + "reference: UA-2026-CLI7\n"
     (tmp_path / "case.yaml").write_text(data)
     assert ok(appeals(stack, "case", "open", str(tmp_path / "case.yaml"))).strip() == "UA-2026-CLI7"
-    # 2: bad input, nothing started: the same reference again, an unknown user, a bad option value.
-    assert fails(appeals(stack, "case", "open", str(tmp_path / "case.yaml")), 2) == (
-        "reference: a case UA-2026-CLI7 already exists")
-    assert fails(appeals(stack, "case", "consent", "UA-2026-CLI7", "mfa", "--grant", user="nobody"),
-                 2) == "--as: user nobody is not registered"
+    again = appeals(stack, "case", "open", str(tmp_path / "case.yaml"))
+    assert ok(again).strip() == "UA-2026-CLI7" and "nothing new was opened" in again.stderr
+    # 2: bad input, nothing started: another request for the same reference, a person named
+    # instead of signed in, a bad option value.
+    assert fails(appeals(stack, "case", "open", str(tmp_path / "case.yaml"), "--request-id", "r2"),
+                 2) == "reference: a case UA-2026-CLI7 already exists"
+    assert fails(appeals(stack, "--as", "lina", "case", "list"), 2).startswith(
+        "--as: is no longer accepted: every command acts as the person signed in")
+    assert fails(appeals(stack, "case", "list", "--mine", "--as", "ghost"), 2).startswith("--as: ")
+    assert fails(appeals(stack, "case", "list", APPEALS_USER="lina"), 2).startswith(
+        "APPEALS_USER: is no longer read")
+    # 6: nobody signed in.
     assert fails(appeals(stack, "case", "consent", "UA-2026-CLI7", "mfa", "--grant", user=None),
-                 2).startswith("--as: ")
-    # --as before or after the command wins over APPEALS_USER.
-    assert as_json(appeals(stack, "case", "list", "--mine", "--json", "--as", "olga", user="nobody")) == (
-        as_json(appeals(stack, "case", "list", "--json")))
-    assert as_json(appeals(stack, "--as", "lina", "case", "list", "--mine", "--json", user=None)) == []
-    assert fails(appeals(stack, "case", "list", "--mine", "--as", "ghost"), 2) == (
-        "--as: user ghost is not registered")
+                 6).startswith("Not signed in: sign in first with `appeals login USERNAME`")
+    assert as_json(appeals(stack, "case", "list", "--mine", "--json", user="lina")) == []
     assert fails(appeals(stack, "case", "extend", "UA-2026-CLI7", "--until", "2030-01-01T10:00",
                          "--reason", "x", user="hana"), 2).startswith("--until: needs a time zone")
     assert fails(appeals(stack, "case", "close", "UA-2026-CLI7", "--outcome", "won"), 2).startswith(
@@ -351,12 +360,14 @@ async def test_each_exit_code(stack: Stack, tmp_path: Path) -> None:
     assert fails(appeals(stack, "case", "checkin", "UA-2026-9999", "--summary", "x"), 3) == (
         "case UA-2026-9999 not found")
     assert fails(appeals(stack, "audit", "UA-2026-9999"), 3) == "case UA-2026-9999 not found"
-    # 4: rejected by the workflow, with its message; nothing recorded.
+    # 4: rejected by the workflow, with its message, or not allowed for the person; nothing
+    # recorded.
     before = len(stack.store.trail("UA-2026-CLI7"))
     assert fails(appeals(stack, "case", "clear", "UA-2026-CLI7", "mfa", "--grant", user="lina"), 4) == (
         "This case is not verified yet; a clearance decision can only be recorded after the "
         "verification.")
-    assert fails(appeals(stack, "case", "checkin", "UA-2026-CLI7", "--summary", "x", user="lina"), 4)
+    assert fails(appeals(stack, "case", "checkin", "UA-2026-CLI7", "--summary", "x", user="lina"), 4) == (
+        "Only a case officer may record a check-in with the defenders; nothing was recorded.")
     assert len(stack.store.trail("UA-2026-CLI7")) == before
     # 5: Temporal (or the event store) not reachable.
     port = free_port()
@@ -476,35 +487,43 @@ async def test_outbox_lists_and_shows_the_sinks_messages(stack: Stack) -> None:
 # ========================================================================================= users
 async def test_users_add_list_and_set_roles(stack: Stack) -> None:
     out = ok(appeals(stack, "users", "add", "nadia", "--name", "Nadia Example", "--email",
-                     "nadia@secretariat.example.org", "--role", "case_officer", "--role", "head"))
+                     "nadia@secretariat.example.org", "--role", "case_officer", "--role", "head",
+                     user="hana"))
     assert out.strip() == "added nadia (case_officer, head)"
     assert stack.store.user_roles("nadia") == {"case_officer", "head"}
     users = {u["username"]: u for u in as_json(appeals(stack, "users", "list", "--json"))}
     assert users["nadia"]["roles"] == ["case_officer", "head"] and "lina" in users
     assert "Nadia Example" in ok(appeals(stack, "users", "list"))
 
-    assert ok(appeals(stack, "users", "set-roles", "nadia", "auditor")).strip() == "nadia: auditor"
+    assert ok(appeals(stack, "users", "set-roles", "nadia", "auditor", user="hana")).strip() == (
+        "nadia: auditor")
     assert stack.store.user_roles("nadia") == {"auditor"}
     assert fails(appeals(stack, "users", "add", "nadia", "--name", "N", "--email", "n@example.org",
-                         "--role", "head"), 2) == "USERNAME: user nadia already exists"
+                         "--role", "head", user="hana"), 4) == "User nadia already exists."
     assert fails(appeals(stack, "users", "add", "ivo", "--name", "Ivo", "--email", "not an address",
-                         "--role", "head"), 2) == "--email: expected one plain address (user@domain)"
+                         "--role", "head", user="hana"), 2) == (
+        "--email: expected one plain address (user@domain)")
     assert fails(appeals(stack, "users", "add", "ivo", "--name", "Ivo", "--email", "ivo@example.org",
-                         "--role", "boss"), 2) == (
+                         "--role", "boss", user="hana"), 2) == (
         "--role: must be one of case_officer, ministry_liaison, head, auditor")
-    assert fails(appeals(stack, "users", "set-roles", "ghost", "head"), 3) == "USERNAME: no user ghost"
+    assert fails(appeals(stack, "users", "set-roles", "ghost", "head", user="hana"), 3) == (
+        "No user ghost.")
+    # The users log says who did each, and verifies.
+    log = as_json(appeals(stack, "users", "log", "--json", user="aldo"))
+    assert [(e["actor"], e["event"]) for e in log if e["details"].get("username") == "nadia"] == [
+        ("hana", "UserAdded"), ("hana", "RolesChanged")]
+    assert ok(appeals(stack, "users", "verify", user="aldo")).splitlines()[-1] == "OK"
 
 
 async def test_users_passwd_sets_an_argon2_hash_and_refuses_short_passwords(stack: Stack) -> None:
     def passwd(password: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli.main", "users", "passwd", "olga",
-                               "--password-stdin"], cwd=ROOT, env=stack.env, input=password + "\n",
-                              capture_output=True, text=True, timeout=60)
+        return appeals(stack, "users", "passwd", "omar", "--password-stdin", user="hana",
+                       stdin=password + "\n")
 
     assert fails(passwd("short"), 2).startswith("password: A password needs at least 12")
-    assert stack.store.password_hash("olga") is None
+    assert stack.store.password_hash("omar") is None
     assert "password set" in ok(passwd("correct horse battery staple"))
-    stored = stack.store.password_hash("olga")
+    stored = stack.store.password_hash("omar")
     assert stored and stored.startswith("$argon2") and "horse" not in stored
 
 
@@ -513,3 +532,178 @@ def test_help_works_without_any_service(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "Usage: appeals" in result.stdout
+
+
+# ==================================================================== safe retries, clean output
+def _mfa_intake(tmp_path: Path) -> str:
+    data = json.loads((EXAMPLES / "intake.json").read_text())
+    data.update(requested_actions=["mfa"], refused_actions=[], eu_grant=None)
+    path = tmp_path / "mfa-intake.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _events(stack: Stack, ref: str, name: str) -> int:
+    return sum(1 for e in stack.store.trail(ref) if e.event == name)
+
+
+async def _cut_after_recording(stack: Stack, proxy: CuttableProxy, pause: PauseActivity,
+                               env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a command through the proxy; once the worker has recorded (the activity done, its
+    answer held), the connection is cut; the command's outcome is unknown to it."""
+    pause.arm()
+    running = asyncio.ensure_future(appeals_async(env, *args))
+    await asyncio.wait_for(pause.reached.wait(), 60)
+    proxy.cut()
+    pause.release.set()
+    result = await running
+    proxy.restore()
+    return result
+
+
+def _unknown_outcome(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 5, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "it may have taken effect; repeating the same command is safe" in result.stderr
+
+
+async def test_commands_cut_off_after_the_server_recorded_them_are_repeated_safely(
+        stack: Stack, tmp_path: Path) -> None:
+    """A case opening, a decision and a further-information send, each cut off from Temporal
+    after the worker recorded it: the command says it may have taken effect; repeating it as is
+    gives one case, one event and one message."""
+    stack.cli_env("olga"), stack.cli_env("lina")  # signed in before the worker runs in-process
+    proxy = await CuttableProxy(stack.settings.temporal_address).start()
+    through = {"APPEALS_TEMPORAL_ADDRESS": proxy.address}
+    olga, lina = stack.cli_env("olga", **through), stack.cli_env("lina", **through)
+    opening, deciding = PauseActivity("open_tracked_case"), PauseActivity("apply_command")
+    sending = PauseActivity("send_further_information")
+    intake_file = _mfa_intake(tmp_path)
+    try:
+        async with in_process_worker(stack, opening.interceptor(), deciding.interceptor(),
+                                     sending.interceptor()):
+            # The opening: recorded in the store, then the connection is lost.
+            _unknown_outcome(await _cut_after_recording(stack, proxy, opening, olga,
+                                                        "case", "open", intake_file))
+            assert len(stack.store.list_cases()) == 1
+            again = await appeals_async(olga, "case", "open", intake_file)
+            ref = ok(again).strip()
+            assert REFERENCE.match(ref) and "nothing new was opened" in again.stderr
+            assert [c["reference"] for c in stack.store.list_cases()] == [ref]
+            assert _events(stack, ref, "Opened") == 1
+
+            ok(await appeals_async(olga, "case", "verify", ref, str(EXAMPLES / "verification.json")))
+            # A decision: recorded, then the connection is lost; the same command again
+            # records nothing new and answers with the first result.
+            consent = ("case", "consent", ref, "mfa", "--grant", *RELATIVE)
+            _unknown_outcome(await _cut_after_recording(stack, proxy, deciding, olga, *consent))
+            assert _events(stack, ref, "ConsentGranted") == 1
+            out = ok(await appeals_async(olga, *consent))
+            assert out.startswith(f"{ref}: stage clearance")
+            assert _events(stack, ref, "ConsentGranted") == 1
+
+            ok(await appeals_async(lina, "case", "clear", ref, "mfa", "--grant"))
+            handle = stack.plain.get_workflow_handle(ref)
+            await settle(handle, lambda s: s["stage"] == "follow_up", "follow-up")
+            # Further information sent to the MFA desk: sent and recorded, then the connection
+            # is lost; repeated, nothing is recorded or sent again.
+            inform = ("case", "inform", ref, "--send-to", "mfa", "--text", "Released on bail.")
+            _unknown_outcome(await _cut_after_recording(stack, proxy, sending, olga, *inform))
+            ok(await appeals_async(olga, *inform))
+            await asyncio.sleep(1)  # anything sent twice would have arrived by now
+    finally:
+        await proxy.stop()
+    assert _events(stack, ref, "FurtherInformationAdded") == 1
+    further = [m for _, _, m in stack.sink.messages if m["X-Appeal-Kind"] == "further_information"]
+    assert len(further) == 1
+    assert ok(appeals(stack, "audit", ref, "--verify")).splitlines()[-1] == "OK"
+
+
+async def test_json_output_parses_while_the_sdk_logs_retries(stack: Stack, tmp_path: Path) -> None:
+    """Temporal goes away for a few seconds while `case open --json` waits for the case: the SDK
+    retries and says so, on standard error; standard output is the JSON document alone."""
+    stack.cli_env("olga")
+    proxy = await CuttableProxy(stack.settings.temporal_address).start()
+    env = stack.cli_env("olga", APPEALS_TEMPORAL_ADDRESS=proxy.address)
+    opening = PauseActivity("open_tracked_case", after=False)
+    try:
+        async with in_process_worker(stack, opening.interceptor()):
+            opening.arm()
+            running = asyncio.ensure_future(appeals_async(env, "case", "open", _mfa_intake(tmp_path),
+                                                          "--json"))
+            await asyncio.wait_for(opening.reached.wait(), 60)  # the CLI now polls the status
+            proxy.cut()
+            await asyncio.sleep(6)
+            proxy.restore()
+            opening.release.set()
+            result = await running
+    finally:
+        await proxy.stop()
+    status = json.loads(ok(result))
+    assert status["stage"] == "verification" and REFERENCE.match(status["reference"])
+    assert "retried" in result.stderr and "WARN" in result.stderr, result.stderr
+    assert "WARN" not in result.stdout
+
+
+async def test_a_reference_captured_from_case_open_is_the_reference_alone(stack: Stack) -> None:
+    stack.start_worker()
+    env = {**stack.cli_env("olga"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    script = f'REF=$({sys.executable} -m cli.main case open examples/intake.json); echo "[$REF]"'
+    done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"\[UA-\d{4}-\d{4}\]\n", done.stdout), done.stdout
+
+
+async def test_misspelt_fields_in_intake_and_decision_files_are_refused_by_name(
+        stack: Stack, tmp_path: Path) -> None:
+    data = json.loads((EXAMPLES / "intake.json").read_text())
+    data["organisation"]["contact_nmae"] = data["organisation"].pop("contact_email")
+    path = tmp_path / "intake.json"
+    path.write_text(json.dumps(data))
+    assert fails(appeals(stack, "case", "open", str(path)), 2) == (
+        "organisation.contact_nmae: is not a known field")
+    data = json.loads((EXAMPLES / "intake.json").read_text())
+    data["urgncy"] = data.pop("urgency")
+    path.write_text(json.dumps(data))
+    assert fails(appeals(stack, "case", "open", str(path)), 2) == "urgncy: is not a known field"
+    assert stack.store.list_cases() == []
+    verification = json.loads((EXAMPLES / "verification.json").read_text())
+    verification["threat_questions"]["fcats"] = verification["threat_questions"].pop("facts")
+    path = tmp_path / "verification.json"
+    path.write_text(json.dumps(verification))
+    assert fails(appeals(stack, "case", "verify", "UA-2026-0001", str(path)), 2) == (
+        "threat_questions.fcats: is not a known field")
+    changes = tmp_path / "changes.json"
+    changes.write_text(json.dumps({"organisation": {"contact_nmae": "Wanjiru Example"}}))
+    assert fails(appeals(stack, "case", "inform", "UA-2026-0001", "--text", "x", "--changes",
+                         str(changes)), 2) == "organisation.contact_nmae: is not a known field"
+    # Nobody decides in another's name by writing it into a file either.
+    verification = json.loads((EXAMPLES / "verification.json").read_text())
+    path.write_text(json.dumps({**verification, "actor": "lina"}))
+    assert fails(appeals(stack, "case", "verify", "UA-2026-0001", str(path)), 2) == (
+        "actor: is not a known field")
+
+
+async def test_the_loser_of_a_race_is_told_what_was_recorded_and_by_whom(stack: Stack) -> None:
+    stack.start_worker()
+    ref = ok(appeals(stack, "case", "open", str(EXAMPLES / "intake.json"))).strip()
+    ok(appeals(stack, "case", "verify", ref, str(EXAMPLES / "verification.json")))
+    commands = {"olga": ("case", "consent", ref, "mfa", "--grant", *RELATIVE),
+                "omar": ("case", "consent", ref, "mfa", "--refuse", "--reason", "Too risky")}
+    envs = {user: stack.cli_env(user) for user in commands}
+    procs = {user: subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT,
+                                    env=envs[user], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for user, args in commands.items()}
+    done = {user: (proc.wait(120), proc.communicate()) for user, proc in procs.items()}
+    winners = [user for user, (code, _) in done.items() if code == 0]
+    losers = [user for user, (code, _) in done.items() if code == 4]
+    assert len(winners) == 1 and len(losers) == 1, done
+    outcome = "granted" if winners == ["olga"] else "refused"
+    said = done[losers[0]][1][1].strip()
+    assert re.fullmatch(rf"Consent for mfa was already recorded by {winners[0]} at "
+                        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d UTC \({outcome}\); nothing new was "
+                        r"recorded\.", said), said
+    decided = [e for e in stack.store.trail(ref) if e.event in ("ConsentGranted", "ConsentRefused")]
+    assert [e.actor for e in decided] == winners

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,9 @@ from tests.dev_stack import ROOT, free_port
 from worker.settings import Settings, load_settings, reference_markdown
 
 README = ROOT / "README.md"
+# The first passwords the walkthrough gives (on standard input); later commands sign in with them.
+PASSWORDS = {"hana": "hana's own passphrase", "olga": "olga's first passphrase",
+             "lina": "lina's first passphrase"}
 
 
 def walkthrough() -> str:
@@ -38,6 +41,7 @@ class Embedded:
     env: dict[str, str]
     home: Path
     proc: subprocess.Popen[str] | None = None
+    signed_in: set[str] = field(default_factory=set)
 
     def start(self) -> None:
         log = (self.home / "stack.log").open("a")
@@ -54,10 +58,16 @@ class Embedded:
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         return self.proc.wait(60)
 
-    def appeals(self, *args: str, user: str = "olga", check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT,
-                                env={**self.env, "APPEALS_USER": user}, capture_output=True,
-                                text=True, timeout=120)
+    def appeals(self, *args: str, user: str = "olga", check: bool = True,
+                stdin: str = "") -> subprocess.CompletedProcess[str]:
+        """`appeals ARGS` as `user`, signed in on their own machine (a configuration directory
+        of their own) with the password the walkthrough gave them."""
+        env = {**self.env, "APPEALS_CONFIG_DIR": str(self.home / "config" / user)}
+        if user not in self.signed_in and args[:1] != ("login",):
+            self.signed_in.add(user)
+            self.appeals("login", user, user=user, stdin=PASSWORDS[user] + "\n")
+        result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                                input=stdin, capture_output=True, text=True, timeout=120)
         if check:
             assert result.returncode == 0, (args, result.stdout, result.stderr)
         return result
@@ -79,6 +89,7 @@ class Embedded:
 def embedded(tmp_path: Path) -> Iterator[Embedded]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("APPEALS_")}
     env = {**clean, "APPEALS_VAR_DIR": str(tmp_path / "var"),
+           "APPEALS_CONFIG_DIR": str(tmp_path / "config" / "walkthrough"),
            "APPEALS_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
            "APPEALS_TEMPORAL_UI_PORT": str(free_port()), "APPEALS_SMTP_PORT": str(free_port()),
            "APPEALS_WEB_PORT": str(free_port())}
@@ -103,6 +114,10 @@ def run_walkthrough(stack: Embedded) -> str:
 
 def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embedded,
                                                                    tmp_path: Path) -> None:
+    block = walkthrough()
+    assert "APPEALS_USER" not in block and "--as" not in block
+    assert all(f'appeals login {user} <<< "{password}"' in block
+               for user, password in PASSWORDS.items())
     embedded.start()
     # make run serves the web interface too: its sign-in page answers.
     web = f"http://127.0.0.1:{embedded.env['APPEALS_WEB_PORT']}/sign-in"

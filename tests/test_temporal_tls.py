@@ -35,7 +35,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
-from tests.dev_stack import ROOT, DevServer
+from tests.dev_stack import PASSWORD, ROOT, DevServer, appeals_command
 from worker.main import connect, data_converter
 from worker.settings import Settings, load_settings
 
@@ -283,11 +283,16 @@ async def test_the_worker_the_cli_and_a_client_connect_with_their_certificates(
 
         # The command line (`appeals`, run from the source tree): it reaches Temporal (the case
         # is unknown there and in the store, so the answer is "not found", not "not reachable").
+        # Every command acts as a signed-in person: the first head is made and signs in first.
+        cli_env = environment({**common, **tls_values(terminator, ca, staff_cert),
+                               "config_dir": str(tmp_path / "config")})
+        for args, stdin in ((("users", "bootstrap", "rosa", "--name", "Rosa Example", "--email",
+                              "rosa@secretariat.example.org"), PASSWORD + "\n"),
+                            (("login", "rosa"), PASSWORD + "\n")):
+            done = appeals_command(cli_env, *args, stdin=stdin)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
         accepted = len(terminator.accepted)
-        cli = subprocess.run([sys.executable, "-m", "cli.main", "case", "show",
-                              "UA-2026-9999", "--json"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=120, env=environment({**common, **tls_values(terminator, ca,
-                                                                                  staff_cert)}))
+        cli = appeals_command(cli_env, "case", "show", "UA-2026-9999", "--json")
         assert "not reachable" not in cli.stderr + cli.stdout, cli.stderr
         assert re.search(r"not found", cli.stderr + cli.stdout, re.I), (cli.stdout, cli.stderr)
         assert "appeals-staff" in terminator.accepted[accepted:], "the CLI did not connect with TLS"
