@@ -47,6 +47,21 @@ def appeals_command(env: dict[str, str], *args: str, stdin: str | None = None,
                           text=True, timeout=timeout)
 
 
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def fails(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The command failed with `code` and exactly one line on stderr, no traceback; that line."""
+    assert result.returncode == code, f"exit {result.returncode}, not {code}: {result.stderr}{result.stdout}"
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,8 +32,10 @@ from tests.dev_stack import (
     PauseActivity,
     Stack,
     appeals_async,
+    fails,
     free_port,
     in_process_worker,
+    ok,
 )
 from tests.factories import intake, verification
 from tests.workflow_env import settle
@@ -48,21 +50,6 @@ def appeals(stack: Stack, *args: str, user: str | None = "olga", stdin: str | No
             **env: str) -> subprocess.CompletedProcess[str]:
     """`appeals ARGS` as `user`, signed in on their own machine (None: nobody signed in)."""
     return stack.appeals(*args, user=user, stdin=stdin, **env)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def fails(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The command failed with `code` and exactly one line on stderr, no traceback; that line."""
-    assert result.returncode == code, f"exit {result.returncode}, not {code}: {result.stderr}{result.stdout}"
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def as_json(result: subprocess.CompletedProcess[str]) -> Any:

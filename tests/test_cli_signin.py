@@ -28,25 +28,10 @@ from sqlalchemy import select, update
 from desk.cases import Desk, Person
 from desk.errors import NotAllowed
 from store import schema
-from tests.dev_stack import PASSWORD, ROOT, Stack, appeals_command
+from tests.dev_stack import PASSWORD, ROOT, Stack, appeals_command, fails, ok
 from workflows.inputs import ClearanceInput
 
 EXAMPLES = ROOT / "examples"
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}{result.stdout}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def fails(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The command failed with `code` and one line on stderr, no traceback; that line."""
-    assert result.returncode == code, f"exit {result.returncode}, not {code}: {result.stderr}{result.stdout}"
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def machine(stack: Stack, name: str, **extra: str) -> dict[str, str]:
