@@ -16,6 +16,7 @@ import pytest
 from starlette.datastructures import FormData as MultiDict
 
 from domain.view import shown_track
+from tests.dev_stack import Stack
 from tests.factories import DEFENDER_NAME, T0, intake, verification
 from tests.test_web import (
     Web,
@@ -50,10 +51,10 @@ def person() -> dict[str, Any]:
             "given_at": (T0 - timedelta(days=400)).isoformat()}
 
 
-async def to_dispatch(w: Web, ref: str, granted: list[str], refused: list[str] | None = None,
+async def to_dispatch(stack: Stack, ref: str, granted: list[str], refused: list[str] | None = None,
                       cleared: list[str] | None = None) -> Any:
     """Verified, consent for `granted` (refused for `refused`), cleared by the liaison."""
-    handle = w.stack.client.get_workflow_handle(ref)
+    handle = stack.client.get_workflow_handle(ref)
     await handle.execute_update(WF.record_verification, VerificationInput("olga", verification()))
     for a in granted:
         await handle.execute_update(WF.grant_consent, ConsentInput(
@@ -120,7 +121,7 @@ def test_held_fields_become_intake_changes_and_every_blank_is_named() -> None:
 async def test_a_held_message_is_released_from_the_case_page(web: Web) -> None:  # noqa: F811
     web.stack.start_worker()
     ref = await open_case(web, **INCOMPLETE)
-    handle = await to_dispatch(web, ref, ["rapporteur", "mfa"], ["eu_delegation"],
+    handle = await to_dispatch(web.stack, ref, ["rapporteur", "mfa"], ["eu_delegation"],
                                ["rapporteur", "mfa"])
     await settle(handle, lambda s: s["tracks"]["mfa"]["held"] and s["tracks"]["rapporteur"]["held"],
                  "both held")
@@ -201,7 +202,7 @@ async def test_closing_needs_an_outcome_a_summary_and_a_confirmation(web: Web) -
 async def test_the_liaison_sees_the_letter_and_further_information_is_previewed(web: Web) -> None:  # noqa: F811
     web.stack.start_worker()
     ref = await open_case(web, requested_actions=["mfa"], refused_actions=[], eu_grant=None)
-    handle = await to_dispatch(web, ref, ["mfa"])
+    handle = await to_dispatch(web.stack, ref, ["mfa"])
     url = f"/cases/{ref}"
     async with web.signed_in("lina") as lina:
         page = (await lina.get(url)).text
