@@ -85,6 +85,31 @@ def test_a_refused_or_withdrawn_action_is_not_pending_and_never_held() -> None:
                         "step": "follow_up"})["dispatch"] == "sent"
 
 
+def test_the_command_line_status_says_not_sent_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.cases import print_status
+
+    print_status({"reference": "UA-2026-0001", "stage": "closed", "tracks": {
+        "mfa": {"step": "ended", "consent": "refused", "clearance": "pending",
+                "dispatch": "pending", "ended": "refused"},
+        "rapporteur": {"step": "ended", "consent": "granted", "clearance": "granted",
+                       "dispatch": "held", "held": ["incident.ongoing_risk"], "ended": "closed"}}})
+    out = capsys.readouterr().out
+    mfa = next(line for line in out.splitlines() if line.strip().startswith("mfa"))
+    assert "not sent: consent refused" in mfa and "pending" not in mfa
+    assert "held: missing" not in out  # closed: nothing is held any more
+
+
+def test_the_verification_has_no_default_scores() -> None:
+    from domain.errors import InvalidInput
+    from domain.intake import parse_verification
+
+    for name in ("probability", "impact"):
+        data = {k: v for k, v in verification().items() if k != name}
+        with pytest.raises(InvalidInput) as caught:
+            parse_verification(data)
+        assert caught.value.field == name and "required" in caught.value.reason
+
+
 def test_held_fields_become_intake_changes_and_every_blank_is_named() -> None:
     case_intake = intake(**INCOMPLETE)
     status = {"pending": [
