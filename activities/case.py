@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
 from activities.messages import Composed, Composer, MessageError
 from desk.assertions import OPEN, InvalidAssertion, verify
-from domain.addressbook import AddressBook, AddressRole
+from domain.addressbook import AddressBook, AddressEntry, AddressRole
 from domain.case import Case
 from domain.errors import CaseRuleError
 from domain.funds import Fund, profile_from_intake, suggest_funds
@@ -335,14 +335,10 @@ class CaseActivities:
     # ------------------------------------------------------------------------ content
     def _recipients(self, intake: Mapping[str, Any], action: str) -> list[str]:
         country = intake["country"]
-        if action == "rapporteur":
-            entries = self.book.rapporteur_recipients(_mandates(intake))
-        elif action == "mfa":
-            entries = self.book.for_country(AddressRole.MFA_DESK, country)
-        elif action == "eu_delegation":
-            entries = self.book.for_country(AddressRole.EU_DELEGATION, country)
-        else:
-            raise _refused(CaseRuleError(f"{action!s:.40} has no address book role."))
+        try:
+            entries = appeal_recipients(self.book, intake, action)
+        except CaseRuleError as exc:
+            raise _refused(exc) from None
         if not entries:
             raise ApplicationError(f"The address book has no address for {action} in {country}.",
                                    type="PermanentMailError", non_retryable=True)
@@ -372,6 +368,20 @@ class CaseActivities:
         funds = {f.id: f for f in self.funds}
         return next((funds[s.fund_id] for s in advice.suggestions if funds[s.fund_id].sendable),
                     None)
+
+
+def appeal_recipients(book: AddressBook, intake: Mapping[str, Any],
+                      action: str) -> list[AddressEntry]:
+    """The address book entries an action's appeal goes to (none found: an empty list). The
+    dispatch uses it, and so does the preview the doors show before a clearance."""
+    country = intake["country"]
+    if action == "rapporteur":
+        return book.rapporteur_recipients(_mandates(intake))
+    if action == "mfa":
+        return book.for_country(AddressRole.MFA_DESK, country)
+    if action == "eu_delegation":
+        return book.for_country(AddressRole.EU_DELEGATION, country)
+    raise CaseRuleError(f"{action!s:.40} has no address book role.")
 
 
 def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:

@@ -37,6 +37,7 @@ from desk.cases import informable_actions
 from domain.case import SUPPLEMENTABLE
 from domain.intake import check_known_fields, parse_intake, parse_verification
 from domain.intake import reference as check_reference
+from domain.view import shown_track
 from domain.vocab import Action, Outcome, PublicNaming
 
 ACTIONS = [a.value for a in Action]
@@ -75,8 +76,9 @@ def track_notes(track: dict[str, Any]) -> str:
     notes = []
     if track.get("ended"):
         notes.append(f"ended: {track['ended']}")
-    if track.get("held"):
-        notes.append(f"held: missing {', '.join(track['held'])}")
+    held = shown_track(track)["held"]
+    if held:
+        notes.append(f"held: missing {', '.join(held)}")
     funds = track.get("funds") or {}
     if funds:
         notes.append("funds: " + ", ".join(f"{f} {state}" for f, state in funds.items()))
@@ -108,15 +110,17 @@ def print_status(status: dict[str, Any]) -> None:
     tracks = status.get("tracks")
     if tracks:
         click.echo("tracks:")
-        rows = [[f"  {a}", t.get("step"), t.get("consent"), t.get("clearance"), t.get("dispatch"),
-                 when(parse_when(t.get("deadline"))) or "-", t.get("escalation_level", 0),
-                 track_notes(t)] for a, t in tracks.items()]
+        closed = status.get("stage") == "closed"
+        shown = {a: shown_track(t, closed=closed) for a, t in tracks.items()}
+        rows = [[f"  {a}", t.get("step"), t.get("consent"), shown[a]["clearance"],
+                 shown[a]["dispatch"], when(parse_when(t.get("deadline"))) or "-",
+                 t.get("escalation_level", 0), track_notes(t)] for a, t in tracks.items()]
         table(rows, ["  action", "step", "consent", "clearance", "dispatch", "deadline (UTC)",
                      "level", "notes"])
     elif status.get("actions"):  # a case opened before per-action tracks
         click.echo("actions:")
-        rows = [[f"  {a}", s.get("consent"), s.get("clearance"), s.get("dispatch")]
-                for a, s in status["actions"].items()]
+        rows = [[f"  {a}", s.get("consent"), shown_track(s)["clearance"],
+                 shown_track(s)["dispatch"]] for a, s in status["actions"].items()]
         table(rows, ["  action", "consent", "clearance", "dispatch"])
     pending = status.get("pending") or []
     click.echo("pending:" + ("" if pending else " nothing"))

@@ -361,6 +361,18 @@ INTAKE_FIELDS = ("organisation", "defenders", "country", "incident", "threat_typ
                  "domestic_steps", "confidential_information", "eu_grant", "fund_request")
 
 
+def merge_changes(intake: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The intake with `changes` applied as further information applies them: an object field
+    (organisation, incident, fund_request, ...) is merged key by key, any other field replaced.
+    Not validated: parse_intake the result."""
+    merged = dict(intake)
+    for key, value in changes.items():
+        old = merged.get(key)
+        merged[key] = ({**old, **value} if isinstance(old, dict) and isinstance(value, dict)
+                       else value)
+    return merged
+
+
 def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
     """Validate an intake into the normalised dict that the Opened event carries. A key that is
     not a field of the intake (at any level) is refused by name."""

@@ -22,7 +22,12 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import errors, rules
 from domain.case import REVEAL_REASON_MAX, SUPPLEMENTABLE, case_id
-from domain.intake import cannot_consent_personally, parse_intake, parse_verification
+from domain.intake import (
+    cannot_consent_personally,
+    merge_changes,
+    parse_intake,
+    parse_verification,
+)
 from domain.policies import deadline_for, most_restrictive, risk_level
 from domain.view import (
     DENIED,
@@ -341,12 +346,7 @@ class TrackedCase(Aggregate):
             if unknown:
                 raise errors.InvalidInput(f"intake_changes.{unknown[0]!s:.40}",
                                           "cannot be changed after intake")
-            merged = dict(self.intake)
-            for key, value in intake_changes.items():
-                old = merged.get(key)
-                merged[key] = ({**old, **value} if isinstance(old, dict) and isinstance(value, dict)
-                               else value)
-            intake = parse_intake(merged, today=at.date())
+            intake = parse_intake(merge_changes(self.intake, intake_changes), today=at.date())
         self._further_information_added(information=information, intake=intake,
                                         send_to=list(send_to or []), at=at, actor=actor,
                                         command_id=command_id)

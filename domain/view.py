@@ -153,3 +153,29 @@ def waiting_for(track: dict[str, Any]) -> str:
     if step == "follow_up":
         return "record_response"
     return ""
+
+
+def shown_track(track: dict[str, Any], *, closed: bool = False) -> dict[str, Any]:
+    """What a door shows for one track (as JSON, of either kind of case): its clearance and
+    dispatch in words, and the fields its message is held for.
+
+    An action whose consent was refused or withdrawn before sending is never "pending": its
+    clearance is not needed any more and its message is "not sent: consent refused" (or
+    withdrawn). A held message is shown as held only while it can still go: never on a closed
+    case, an ended track, or an action without consent.
+    """
+    consent = str(track.get("consent") or "")
+    clearance = str(track.get("clearance") or "")
+    dispatch = str(track.get("dispatch") or "")
+    stopped = consent in (REFUSED, WITHDRAWN) and dispatch != SENT
+    if stopped:
+        why = f"consent {consent}"
+        if clearance == PENDING:
+            clearance = f"not needed: {why}"
+        dispatch = f"not sent: {why}"
+    ended = track.get("step") == "ended" if "step" in track else False
+    held = [] if (stopped or closed or ended or consent != GRANTED) else list(
+        track.get("held") or [])
+    if dispatch == HELD and not held and not stopped:
+        dispatch = "not sent" if (closed or ended) else dispatch
+    return {"clearance": clearance, "dispatch": dispatch, "held": held, "stopped": stopped}

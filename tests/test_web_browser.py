@@ -255,3 +255,96 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
     [reveal] = [e for e in stack.store.trail(reference) if e.event == "ConfidentialRevealed"]
     assert (reveal.actor, reveal.details["reason"]) == ("hana", "Annual donor audit of verifications")
     assert SOURCE not in str(reveal.details) and CONFIDENTIAL_NOTE not in str(reveal.details)
+
+
+async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
+        maildir_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+    """A message held for a missing intake field: the case page asks for exactly that field, and
+    once it is given the message goes out (the SMTP sink receives it). Closing without an
+    outcome, a summary and the confirmation is refused, naming all three. Screenshots of the
+    held-message form at 1280 and 390 px go to the test's tmp path."""
+    import mailbox
+
+    from playwright.async_api import async_playwright, expect
+
+    from tests.factories import intake
+    from tests.test_web_casepage import INCOMPLETE, to_dispatch
+    from tests.workflow_env import settle
+    from workflows.inputs import TracksStart
+    from workflows.tracks import TrackedCaseWorkflow
+
+    stack, outbox = maildir_stack
+    set_passwords(stack)
+    stack.start_worker()
+    ref = "UA-2026-H0001"
+    handle = await stack.client.start_workflow(
+        TrackedCaseWorkflow.run, TracksStart(ref, intake(**{**INCOMPLETE, "requested_actions": [
+            "mfa", "eu_delegation"], "defenders": intake()["defenders"]}), "olga"),
+        id=ref, task_queue=stack.settings.task_queue)
+    await settle(handle, lambda s: s["stage"] == "verification", "opened")
+    await to_dispatch(stack, ref, ["mfa"], ["eu_delegation"], ["mfa"])
+    await settle(handle, lambda s: bool(s["tracks"]["mfa"]["held"]), "mfa held")
+
+    def appeals() -> list[str]:
+        if not outbox.exists():
+            return []
+        box = mailbox.Maildir(str(outbox), create=False)
+        return [str(m["X-Appeal-Action"]) for m in box if m["X-Appeal-Kind"] == "appeal"]
+
+    assert appeals() == []
+    async with served(stack, outbox) as base, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            await page.goto(f"{base}/sign-in")
+            await page.fill("#username", "olga")
+            await page.fill("#password", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.goto(f"{base}/cases/{ref}")
+            held = page.locator("#held")
+            await expect(held).to_contain_text("The risk now: what may happen next")
+            await expect(page.locator("#action-mfa .held")).to_contain_text("incident.ongoing_risk")
+            await expect(page.locator("#action-eu_delegation")).to_contain_text(
+                "not sent: consent refused")
+            await held.screenshot(path=str(tmp_path / "held-form-1280.png"))
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await held.screenshot(path=str(tmp_path / "held-form-390.png"))
+            await page.set_viewport_size({"width": 1280, "height": 900})
+            # Sent empty: refused, the field named, nothing sent.
+            await held.locator("button").click()
+            await expect(page.locator("#held-error")).to_be_visible()
+            await expect(page.locator("#held .field-error")).to_contain_text("is required")
+            # Given: the message goes out at once.
+            await page.fill('#held [name="incident.ongoing_risk"]', "Hearing set for Monday")
+            await page.locator("#held button").click()
+            await expect(page.locator(".flash")).to_contain_text("the message for mfa was sent")
+            await expect(page.locator("#action-mfa")).to_contain_text("sent")
+            assert await page.locator("#held").count() == 0
+            assert await page.locator(".badge.held").count() == 0
+            for _ in range(50):
+                if appeals():
+                    break
+                await asyncio.sleep(0.2)
+            assert appeals() == ["mfa"]
+
+            # Closing: no preset outcome; all three missing things named at once.
+            form = page.locator("#form-close")
+            assert await form.locator('[name="outcome"]').input_value() == ""
+            await form.locator("button").click()
+            error = page.locator("#form-close .error")
+            for words in ("choose the outcome", "summary: write", "confirmation: tick the box"):
+                await expect(error).to_contain_text(words)
+            assert "Closed" not in [e.event for e in stack.store.trail(ref)]
+            form = page.locator("#form-close")
+            await form.locator('[name="outcome"]').select_option("resolved")
+            await form.locator('[name="summary"]').fill("Charges dropped.")
+            await form.locator('[name="confirm"]').check()
+            await form.locator("button").click()
+            await expect(page.locator("h1 .badge.stage")).to_contain_text("closed")
+            assert await page.locator(".badge.held").count() == 0
+        finally:
+            await browser.close()
+    for width in (1280, 390):
+        assert (tmp_path / f"held-form-{width}.png").stat().st_size > 1000
+    assert [e.event for e in stack.store.trail(ref)][-1] == "Closed"

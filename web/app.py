@@ -50,16 +50,20 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from activities.directories import load_fund_directory
-from activities.messages import MessageError
+from activities.directories import load_address_book, load_fund_directory
+from activities.messages import Composer, MessageError
 from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
 from desk import redaction
+from desk.preview import appeal_letters, information_letters
 from desk.secrets import SealError, seal, unseal
+from domain.addressbook import AddressBook
 from domain.errors import CaseRuleError, InvalidInput
 from domain.funds import Fund, Purpose
-from domain.intake import parse_intake
+from domain.intake import merge_changes, parse_intake
+from domain.readiness import missing_fields
 from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.users import UnknownUser, UserInactive, UsersRuleError
+from domain.view import shown_track
 from domain.vocab import (
     Action,
     AtRiskGroup,
@@ -80,11 +84,16 @@ from web.forms import (
     DEFENDER_SLOTS,
     THREAT_QUESTIONS,
     FormError,
+    FormErrors,
     available_forms,
+    held_fields,
+    intake_changes_from_form,
     intake_error_field,
     intake_from_form,
 )
+from worker.main import composer as worker_composer
 from worker.settings import Settings
+from workflows.inputs import InformationInput
 from workflows.tracks import TrackedCaseWorkflow
 
 log = logging.getLogger("appeals.web")
@@ -95,6 +104,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_WEB_PORT = 8000
 COOKIE = "appeals_session"
 AUDIT_ROLES = frozenset({"auditor", "head"})
+OFFICER_ROLE = "case_officer"
 REVEAL_ROLE = "head"
 # A web session lasts at most this long, and ends after this long unused.
 SESSION_LIFETIME = timedelta(hours=12)
@@ -181,6 +191,7 @@ class WebApp:
         self.gate = gate
         self.session_key = session_key
         self.clock = clock
+        self._tools: tuple[AddressBook, Composer] | None = None  # see _preview_tools
         self.jinja = Environment(loader=FileSystemLoader(TEMPLATES),
                                  autoescape=select_autoescape(default=True, default_for_string=True),
                                  trim_blocks=True, lstrip_blocks=True)
@@ -496,7 +507,9 @@ class WebApp:
             return None
 
     async def case_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
-                        status_code: int = 200, form_error: dict[str, Any] | None = None) -> Response:
+                        status_code: int = 200, form_error: dict[str, Any] | None = None,
+                        held_error: dict[str, Any] | None = None,
+                        preview: dict[str, Any] | None = None) -> Response:
         reference = request.path_params["reference"]
         try:
             case = await asyncio.to_thread(self.store.get, reference)
@@ -539,7 +552,8 @@ class WebApp:
                            chain=chain, forms=forms,
                            reference=reference, rejected=rejected,
                            may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,
-                           now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
+                           now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+                           **self._page_parts(case, status, forms, ctx, held_error, preview))
 
     def _applications(self, case: Any, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The prepared application for each fund that staff submit through its own web form."""
@@ -603,6 +617,147 @@ class WebApp:
             _SIGNED_IN.reset(signed_in)
         request.session["flash"] = f"Recorded: {decision.label.lower()}."
         return RedirectResponse(f"/cases/{reference}", status_code=303)
+
+    # ------------------------------------------------- held messages, previews (case page)
+    def _preview_tools(self) -> tuple[AddressBook, Composer]:
+        """The address book and composer the worker sends with (worker.main), loaded once."""
+        if self._tools is None:
+            self._tools = (load_address_book(self.settings.address_book_path),
+                           worker_composer(self.settings))
+        return self._tools
+
+    def _page_parts(self, case: Any, status: dict[str, Any] | None, forms: list[dict[str, Any]],
+                    ctx: Ctx, held_error: dict[str, Any] | None,
+                    preview: dict[str, Any] | None) -> dict[str, Any]:
+        """What the case page shows beside the decision forms: the form of the fields held
+        messages lack, the letters a clearance lets go, the preview of further information."""
+        closed = (status or {}).get("stage") == "closed" or getattr(case, "is_closed", False)
+        held = held_fields(status, case.intake) if status and not closed else []
+        for f in forms:
+            if f["name"] == "clearance" and f.get("action"):
+                book, composer = self._preview_tools()
+                f["letters"] = appeal_letters(case, f["action"], book, composer)
+            if f["name"] == "information" and preview is not None:
+                f["values"] = preview["values"]
+                f["update_id"] = preview["update_id"]
+                f["preview"] = preview["letters"]
+                f["error"] = preview.get("error")
+        return {"held_fields": held, "held_error": held_error,
+                "may_complete": bool(held) and OFFICER_ROLE in ctx.roles,
+                "held_update_id": uuid.uuid4().hex,
+                "shown_track": shown_track}
+
+    async def complete_held(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """The fields held messages lack, completed on the case page: validated as the intake is,
+        recorded as further information with those intake changes (sent to nobody); the workflow
+        then composes and sends each held message, or holds it again naming what is missing."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        try:
+            case = await asyncio.to_thread(self.store.get, reference)
+        except (CaseNotFound, InvalidInput):
+            return self.not_found(request, ctx, "This case")
+        status = await self._status(reference)
+        fields = held_fields(status, case.intake) if status else []
+        values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+        update_id = str(form.get("update_id") or "")
+        if not _UPDATE_ID.match(update_id):
+            update_id = uuid.uuid4().hex
+
+        def failed(errors: dict[str, str], code: int) -> Awaitable[Response]:
+            return self.case_page(request, ctx, None, status_code=code, held_error={
+                "errors": errors, "values": values, "update_id": update_id})
+
+        if not fields:
+            request.session["flash"] = "No message of this case is held for missing fields."
+            return RedirectResponse(f"/cases/{reference}", status_code=303)
+        try:
+            changes = intake_changes_from_form(form, fields, case.intake)
+            merged = await asyncio.to_thread(parse_intake, merge_changes(case.intake, changes),
+                                             today=self.clock().date())
+        except FormErrors as err:
+            return await failed(err.errors, 422)
+        except InvalidInput as err:
+            return await failed({err.field: err.reason}, 422)
+        except CaseRuleError as err:
+            return await failed({"_form": err.message}, 422)
+        actions = sorted({a for f in fields for a in f["actions"]})
+        still = sorted({p for a in actions for p in missing_fields(a, merged)} & {
+            f["path"] for f in fields})
+        if still:
+            return await failed({p: "is still missing" for p in still}, 422)
+        arg = InformationInput(ctx.username, "Completed on the case page for the held "
+                               "message(s): " + ", ".join(f["path"] for f in fields),
+                               intake_changes=changes, send_to=[])
+        handle = self.signing.get_workflow_handle(reference)
+        signed_in = _SIGNED_IN.set(ctx)
+        try:
+            await handle.execute_update(TrackedCaseWorkflow.add_further_information, arg,
+                                        id=f"web-{update_id}", rpc_timeout=timedelta(seconds=60))
+        except WorkflowUpdateFailedError as err:
+            message = getattr(err.cause, "message", None) or "The workflow refused this change."
+            return await failed({"_form": message}, 409)
+        except RPCError:
+            return await failed({"_form": "The case workflow did not answer; nothing was "
+                                          "recorded. Try again in a moment."}, 503)
+        finally:
+            _SIGNED_IN.reset(signed_in)
+        request.session["flash"] = await self._after_release(reference, actions)
+        return RedirectResponse(f"/cases/{reference}#actions", status_code=303)
+
+    async def _after_release(self, reference: str, actions: list[str],
+                             seconds: float = 10) -> str:
+        """What became of the released messages: sent, held again (naming what is missing), or
+        still on their way when the page comes back."""
+        tracks: dict[str, Any] = {}
+        for _ in range(int(seconds * 5)):
+            status = await self._status(reference)
+            tracks = (status or {}).get("tracks") or {}
+            if all((tracks.get(a) or {}).get("dispatch") != "pending"
+                   or (tracks.get(a) or {}).get("step") != "dispatch" for a in actions):
+                break
+            await asyncio.sleep(0.2)
+        said = []
+        for a in actions:
+            t = tracks.get(a) or {}
+            if t.get("dispatch") == "sent":
+                said.append(f"the message for {_label(a)} was sent")
+            elif t.get("held"):
+                said.append(f"the message for {_label(a)} is still held: missing "
+                            + ", ".join(t["held"]))
+            else:
+                said.append(f"the message for {_label(a)} is being sent")
+        return "Recorded: the intake is completed; " + "; ".join(said) + "."
+
+    async def preview_information(self, request: Request, ctx: Ctx,
+                                  form: FormData | None) -> Response:
+        """The further information as it would go to each chosen action's earlier recipients,
+        shown before it is sent (the form then sends exactly this, or goes back to editing)."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        try:
+            case = await asyncio.to_thread(self.store.get, reference)
+        except (CaseNotFound, InvalidInput):
+            return self.not_found(request, ctx, "This case")
+        values: dict[str, Any] = {k: v for k, v in form.items()
+                                  if isinstance(v, str) and k != "csrf_token"}
+        values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
+        update_id = str(form.get("update_id") or "")
+        if not _UPDATE_ID.match(update_id):
+            update_id = uuid.uuid4().hex
+        information = str(values.get("information") or "").strip()
+        error = None
+        letters: list[Any] | None = None
+        if form.get("edit") == "yes":
+            letters = None
+        elif not information:
+            error = "information: write the information first"
+        else:
+            _, composer = self._preview_tools()
+            letters = information_letters(case, values["send_to"], information, composer)
+        return await self.case_page(request, ctx, None, status_code=422 if error else 200,
+                                    preview={"values": values, "update_id": update_id,
+                                             "letters": letters, "error": error})
 
     # ------------------------------------------------------------------------------ audit
     async def audit_index(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -853,6 +1008,9 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/cases/new", p(web.new_case, officers), methods=["POST"]),
         Route("/cases/{reference}", p(web.case_page), methods=["GET"]),
         Route("/cases/{reference}/decide/{decision}", p(web.decide), methods=["POST"]),
+        Route("/cases/{reference}/complete", p(web.complete_held, officers), methods=["POST"]),
+        Route("/cases/{reference}/preview/information", p(web.preview_information, officers),
+              methods=["POST"]),
         Route("/audit", p(web.audit_index, auditors), methods=["GET"]),
         Route("/cases/{reference}/audit", p(web.audit, auditors), methods=["GET"]),
         Route("/cases/{reference}/audit/print", p(web.audit, auditors), methods=["GET"]),

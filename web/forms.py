@@ -278,8 +278,21 @@ def _checkin(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
 
 
 def _close(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
-    outcome = _choice(form, "outcome", [o.value for o in Outcome])
-    return CaseWorkflow.close, CloseInput(actor, outcome, _s(form, "summary"))
+    """Closing ends every action for good: the person chooses the outcome (none is preset),
+    says why in a summary and ticks the confirmation; every missing one is named at once."""
+    errors: dict[str, str] = {}
+    outcome = _s(form, "outcome")
+    if outcome not in [o.value for o in Outcome]:
+        errors["outcome"] = "choose the outcome of the case"
+    summary = _s(form, "summary")
+    if not summary:
+        errors["summary"] = "write what happened and why the case is closed"
+    if _s(form, "confirm") != "yes":
+        errors["confirmation"] = ("tick the box to confirm that closing ends every action of the "
+                                  "case and cannot be undone")
+    if errors:
+        raise FormErrors(errors)
+    return CaseWorkflow.close, CloseInput(actor, outcome, summary)
 
 
 DECISIONS: dict[str, Decision] = {d.name: d for d in (
@@ -360,3 +373,108 @@ def _deadlines(status: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append({"action": action, "label": f"{action.replace('_', ' ')} "
                         f"({str(t.get('step', '')).replace('_', ' ')})", "when": t["deadline"]})
     return out
+
+
+# ------------------------------------------------------------------------- held messages
+# Plain words for the intake fields a held message may lack (domain.readiness.missing_fields).
+HELD_LABELS: dict[str, tuple[str, str]] = {  # path -> (label, input kind)
+    "organisation.name": ("Name of the organisation that asks", "text"),
+    "organisation.contact_name": ("Contact person at the organisation", "text"),
+    "organisation.contact_email": ("Contact e-mail of the organisation", "email"),
+    "incident.description": ("What happened", "textarea"),
+    "incident.ongoing_risk": ("The risk now: what may happen next", "textarea"),
+    "fund_request.amount_eur": ("Emergency fund request: amount in euros", "number"),
+    "fund_request.purpose": ("Emergency fund request: what it pays for", "purpose"),
+}
+_DEFENDER_LABELS: dict[str, tuple[str, str]] = {
+    "role": ("role or work", "text"),
+    "location": ("where they are now", "text"),
+    "disappearance.last_seen_date": ("date last seen", "date"),
+    "disappearance.last_seen_place": ("place last seen", "text"),
+    "detention.arrest_date": ("date of arrest", "date"),
+    "detention.place_of_detention": ("place of detention", "text"),
+}
+_DEFENDER_PATH = re.compile(r"^defenders\[(\d{1,3})\]\.(.+)$")
+
+
+def held_field(path: str, intake: Mapping[str, Any]) -> dict[str, Any]:
+    """One missing intake field as a form field: its path (the input's name), a label in plain
+    words and the kind of input."""
+    match = _DEFENDER_PATH.match(path)
+    if match and match.group(2) in _DEFENDER_LABELS:
+        i = int(match.group(1))
+        defenders = intake.get("defenders") or []
+        who = defenders[i].get("name") if i < len(defenders) else ""
+        label, kind = _DEFENDER_LABELS[match.group(2)]
+        return {"path": path, "label": f"Defender {i + 1}{f' ({who})' if who else ''}: {label}",
+                "kind": kind}
+    label, kind = HELD_LABELS.get(path, (path.replace("_", " ").replace(".", ": "), "text"))
+    return {"path": path, "label": label, "kind": kind}
+
+
+def held_fields(status: Mapping[str, Any], intake: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The fields the held messages of a case still lack, each once, with the actions waiting for
+    it; from the workflow's pending decisions (only tracks that may still send are there)."""
+    fields: dict[str, dict[str, Any]] = {}
+    for item in status.get("pending") or []:
+        if item.get("decision") != "add_further_information" or not item.get("missing"):
+            continue
+        for path in item["missing"]:
+            # A missing fund request is its amount and its purpose.
+            for p in (["fund_request.amount_eur", "fund_request.purpose"]
+                      if path == "fund_request" else [path]):
+                entry = fields.setdefault(p, {**held_field(p, intake), "actions": []})
+                if item.get("action") and item["action"] not in entry["actions"]:
+                    entry["actions"].append(item["action"])
+    return list(fields.values())
+
+
+class FormErrors(FormError):
+    """Several fields of one form are wrong: every one is named (the first is `field`)."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        first, *rest = errors.items()
+        super().__init__(first[0], "; ".join(
+            [first[1], *(f"{k.replace('_', ' ')}: {m}" for k, m in rest)]))
+        self.errors = dict(errors)
+
+
+def intake_changes_from_form(form: Mapping[str, Any], fields: Sequence[Mapping[str, Any]],
+                             intake: Mapping[str, Any]) -> dict[str, Any]:
+    """The intake changes (InformationInput.intake_changes) that complete the held fields from
+    the form; FormErrors names every field left empty or not a number where one is needed."""
+    errors: dict[str, str] = {}
+    changes: dict[str, Any] = {}
+    defenders: list[dict[str, Any]] | None = None
+    for f in fields:
+        path, value = f["path"], _s(form, f["path"])
+        if not value:
+            errors[path] = "is required: the held message cannot go without it"
+            continue
+        typed: Any = value
+        if f["kind"] == "number":
+            if not re.fullmatch(r"[0-9]{1,9}", value):
+                errors[path] = "must be a whole number of euros"
+                continue
+            typed = int(value)
+        match = _DEFENDER_PATH.match(path)
+        if match:
+            if defenders is None:
+                defenders = [dict(d) for d in intake.get("defenders") or []]
+            i = int(match.group(1))
+            if i >= len(defenders):
+                errors[path] = "names no defender of this case"
+                continue
+            block, _, key = match.group(2).rpartition(".")
+            if block:
+                defenders[i][block] = {**(defenders[i].get(block) or {}), key: typed}
+            else:
+                defenders[i][key] = typed
+        else:
+            top, _, key = path.partition(".")
+            changes.setdefault(top, {})[key] = typed
+    if errors:
+        raise FormErrors(errors)
+    if defenders is not None:
+        changes["defenders"] = defenders
+    return changes
