@@ -513,7 +513,7 @@ def case_checkin(ctx: click.Context, ref: str, summary: str | None, reprisals: b
 @case.command("close")
 @click.argument("ref", metavar="REF")
 @click.option("--outcome", help="One of " + ", ".join(Outcome) + ".")
-@click.option("--summary", default="", help="A closing note.")
+@click.option("--summary", default="", help="How the case ended (required).")
 @request_option
 @json_option
 @click.pass_context
@@ -524,6 +524,8 @@ def case_close(ctx: click.Context, ref: str, outcome: str | None, summary: str, 
     if not outcome:
         raise BadInput("--outcome", "is required")
     choice(outcome, Outcome, "--outcome")
+    if not summary.strip():
+        raise BadInput("--summary", "is required: say in a sentence how the case ended")
     decision(ctx, ref, "close", CloseInput(me(ctx), outcome, summary), as_json)
 
 

@@ -423,6 +423,9 @@ class Desk:
         if getattr(arg, "actor", None) != person.username:
             raise NotAllowed(f"A decision is recorded in the name of the person signed in "
                              f"({person.username}) only; nothing was recorded.")
+        if name == "close" and not str(getattr(arg, "summary", "") or "").strip():
+            # Closing ends the follow-up for good: never without saying how the case ended.
+            raise InvalidRequest("summary", "is required: say in a sentence how the case ended")
         roles = await self.roles(person)
         spec = DECISIONS.get(name)
         if spec is not None and not set(roles) & set(spec.roles):

@@ -310,7 +310,9 @@ async def test_a_case_opened_before_tracks_takes_the_same_commands(stack: Stack)
     assert fails(appeals(stack, "case", "choose-funds", ref, "solidarity"), 4) == (
         "This case was opened before per-action tracks; it does not take choose_funds.")
     ok(appeals(stack, "case", "inform", ref, "--send", "--text", "She was released on bail."))
-    ok(appeals(stack, "case", "close", ref, "--outcome", "resolved"))
+    assert fails(appeals(stack, "case", "close", ref, "--outcome", "resolved"), 2) == (
+        "--summary: is required: say in a sentence how the case ended")
+    ok(appeals(stack, "case", "close", ref, "--outcome", "resolved", "--summary", "Released."))
     assert await handle.result() == "resolved"
     assert ok(appeals(stack, "audit", ref, "--verify")).splitlines()[-1] == "OK"
 
