@@ -218,7 +218,8 @@ class CaseStore(Application[UUID]):
         `search` (part of the reference, any case, or the country code), `threat` (one threat
         type), `state` ("open", "closed", None for both); sorted by `sort` (SORTS).
         `details`: each row also gets `threat_types` (codes) and `stage_detail` ("consent: 1,
-        follow-up: 2"; "" for cases opened before per-action tracks)."""
+        follow-up: 2"; "" before the verification and for cases opened before per-action
+        tracks)."""
         idx = schema.case_index
         if sort not in self.SORTS:
             raise ValueError(f"sort must be one of {', '.join(self.SORTS)}")
@@ -263,7 +264,9 @@ class CaseStore(Application[UUID]):
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
             if details:
                 row["threat_types"] = threats.get(row["reference"], [])
-                row["stage_detail"] = stage_detail_of(steps.get(row["reference"], []))
+                # Before the verification no action has begun: the stage says it all.
+                row["stage_detail"] = ("" if row["stage"] == "verification"
+                                       else stage_detail_of(steps.get(row["reference"], [])))
         return rows
 
     @staticmethod
@@ -293,7 +296,7 @@ class CaseStore(Application[UUID]):
         roles = self.user_roles(username)
         waiting = self._waiting_by_case()
         mine = []
-        for row in self.list_cases(overdue_at=None):
+        for row in self.list_cases(overdue_at=None, details=True):
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
