@@ -41,9 +41,11 @@ UPDATE_ID = re.compile(r'name="update_id" value="([0-9a-f]{32})"')
 # Every page but sign-in, with a reference that need not exist: the session is checked first.
 PAGES = ["/", "/cases/new", "/cases/UA-2026-0001", "/cases/UA-2026-0001/audit",
          "/cases/UA-2026-0001/audit/print", "/cases/UA-2026-0001/audit.csv",
-         "/cases/UA-2026-0001/audit.json", "/audit", "/outbox", "/outbox/some-key"]
+         "/cases/UA-2026-0001/audit.json", "/audit", "/outbox", "/outbox/some-key",
+         "/cases/UA-2026-0001/holder"]
 POSTS = ["/sign-out", "/cases/new", "/cases/UA-2026-0001/decide/verification",
-         "/cases/UA-2026-0001/decide/clearance"]
+         "/cases/UA-2026-0001/decide/clearance", "/cases/UA-2026-0001/claim",
+         "/cases/UA-2026-0001/assign"]
 
 
 @dataclass
