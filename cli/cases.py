@@ -652,22 +652,42 @@ def case_fund_application(ctx: click.Context, ref: str, fund: str, as_json: bool
 @click.option("--risk", help="Only cases at this risk level (urgency before verification).")
 @click.option("--overdue", is_flag=True, help="Only cases past their deadline.")
 @click.option("--mine", is_flag=True, help="Only cases waiting for a decision of mine.")
+@click.option("--held", is_flag=True, help="Only cases I hold (claimed by or assigned to me).")
+@click.option("--search", metavar="TEXT",
+              help="Only cases whose reference contains TEXT, or in the country with code TEXT.")
+@click.option("--country", metavar="CODE", help="Only cases in this country (ISO code, e.g. KE).")
+@click.option("--threat", metavar="TYPE", help="Only cases with this threat type.")
+@click.option("--state", type=click.Choice(["open", "closed", "all"]), default="all",
+              show_default=True, help="Open cases, closed cases or both.")
+@click.option("--sort", type=click.Choice(["deadline", "opened", "reference"]),
+              default="deadline", show_default=True,
+              help="Soonest deadline first, newest opening first, or by reference.")
 @json_option
 @click.pass_context
 def case_list(ctx: click.Context, stage: str | None, risk: str | None, overdue: bool, mine: bool,
-              as_json: bool) -> None:
-    """List cases from the case index, soonest deadline first."""
-    from domain.vocab import Stage, Urgency
+              held: bool, search: str | None, country: str | None, threat: str | None,
+              state: str, sort: str, as_json: bool) -> None:
+    """List cases from the case index (the same filters as the web inbox's queue)."""
+    from desk.queue import CaseQuery
+    from domain.vocab import Stage, ThreatType, Urgency
 
     env = env_of(ctx)
     if stage is not None:
         choice(stage, Stage, "--stage")
     if risk is not None:
         choice(risk, Urgency, "--risk")
+    if threat is not None:
+        choice(threat, ThreatType, "--threat")
+    if mine and held:
+        raise BadInput("--held", "give --mine or --held, not both")
     person = env.person()
-    rows = env.desk.cases(stage=stage, risk=risk, overdue=overdue, mine=person if mine else None)
-    keys = ("reference", "stage", "urgency", "risk_level", "next_deadline", "overdue",
-            "escalation_level", "assignee", "outcome", "opened_at", "updated_at")
+    query = CaseQuery(q=search, country=country, stage=stage, risk=risk, threat=threat,
+                      overdue=overdue, mine="waiting" if mine else "held" if held else None,
+                      state=state, sort=sort)
+    rows = env.desk.cases(query, person, details=True)
+    keys = ("reference", "stage", "stage_detail", "urgency", "risk_level", "country",
+            "threat_types", "next_deadline", "overdue", "escalation_level", "assignee", "outcome",
+            "opened_at", "updated_at")
     rows = [{k: r.get(k) for k in keys} for r in rows]
     if as_json:
         emit_json(rows)
@@ -675,9 +695,46 @@ def case_list(ctx: click.Context, stage: str | None, risk: str | None, overdue: 
     if not rows:
         click.echo("no cases")
         return
-    table([[r["reference"], r["stage"], r["risk_level"] or r["urgency"], when(r["next_deadline"]),
-            "OVERDUE" if r["overdue"] else "", r["escalation_level"], r["assignee"]] for r in rows],
-          ["reference", "stage", "risk", "next deadline (UTC)", "", "level", "assignee"])
+    table([[r["reference"], r["stage"], r["risk_level"] or r["urgency"], r["country"],
+            when(r["next_deadline"]), "OVERDUE" if r["overdue"] else "", r["escalation_level"],
+            r["assignee"]] for r in rows],
+          ["reference", "stage", "risk", "country", "next deadline (UTC)", "", "level",
+           "holder"])
+
+
+@case.command("claim")
+@click.argument("ref", metavar="REF")
+@request_option
+@json_option
+@click.pass_context
+def case_claim(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Take case REF: you (a case officer) hold it from now on (recorded on the case)."""
+    env = env_of(ctx)
+    person = env.person()
+    key = request_id(ctx, person.username)
+    summary = run(env.desk.claim(person, ref, request_id=key))
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{ref}: held by {summary['assignee']}")
+
+
+@case.command("assign")
+@click.argument("ref", metavar="REF")
+@click.argument("user", metavar="USER")
+@request_option
+@json_option
+@click.pass_context
+def case_assign(ctx: click.Context, ref: str, user: str, as_json: bool) -> None:
+    """Hand case REF to USER, an active case officer (a head, or the officer holding it)."""
+    env = env_of(ctx)
+    person = env.person()
+    key = request_id(ctx, person.username)
+    summary = run(env.desk.reassign(person, ref, user, request_id=key))
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{ref}: held by {summary['assignee']}")
 
 
 @case.command("show")

@@ -34,7 +34,8 @@ from desk.errors import (
     Unreachable,
 )
 from desk.funds import CHOSEN_STATES, chosen_funds, find_fund, fund_advice, fund_application
-from domain.decisions import DECISIONS, OFFICER
+from desk.queue import CaseQuery, countdown
+from domain.decisions import DECISIONS, HEAD, OFFICER
 from domain.errors import CaseRuleError, InvalidInput
 from workflows.inputs import TracksStart
 
@@ -534,17 +535,93 @@ class Desk:
         except (StoredCaseNotFound, InvalidInput):
             raise CaseNotFound(reference) from None
 
-    def cases(self, *, stage: str | None = None, risk: str | None = None,
-              overdue: bool = False, mine: Person | None = None) -> list[dict[str, Any]]:
-        """The case index, soonest deadline first; `mine`: only cases waiting for that person."""
+    def cases(self, query: CaseQuery | None = None, person: Person | None = None, *,
+              details: bool = False) -> list[dict[str, Any]]:
+        """The case list (desk.queue): the store's case index filtered and sorted as `query`
+        says (checked first). `mine` needs the `person`: "held" lists the cases they hold,
+        "waiting" the cases waiting for a decision of theirs (each row then has `waiting`).
+        `details`: rows also carry `threat_types`, `stage_detail` and `countdown`."""
+        query = (query or CaseQuery()).checked()
+        if query.mine and person is None:
+            raise InvalidRequest("mine", "nobody is signed in")
         now = self.clock()
-        if mine is None:
-            return self.store.list_cases(stage=stage, risk=risk,
-                                         overdue_at=now if overdue else None)
-        rows = self.store.pending_for(mine.username, now)
-        return [r for r in rows if (not stage or r["stage"] == stage)
-                and (not risk or (r["risk_level"] or r["urgency"]) == risk)
-                and (not overdue or r["overdue"])]
+        rows = self.store.list_cases(
+            stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
+            country=query.country, search=query.q, threat=query.threat,
+            state=None if query.state == "all" else query.state, sort=query.sort,
+            assignee=person.username if person and query.mine == "held" else None,
+            details=details)
+        for row in rows:
+            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+            if details:
+                row["countdown"] = countdown(row["next_deadline"], now)
+        if person is not None and query.mine == "waiting":
+            waiting = {r["reference"]: r["waiting"]
+                       for r in self.store.pending_for(person.username, now)}
+            rows = [{**r, "waiting": waiting[r["reference"]]} for r in rows
+                    if r["reference"] in waiting]
+        return rows
+
+    def officers(self) -> list[str]:
+        """The active case officers (who may hold a case), by username."""
+        return [u["username"] for u in self.store.list_users()
+                if u["active"] and OFFICER in u["roles"]]
+
+    # ------------------------------------------------------------------- who holds a case
+    async def claim(self, person: Person, reference: str, *, request_id: str) -> dict[str, Any]:
+        """The person (an active case officer) takes the case: event CaseClaimed, recorded on the
+        case directly (no workflow step changes). Closed cases and cases opened before
+        per-action tracks are refused. The case's summary after it."""
+        _check_request_id(request_id)
+        prior = await asyncio.to_thread(self.store.prior_result, request_id)
+        if prior is not None:
+            return prior
+        roles = await self.roles(person)
+        if OFFICER not in roles:
+            raise NotAllowed("Only a case officer may hold a case; nothing was recorded.")
+        return await asyncio.to_thread(self._hold, person, reference, "claim", {}, request_id)
+
+    async def reassign(self, person: Person, reference: str, holder: str, *,
+                       request_id: str) -> dict[str, Any]:
+        """A head, or the case officer holding the case, hands it to another active case
+        officer: event CaseReassigned. The case's summary after it."""
+        _check_request_id(request_id)
+        prior = await asyncio.to_thread(self.store.prior_result, request_id)
+        if prior is not None:
+            return prior
+        roles = await self.roles(person)
+        holder = (holder or "").strip()
+        if not holder:
+            raise InvalidRequest("case officer", "name the case officer who is to hold the case")
+        case = await asyncio.to_thread(self.stored_case, reference)
+        if HEAD not in roles and getattr(case, "assignee", None) != person.username:
+            raise NotAllowed("Only a head or the case officer holding the case may hand it to "
+                             "another; nothing was recorded.")
+        if OFFICER not in await asyncio.to_thread(self.store.user_roles, holder):
+            raise InvalidRequest("case officer", f"{_one_line(holder)[:60]} is not an active "
+                                 "case officer")
+        return await asyncio.to_thread(self._hold, person, reference, "reassign",
+                                       {"holder": holder}, request_id)
+
+    def _hold(self, person: Person, reference: str, command: str, args: dict[str, Any],
+              request_id: str) -> dict[str, Any]:
+        from domain.tracked import TrackedCase
+        from store.app import ConcurrentWriteError
+
+        case = self.stored_case(reference)
+        if not isinstance(case, TrackedCase):
+            raise Rejected("This case was opened before per-action tracks; it cannot be claimed "
+                           "or reassigned.")
+        try:
+            result: dict[str, Any] = self.store.execute(
+                reference, command, {**args, "at": self.clock()}, person.username, request_id)
+        except InvalidInput as exc:
+            raise InvalidRequest(exc.field, exc.reason) from None
+        except CaseRuleError as exc:
+            raise Rejected(exc.message) from None
+        except ConcurrentWriteError as exc:
+            raise Rejected(str(exc)) from None
+        return result
 
     async def verify(self, reference: str) -> dict[str, Any]:
         """The audit chain and the cross-check of Temporal's history against the store

@@ -245,9 +245,14 @@ def _publicity(publicity: Any, people: int) -> dict[str, str]:
 
 def stage_detail(tracks: Iterable[Track]) -> str:
     """How many actions are at each step, e.g. "consent: 1, clearance: 1, follow-up: 2"."""
+    return stage_detail_of(t.step for t in tracks)
+
+
+def stage_detail_of(steps: Iterable[str]) -> str:
+    """The same from the tracks' steps alone (the store's track index holds them)."""
     counts: dict[str, int] = {}
-    for t in tracks:
-        counts[t.step] = counts.get(t.step, 0) + 1
+    for step in steps:
+        counts[step] = counts.get(step, 0) + 1
     return ", ".join(f"{step.replace('_', '-')}: {counts[step]}" for step in
                      ("consent", "clearance", "fund_choice", "dispatch", "follow_up", "ended")
                      if step in counts)

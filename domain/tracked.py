@@ -415,6 +415,36 @@ class TrackedCase(Aggregate):
                                command_id: str) -> None:
         pass
 
+    # ------------------------------------------------------------------------------------ holder
+    def claim(self, at: datetime, actor: str, command_id: str) -> None:
+        """A case officer takes the case: they hold it from now on (decisions an officer takes
+        wait for its holder; reminders go to them). Recorded by a door directly (no workflow:
+        it changes no step), after checking that the actor is an active case officer."""
+        rules.require_open(self.view())
+        if self.assignee == actor:
+            raise errors.CaseRuleError(f"{actor} holds this case already; nothing was recorded.")
+        self._claimed(previous=self.assignee, at=at, actor=actor, command_id=command_id)
+
+    @event("CaseClaimed")
+    def _claimed(self, previous: str, at: datetime, actor: str, command_id: str) -> None:
+        self.assignee = actor
+
+    def reassign(self, holder: str, at: datetime, actor: str, command_id: str) -> None:
+        """A head (or the holder) hands the case to another case officer (checked by the door:
+        an active case officer)."""
+        rules.require_open(self.view())
+        if not isinstance(holder, str) or not holder.strip():
+            raise errors.InvalidInput("holder", "name the case officer who is to hold the case")
+        if holder == self.assignee:
+            raise errors.CaseRuleError(f"{holder} holds this case already; nothing was recorded.")
+        self._reassigned(holder=holder, previous=self.assignee, at=at, actor=actor,
+                         command_id=command_id)
+
+    @event("CaseReassigned")
+    def _reassigned(self, holder: str, previous: str, at: datetime, actor: str,
+                    command_id: str) -> None:
+        self.assignee = holder
+
     # ------------------------------------------------------------------------------------ close
     def close(self, outcome: str, summary: str, at: datetime, actor: str,
               command_id: str) -> None:

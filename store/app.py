@@ -27,6 +27,7 @@ from domain.case import Case, case_id, new_case
 from domain.decisions import DECISIONS, OFFICER
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
+from domain.rules import stage_detail_of
 from domain.tracked import TrackedCase, open_tracked_case
 from domain.users import UnknownRole, UsersRuleError
 from store import schema
@@ -45,6 +46,9 @@ COMMANDS = frozenset({
     # Recorded by a door directly (no workflow: it changes no case state) after checking that the
     # actor is a head: confidential values shown for one view (desk.redaction).
     "reveal_confidential",
+    # Recorded by a door directly (they change no step) after checking the roles (desk.cases):
+    # a case officer takes a case, or a head (or the holder) hands it to another officer.
+    "claim", "reassign",
 })
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30
@@ -149,7 +153,8 @@ class CaseStore(Application[UUID]):
         summary = case.summary()
         audit = AuditContext(reference=reference, actor=actor, command_id=command_id,
                              summary=summary, timestamps=[e.timestamp for e in pending],
-                             proof=proof)
+                             proof=proof,
+                             threat_types=list(case.intake.get("threat_types") or []))
         try:
             self.save(*pending, audit=audit)
         except IntegrityError:
@@ -197,12 +202,33 @@ class CaseStore(Application[UUID]):
     def verify_all(self) -> list[ChainReport]:
         return [self.verify(row["reference"]) for row in self.list_cases()]
 
+    # How the case list may be sorted (the queue's `sort`): soonest deadline first (cases without
+    # one last), newest opening first, or by reference.
+    SORTS = ("deadline", "opened", "reference")
+
     def list_cases(self, *, stage: str | None = None, risk: str | None = None,
                    assignee: str | None = None, overdue_at: datetime | None = None,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+                   limit: int | None = None, country: str | None = None,
+                   search: str | None = None, threat: str | None = None,
+                   state: str | None = None, sort: str = "deadline",
+                   details: bool = False) -> list[dict[str, Any]]:
+        """The case index, filtered (every filter optional; both doors' lists go through here, via
+        desk.cases.Desk.cases): `stage` (the earliest), `risk` (urgency until verified),
+        `assignee` (who holds it), `overdue_at` (deadline before then), `country` (ISO code),
+        `search` (part of the reference, any case, or the country code), `threat` (one threat
+        type), `state` ("open", "closed", None for both); sorted by `sort` (SORTS).
+        `details`: each row also gets `threat_types` (codes) and `stage_detail` ("consent: 1,
+        follow-up: 2"; "" before the verification and for cases opened before per-action
+        tracks)."""
         idx = schema.case_index
-        q = select(idx).order_by(idx.c.next_deadline.is_(None), idx.c.next_deadline,
-                                 idx.c.reference)
+        if sort not in self.SORTS:
+            raise ValueError(f"sort must be one of {', '.join(self.SORTS)}")
+        order: dict[str, tuple[Any, ...]] = {
+            "deadline": (idx.c.next_deadline.is_(None), idx.c.next_deadline, idx.c.reference),
+            "opened": (idx.c.opened_at.desc(), idx.c.reference),
+            "reference": (idx.c.reference,),
+        }
+        q = select(idx).order_by(*order[sort])
         if stage:
             q = q.where(idx.c.stage == stage)
         if risk:
@@ -212,16 +238,54 @@ class CaseStore(Application[UUID]):
             q = q.where(idx.c.assignee == assignee)
         if overdue_at is not None:
             q = q.where(idx.c.next_deadline < overdue_at)
+        if country:
+            q = q.where(idx.c.country == country.upper())
+        if search:
+            q = q.where(func.upper(idx.c.reference).contains(search.upper(), autoescape=True)
+                        | (idx.c.country == search.upper()))
+        if threat:
+            th = schema.case_threats
+            q = q.where(idx.c.reference.in_(
+                select(th.c.reference).where(th.c.threat_type == threat)))
+        if state == "open":
+            q = q.where(idx.c.stage != "closed")
+        elif state == "closed":
+            q = q.where(idx.c.stage == "closed")
         if limit:
             q = q.limit(limit)
         now = overdue_at or datetime.now(UTC)
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
+            if details and rows:
+                threats, steps = self._details(conn, [r["reference"] for r in rows])
         for row in rows:
             for key in ("next_deadline", "opened_at", "updated_at"):
                 row[key] = schema.utc(row[key])
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+            if details:
+                row["threat_types"] = threats.get(row["reference"], [])
+                # Before the verification no action has begun: the stage says it all.
+                row["stage_detail"] = ("" if row["stage"] == "verification"
+                                       else stage_detail_of(steps.get(row["reference"], [])))
         return rows
+
+    @staticmethod
+    def _details(conn: Any, references: list[str]) -> tuple[dict[str, list[str]],
+                                                            dict[str, list[str]]]:
+        """Threat types and track steps of these cases (two queries, whatever their number)."""
+        th, tr = schema.case_threats, schema.track_index
+        threats: dict[str, list[str]] = {}
+        steps: dict[str, list[str]] = {}
+        for start in range(0, len(references), 500):  # below every database's parameter limit
+            chunk = references[start:start + 500]
+            for reference, code in conn.execute(
+                    select(th.c.reference, th.c.threat_type).where(th.c.reference.in_(chunk))
+                    .order_by(th.c.reference, th.c.threat_type)):
+                threats.setdefault(reference, []).append(code)
+            for reference, step in conn.execute(
+                    select(tr.c.reference, tr.c.step).where(tr.c.reference.in_(chunk))):
+                steps.setdefault(reference, []).append(step)
+        return threats, steps
 
     def pending_for(self, username: str, now: datetime) -> list[dict[str, Any]]:
         """The decisions waiting for this person, by their roles, soonest deadline first.
@@ -232,7 +296,7 @@ class CaseStore(Application[UUID]):
         roles = self.user_roles(username)
         waiting = self._waiting_by_case()
         mine = []
-        for row in self.list_cases(overdue_at=None):
+        for row in self.list_cases(overdue_at=None, details=True):
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)

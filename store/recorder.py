@@ -46,6 +46,8 @@ class AuditContext:
     kind: Literal["case", "users"] = "case"
     # Further writes in the same transaction (the users log: the users table and sessions).
     apply: Callable[[Session], None] | None = None
+    # The case's threat types (codes) for the queue (schema.case_threats); None: left as they are.
+    threat_types: Sequence[str] | None = None
 
 
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
@@ -128,6 +130,13 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
                 reference=audit.reference, opened_at=now, **values))
         if "tracks" in s:
             self._write_tracks(session, audit.reference, s["tracks"])
+        if audit.threat_types is not None:
+            t = schema.case_threats
+            session.execute(delete(t).where(t.c.reference == audit.reference))
+            codes = sorted({str(code) for code in audit.threat_types})
+            if codes:
+                session.execute(insert(t), [dict(reference=audit.reference, threat_type=code)
+                                            for code in codes])
 
     @staticmethod
     def _write_tracks(session: Session, reference: str, tracks: dict[str, Any]) -> None:

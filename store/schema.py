@@ -96,6 +96,16 @@ track_index = Table(
     Column("escalation_level", Integer, nullable=False, default=0),
 )
 
+# The threat types of each case (codes of domain.vocab.ThreatType, no personal data): the queue's
+# column and filter. Written with the case index; a case stored before this table shows none
+# until its next recorded step.
+case_threats = Table(
+    "appeals_case_threats",
+    metadata,
+    Column("reference", String(40), primary_key=True),
+    Column("threat_type", String(40), primary_key=True),
+)
+
 # Who signed each decision (desk.assertions): the assertion's id, the signed-in user and what it
 # was issued for, written in the same transaction as the decision's events.
 decision_proofs = Table(

@@ -696,3 +696,32 @@ async def test_the_loser_of_a_race_is_told_what_was_recorded_and_by_whom(stack: 
                         r"recorded\.", said), said
     decided = [e for e in stack.store.trail(ref) if e.event in ("ConsentGranted", "ConsentRefused")]
     assert [e.actor for e in decided] == winners
+
+
+async def test_case_claim_assign_and_the_queue_filters(stack: Stack) -> None:
+    """`appeals case claim` / `case assign` through the desk (events on the case), and `case list`
+    with the queue's filters; no workflow needed: the cases are put straight in the store."""
+    from tests.factories import T0, open_args
+
+    a, b = "UA-2026-0301", "UA-2026-0302"
+    stack.store.open_case(**open_args(a, actions=["rapporteur"]), tracked=True)
+    stack.store.open_case(**open_args(b, actions=["rapporteur"], country="UG"), tracked=True)
+    stack.store.execute(b, "close", {"outcome": "resolved", "summary": "", "at": T0}, "olga", "cz")
+    assert ok(appeals(stack, "case", "claim", a, user="omar")).strip() == f"{a}: held by omar"
+    assert fails(appeals(stack, "case", "claim", b, user="omar"), 4).startswith("This case is closed")
+    assert fails(appeals(stack, "case", "claim", a, user="lina"), 4) == (
+        "Only a case officer may hold a case; nothing was recorded.")
+    assert fails(appeals(stack, "case", "assign", a, "lina", user="hana"), 2) == (
+        "case officer: lina is not an active case officer")
+    assert as_json(appeals(stack, "case", "assign", a, "olga", "--json", user="hana"))[
+        "assignee"] == "olga"
+    held = as_json(appeals(stack, "case", "list", "--held", "--state", "open", "--json",
+                           user="olga"))
+    assert [r["reference"] for r in held] == [a]
+    assert held[0]["threat_types"] == ["arbitrary_arrest_or_detention", "judicial_harassment"]
+    listed = as_json(appeals(stack, "case", "list", "--search", "ug", "--state", "closed",
+                             "--json", user="olga"))
+    assert [r["reference"] for r in listed] == [b]
+    assert fails(appeals(stack, "case", "list", "--threat", "rudeness", user="olga"), 2).startswith(
+        "--threat: ")
+    assert [e.event for e in stack.store.trail(a)][-2:] == ["CaseClaimed", "CaseReassigned"]

@@ -41,9 +41,11 @@ UPDATE_ID = re.compile(r'name="update_id" value="([0-9a-f]{32})"')
 # Every page but sign-in, with a reference that need not exist: the session is checked first.
 PAGES = ["/", "/cases/new", "/cases/UA-2026-0001", "/cases/UA-2026-0001/audit",
          "/cases/UA-2026-0001/audit/print", "/cases/UA-2026-0001/audit.csv",
-         "/cases/UA-2026-0001/audit.json", "/audit", "/outbox", "/outbox/some-key"]
+         "/cases/UA-2026-0001/audit.json", "/audit", "/outbox", "/outbox/some-key",
+         "/cases/UA-2026-0001/holder"]
 POSTS = ["/sign-out", "/cases/new", "/cases/UA-2026-0001/decide/verification",
-         "/cases/UA-2026-0001/decide/clearance"]
+         "/cases/UA-2026-0001/decide/clearance", "/cases/UA-2026-0001/claim",
+         "/cases/UA-2026-0001/assign"]
 
 
 @dataclass
@@ -643,3 +645,92 @@ async def test_new_case_form_validates_inline_and_opens_the_case(web: Web) -> No
         assert "confidential part" in hint and "never sent to" in " ".join(hint.split())
     async with web.signed_in("lina") as lina:
         assert (await lina.get("/cases/new")).status_code == 403
+
+
+# ------------------------------------------------------------------- the queue: filters, holders
+def _queue_cases(store: CaseStore) -> list[str]:
+    """Three cases straight in the store (no workflow: the queue reads the case index): two in
+    Kenya, one in Uganda with a death threat, one of the Kenyan ones closed."""
+    refs = ["UA-2026-0101", "UA-2026-0102", "UA-2026-0103"]
+    store.open_case(**open_args(refs[0], actions=["rapporteur"]), tracked=True)
+    store.open_case(**open_args(refs[1], actions=["rapporteur"], country="UG",
+                                threat_types=["death_threat"], urgency="critical"), tracked=True)
+    store.open_case(**open_args(refs[2], actions=["rapporteur"]), tracked=True)
+    store.execute(refs[2], "close", {"outcome": "resolved", "summary": "", "at": T0}, "olga", "q-z")
+    return refs
+
+
+def _queue_refs(html: str) -> list[str]:
+    if 'id="queue"' not in html:
+        return []
+    table = html.split('id="queue"')[1].split("</table>")[0]
+    return re.findall(r'<a href="/cases/(UA-[0-9-]+)">', table)
+
+
+async def test_the_inbox_queue_searches_filters_sorts_and_refuses_unknown_filters(web: Web) -> None:
+    a, b, c = _queue_cases(web.stack.store)
+    async with web.signed_in("omar") as omar:
+        page = await omar.get("/")
+        assert page.status_code == 200
+        assert _queue_refs(page.text) == [b, a]  # open only, soonest deadline (critical) first
+        queue = page.text.split('id="queue"')[1].split("</table>")[0]
+        assert "UG" in queue and "death threat" in queue and "judicial harassment" in queue
+        assert re.search(r'class="countdown[^"]*">(in|overdue) \d', queue)
+        assert DEFENDER_NAME not in page.text  # need to know: the list has no names
+        assert _queue_refs((await omar.get("/?q=0102")).text) == [b]
+        assert _queue_refs((await omar.get("/?q=ke&state=all")).text) == [a, c]
+        assert _queue_refs((await omar.get("/?state=closed")).text) == [c]
+        assert _queue_refs((await omar.get("/?threat=death_threat")).text) == [b]
+        assert _queue_refs((await omar.get("/?risk=critical&country=UG")).text) == [b]
+        assert _queue_refs((await omar.get("/?state=all&sort=reference")).text) == [a, b, c]
+        assert _queue_refs((await omar.get("/?mine=held")).text) == []  # olga opened them
+        # The filter form keeps what was chosen (a shareable link shows the same list).
+        assert '<option value="death_threat" selected>' in (await omar.get("/?threat=death_threat")).text
+        for url, field in (("/?stage=lunch", "stage"), ("/?sort=name", "sort"),
+                           ("/?colour=red", "filter"), ("/?overdue=maybe", "overdue"),
+                           ("/?q=%3Cscript%3E", "search")):
+            refused = await omar.get(url)
+            assert refused.status_code == 400, url
+            assert f"The filter “{field}”" in refused.text and "nothing was listed" in refused.text
+            assert _queue_refs(refused.text) == [] and "Traceback" not in refused.text
+            assert "<script>" not in refused.text
+        # Claim from the inbox (post/redirect/get back to the filtered list); then "held by me".
+        inbox = (await omar.get("/?q=0102")).text
+        response = await omar.post(f"/cases/{b}/claim",
+                                   data={"csrf_token": csrf_of(inbox), "back": "/?q=0102"})
+        assert response.status_code == 303 and response.headers["location"] == "/?q=0102"
+        after = (await omar.get("/?q=0102")).text
+        assert f"{b} is now held by omar" in after
+        assert _queue_refs((await omar.get("/?mine=held")).text) == [b]
+        assert [e.event for e in web.stack.store.trail(b)][-1] == "CaseClaimed"
+        # A closed case is refused, nothing recorded; a form from elsewhere may not send us away.
+        before = events(web, c)
+        refused = await omar.post(f"/cases/{c}/claim",
+                                  data={"csrf_token": csrf_of(inbox), "back": "https://evil.example"})
+        assert refused.status_code == 409 and "closed" in refused.text
+        assert events(web, c) == before
+        response = await omar.post(f"/cases/{a}/claim",
+                                   data={"csrf_token": csrf_of(inbox), "back": "//evil.example/"})
+        assert response.headers["location"] == f"/cases/{a}/holder"
+        # Without the CSRF token nothing happens.
+        assert (await omar.post(f"/cases/{b}/assign", data={"holder": "olga"})).status_code == 403
+    async with web.signed_in("lina") as lina:  # a liaison holds no case
+        page = (await lina.get("/")).text
+        assert 'action="/cases/' not in page.split('id="queue"')[1]
+        before = events(web, a)
+        assert (await lina.post(f"/cases/{a}/claim", data={"csrf_token": csrf_of(page)})).status_code == 403
+        assert events(web, a) == before
+    async with web.signed_in("hana") as hana:  # a head hands a case to an active officer only
+        url = f"/cases/{b}/holder"
+        page = (await hana.get(url)).text
+        assert 'id="assign-form"' in page and '<option value="olga">' in page
+        response = await post_form(hana, url, f"/cases/{b}/assign", {"holder": "lina", "back": url},
+                                   "assign-form")
+        assert response.status_code == 422 and "lina is not an active case officer" in response.text
+        response = await post_form(hana, url, f"/cases/{b}/assign", {"holder": "olga", "back": url},
+                                   "assign-form")
+        assert response.status_code == 303 and response.headers["location"] == url
+        page = (await hana.get(url)).text
+        assert 'id="holder">olga<' in page and "handed to olga by hana (from omar)" in page
+    trail = [(e.event, e.actor) for e in web.stack.store.trail(b)]
+    assert trail[-2:] == [("CaseClaimed", "omar"), ("CaseReassigned", "hana")]

@@ -348,3 +348,83 @@ async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
     for width in (1280, 390):
         assert (tmp_path / f"held-form-{width}.png").stat().st_size > 1000
     assert [e.event for e in stack.store.trail(ref)][-1] == "Closed"
+
+
+async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack: tuple[Stack, Path],
+                                                                   tmp_path: Path) -> None:
+    """Seven Kenyan cases and one Ugandan one, straight in the store (the queue reads the case
+    index): omar narrows the list down, claims the Ugandan case and sees himself as its holder;
+    the inbox is read at 1280 and 390 px wide, the narrow one without sideways scrolling."""
+    from playwright.async_api import async_playwright, expect
+
+    from tests.factories import T0, open_args
+
+    stack, outbox = maildir_stack
+    set_passwords(stack)
+    refs = [f"UA-2026-{n:04d}" for n in range(201, 209)]
+    for ref in refs[:7]:
+        stack.store.open_case(**open_args(ref, actions=["rapporteur", "mfa"]), tracked=True)
+    stack.store.open_case(**open_args(refs[7], actions=["rapporteur"], country="UG",
+                                      threat_types=["death_threat"]), tracked=True)
+    stack.store.execute(refs[0], "close", {"outcome": "resolved", "summary": "", "at": T0},
+                        "olga", "browser-close")
+
+    async with served(stack, outbox) as base, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            await page.goto(f"{base}/sign-in")
+            await page.fill("#username", "omar")
+            await page.fill("#password", PASSWORD)
+            await page.click("button[type=submit]")
+            queue = page.locator("#queue")
+            await expect(queue.locator("tbody tr")).to_have_count(7)  # open cases only
+            await expect(queue).to_contain_text("KE")
+            await expect(queue).to_contain_text("arbitrary arrest or detention")
+            await expect(queue).not_to_contain_text(DEFENDER_NAME)
+            await page.screenshot(path=str(tmp_path / "queue-1280.png"), full_page=True)
+
+            # Search by country, then filter by threat type and sort by reference.
+            await page.fill("#f-q", "UG")
+            await page.select_option("#f-threat", "death_threat")
+            await page.select_option("#f-sort", "reference")
+            await page.click("#filters button[type=submit]")
+            await expect(queue.locator("tbody tr")).to_have_count(1)
+            await expect(queue).to_contain_text(refs[7])
+            await expect(queue).to_contain_text("death threat")
+            assert "q=UG" in page.url and "threat=death_threat" in page.url  # a shareable link
+            await page.click(f"button[aria-label='Claim {refs[7]}']")
+            await expect(page.locator(".flash")).to_contain_text(f"{refs[7]} is now held by omar")
+            assert "q=UG" in page.url  # back to the same filtered list
+            await expect(queue.locator("td.holder")).to_contain_text("omar")
+
+            # Closed cases are reachable; "held by me" shows the claimed case alone.
+            await page.goto(f"{base}/?state=closed")
+            await expect(queue.locator("tbody tr")).to_have_count(1)
+            await expect(queue).to_contain_text(refs[0])
+            await page.goto(f"{base}/")
+            await page.select_option("#f-mine", "held")
+            await page.click("#filters button[type=submit]")
+            await expect(queue.locator("tbody tr")).to_have_count(1)
+            await expect(queue.locator("td.holder")).to_contain_text("omar")
+
+            # An unknown filter value: a clear message naming it, not a traceback.
+            response = await page.goto(f"{base}/?stage=lunch")
+            assert response is not None and response.status == 400
+            await expect(page.locator("#filter-error")).to_contain_text("The filter “stage”")
+
+            # 390 px wide: each case a stacked card, nothing scrolls sideways.
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.goto(f"{base}/?state=all")
+            await expect(queue.locator("tbody tr")).to_have_count(8)
+            widths = await page.evaluate(
+                "[document.documentElement.scrollWidth, window.innerWidth]")
+            assert widths[0] <= widths[1], widths
+            assert await page.locator("#queue thead").is_hidden()
+            await page.screenshot(path=str(tmp_path / "queue-390.png"), full_page=True)
+        finally:
+            await browser.close()
+    for name in ("queue-1280.png", "queue-390.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    assert [e.event for e in stack.store.trail(refs[7])][-1] == "CaseClaimed"

@@ -54,9 +54,14 @@ from activities.directories import load_address_book, load_fund_directory
 from activities.messages import Composer, MessageError
 from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
 from desk import redaction
+from desk.cases import Desk, Person
+from desk.errors import DeskError, InvalidRequest, NotAllowed
+from desk.errors import NotFound as DeskNotFound
 from desk.preview import appeal_letters, information_letters
+from desk.queue import CaseQuery, countdown
 from desk.secrets import SealError, seal, unseal
 from domain.addressbook import AddressBook
+from domain.decisions import HEAD, OFFICER
 from domain.errors import CaseRuleError, InvalidInput
 from domain.funds import Fund, Purpose
 from domain.intake import merge_changes, parse_intake
@@ -424,15 +429,87 @@ class WebApp:
 
     # ------------------------------------------------------------------------------ inbox
     async def inbox(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """What waits for me, then the queue: every case the filters (query parameters, so a
+        filtered list is a shareable link; desk.queue) let through, with country, threat types,
+        the stage of each action, the next deadline as a countdown and who holds the case. No
+        defender names here (need to know): the case page has them."""
         now = self.clock()
+        desk = self._queue_desk()
         pending = await asyncio.to_thread(self.store.pending_for, ctx.username, now)
-        cases = [c for c in await asyncio.to_thread(self.store.list_cases) if c["stage"] != "closed"]
-        for c in cases:
-            c["overdue"] = bool(c["next_deadline"] and c["next_deadline"] < now)
-        by_stage = Counter(c["stage"] for c in cases)
-        by_risk = Counter(c["risk_level"] or c["urgency"] for c in cases)
-        return self.render(request, ctx, "inbox.html", pending=pending, cases=cases,
-                           by_stage=by_stage, by_risk=by_risk, now=now)
+        for c in pending:
+            c["countdown"] = countdown(c["next_deadline"], now)
+        filter_error = None
+        try:
+            query = CaseQuery.from_params(request.query_params.multi_items())
+        except InvalidRequest as exc:
+            query = CaseQuery(state="open")
+            filter_error = f"The filter “{exc.field}” {exc.reason}; nothing was listed."
+        cases = [] if filter_error else await asyncio.to_thread(
+            desk.cases, query, Person(ctx.username), details=True)
+        open_cases = await asyncio.to_thread(self.store.list_cases, state="open")
+        by_stage = Counter(c["stage"] for c in open_cases)
+        by_risk = Counter(c["risk_level"] or c["urgency"] for c in open_cases)
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return self.render(request, ctx, "inbox.html", 400 if filter_error else 200,
+                           pending=pending, cases=cases, by_stage=by_stage, by_risk=by_risk,
+                           now=now, query=query, filter_error=filter_error, back=here,
+                           may_claim=OFFICER in ctx.roles)
+
+    # ------------------------------------------------------------ who holds a case (queue)
+    def _queue_desk(self) -> Desk:
+        return Desk(self.settings, self.store, self.client, funds=self.funds, clock=self.clock)
+
+    async def holder_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
+                          status_code: int = 200, error: str | None = None) -> Response:
+        """Who holds the case; claim it (a case officer), or hand it to another case officer
+        (a head, or the holder)."""
+        reference = request.path_params["reference"]
+        desk = self._queue_desk()
+        try:
+            case = await asyncio.to_thread(desk.stored_case, reference)
+        except DeskNotFound:
+            return self.not_found(request, ctx, "This case")
+        officers = await asyncio.to_thread(desk.officers)
+        trail = await asyncio.to_thread(desk.trail, reference)
+        changes = [e for e in trail if e.event in ("Opened", "CaseClaimed", "CaseReassigned")]
+        return self.render(request, ctx, "holder.html", status_code, reference=reference,
+                           holder=case.assignee, closed=bool(case.is_closed),
+                           tracked=hasattr(case, "tracks"), changes=changes, error=error,
+                           officers=[o for o in officers if o != case.assignee],
+                           may_claim=OFFICER in ctx.roles and case.assignee != ctx.username,
+                           may_assign=HEAD in ctx.roles or case.assignee == ctx.username,
+                           request_id=uuid.uuid4().hex)
+
+    async def claim(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        return await self._change_holder(request, ctx, form, None)
+
+    async def assign(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        assert form is not None
+        return await self._change_holder(request, ctx, form, str(form.get("holder") or ""))
+
+    async def _change_holder(self, request: Request, ctx: Ctx, form: FormData | None,
+                             holder: str | None) -> Response:
+        """Claim (holder None) or reassign through the desk; then back where the form was
+        (post/redirect/get), or the holder page with the refusal."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        desk, person = self._queue_desk(), Person(ctx.username)
+        key = str(form.get("request_id") or "") or f"web-holder-{uuid.uuid4().hex}"
+        try:
+            if holder is None:
+                summary = await desk.claim(person, reference, request_id=key)
+            else:
+                summary = await desk.reassign(person, reference, holder, request_id=key)
+        except DeskNotFound:
+            return self.not_found(request, ctx, "This case")
+        except DeskError as exc:
+            code = {NotAllowed: 403, InvalidRequest: 422}.get(type(exc), 409)
+            what = "claimed" if holder is None else "reassigned"
+            return await self.holder_page(request, ctx, form, status_code=code,
+                                          error=f"The case was not {what}: {exc.message}")
+        request.session["flash"] = f"{reference} is now held by {summary['assignee']}."
+        return RedirectResponse(_back(form.get("back"), f"/cases/{reference}/holder"),
+                                status_code=303)
 
     # --------------------------------------------------------------------------- new case
     async def new_case_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -889,6 +966,15 @@ class WebApp:
         return self.render(request, ctx, "outbox_message.html", key=key, msg=msg, body=body)
 
 
+_BACK = re.compile(r"^/(\?[A-Za-z0-9=&%+._~-]*|cases/[A-Za-z0-9-]{1,40}(/holder)?)?$")
+
+
+def _back(value: Any, default: str) -> str:
+    """Where a form goes back to after it was done: the inbox (with its filters) or a case's
+    page, on this site only; anything else goes to `default`."""
+    return value if isinstance(value, str) and _BACK.match(value) else default
+
+
 def _cell(value: Any) -> str:
     """A CSV cell that a spreadsheet will not run as a formula."""
     text = str(value)
@@ -1010,6 +1096,10 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/cases/{reference}/decide/{decision}", p(web.decide), methods=["POST"]),
         Route("/cases/{reference}/complete", p(web.complete_held, officers), methods=["POST"]),
         Route("/cases/{reference}/preview/information", p(web.preview_information, officers),
+              methods=["POST"]),
+        Route("/cases/{reference}/holder", p(web.holder_page), methods=["GET"]),
+        Route("/cases/{reference}/claim", p(web.claim, officers), methods=["POST"]),
+        Route("/cases/{reference}/assign", p(web.assign, [*officers, REVEAL_ROLE]),
               methods=["POST"]),
         Route("/audit", p(web.audit_index, auditors), methods=["GET"]),
         Route("/cases/{reference}/audit", p(web.audit, auditors), methods=["GET"]),
