@@ -40,6 +40,33 @@ _CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+
+
+class Fields:
+    """Reads the fields of one payload through `read(lambda: ...)`: by default the first bad field
+    raises (what parse_intake has always done, and what every recorded case was checked with);
+    with `gather=True` each bad field is noted in `problems` and reading goes on, so that a form
+    can name every bad field at once (intake_problems)."""
+
+    def __init__(self, *, gather: bool = False) -> None:
+        self.gather = gather
+        self.problems: list[InvalidInput] = []
+
+    def __call__(self, read: Callable[[], T]) -> T | None:
+        if not self.gather:
+            return read()
+        try:
+            return read()
+        except InvalidInput as err:
+            self.problems.append(err)
+        except GrantAmountExceeded as err:
+            field, _, reason = err.message.partition(": ")
+            self.problems.append(InvalidInput(field, reason))
+        return None
+
+
+_RAISE = Fields()
 
 
 def _obj(data: Any, field: str, known: tuple[str, ...] | None = None) -> Mapping[str, Any]:
@@ -155,8 +182,9 @@ def reference(value: Any, field: str = "reference") -> str:
     return value
 
 
-def _items(data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, str], dict[str, Any]],
-           *, max_items: int) -> list[dict[str, Any]]:
+def _items(data: Mapping[str, Any], key: str, field: str,
+           parse: Callable[[Any, str], dict[str, Any] | None], *, max_items: int
+           ) -> list[dict[str, Any] | None]:
     values = data.get(key)
     if not isinstance(values, list) or not values:
         raise InvalidInput(field, "needs at least one entry")
@@ -169,17 +197,22 @@ DEFENDER_FIELDS = ("name", "role", "gender", "age", "location", "at_risk_groups"
                    "disappearance", "detention")
 
 
-def _defender(data: Any, field: str, today: date) -> dict[str, Any]:
-    d = _obj(data, field, DEFENDER_FIELDS)
+def _defender(data: Any, field: str, today: date, f: Fields = _RAISE) -> dict[str, Any] | None:
+    d = f(lambda: _obj(data, field, DEFENDER_FIELDS))
+    if d is None:
+        return None
     return {
-        "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
-        "role": line(d, "role", f"{field}.role", required=False),
-        "gender": choice(d, "gender", f"{field}.gender", Gender, default=Gender.UNDISCLOSED).value,
-        "age": integer(d, "age", f"{field}.age", low=0, high=120, required=False),
-        "location": line(d, "location", f"{field}.location", required=False),
-        "at_risk_groups": choices(d, "at_risk_groups", f"{field}.at_risk_groups", AtRiskGroup),
-        "disappearance": _disappearance(d.get("disappearance"), f"{field}.disappearance", today),
-        "detention": _detention(d.get("detention"), f"{field}.detention", today),
+        "name": f(lambda: line(d, "name", f"{field}.name", max_len=NAME_MAX)),
+        "role": f(lambda: line(d, "role", f"{field}.role", required=False)),
+        "gender": f(lambda: choice(d, "gender", f"{field}.gender", Gender,
+                                   default=Gender.UNDISCLOSED).value),
+        "age": f(lambda: integer(d, "age", f"{field}.age", low=0, high=120, required=False)),
+        "location": f(lambda: line(d, "location", f"{field}.location", required=False)),
+        "at_risk_groups": f(lambda: choices(d, "at_risk_groups", f"{field}.at_risk_groups",
+                                            AtRiskGroup)),
+        "disappearance": f(lambda: _disappearance(d.get("disappearance"),
+                                                  f"{field}.disappearance", today)),
+        "detention": f(lambda: _detention(d.get("detention"), f"{field}.detention", today)),
     }
 
 
@@ -285,30 +318,36 @@ INCIDENT_FIELDS = ("date", "time", "place", "description", "perpetrator_kind", "
                    "ongoing_risk")
 
 
-def _incident(data: Any, field: str, today: date) -> dict[str, Any]:
-    d = _obj(data, field, INCIDENT_FIELDS)
+def _incident_date(d: Mapping[str, Any], field: str, today: date) -> str:
     raw_date = d.get("date")
     try:
         when = date.fromisoformat(raw_date) if isinstance(raw_date, str) else None
     except ValueError:
         when = None
     if when is None:
-        raise InvalidInput(f"{field}.date", "must be a date written YYYY-MM-DD")
+        raise InvalidInput(field, "must be a date written YYYY-MM-DD")
     if when > today:
-        raise InvalidInput(f"{field}.date", "is in the future")
+        raise InvalidInput(field, "is in the future")
+    return when.isoformat()
+
+
+def _incident(data: Any, field: str, today: date, f: Fields = _RAISE) -> dict[str, Any] | None:
+    d = f(lambda: _obj(data, field, INCIDENT_FIELDS))
+    if d is None:
+        return None
     return {
-        "date": when.isoformat(),
-        "time": line(d, "time", f"{field}.time", required=False, max_len=50),
-        "place": line(d, "place", f"{field}.place"),
-        "description": text(d, "description", f"{field}.description"),
-        "perpetrator_kind": choice(
+        "date": f(lambda: _incident_date(d, f"{field}.date", today)),
+        "time": f(lambda: line(d, "time", f"{field}.time", required=False, max_len=50)),
+        "place": f(lambda: line(d, "place", f"{field}.place")),
+        "description": f(lambda: text(d, "description", f"{field}.description")),
+        "perpetrator_kind": f(lambda: choice(
             d, "perpetrator_kind", f"{field}.perpetrator_kind", PerpetratorKind,
             default=PerpetratorKind.UNKNOWN,
-        ).value,
-        "perpetrators": text(d, "perpetrators", f"{field}.perpetrators", required=False,
-                             max_len=2_000),
-        "ongoing_risk": text(d, "ongoing_risk", f"{field}.ongoing_risk", required=False,
-                             max_len=5_000),
+        ).value),
+        "perpetrators": f(lambda: text(d, "perpetrators", f"{field}.perpetrators",
+                                       required=False, max_len=2_000)),
+        "ongoing_risk": f(lambda: text(d, "ongoing_risk", f"{field}.ongoing_risk",
+                                       required=False, max_len=5_000)),
     }
 
 
@@ -316,16 +355,20 @@ ORGANISATION_FIELDS = ("name", "contact_name", "contact_email", "women_or_trans_
                        "activism_months")
 
 
-def _organisation(data: Any, field: str) -> dict[str, Any]:
-    d = _obj(data, field, ORGANISATION_FIELDS)
+def _organisation(data: Any, field: str, f: Fields = _RAISE) -> dict[str, Any] | None:
+    d = f(lambda: _obj(data, field, ORGANISATION_FIELDS))
+    if d is None:
+        return None
     return {
-        "name": line(d, "name", f"{field}.name", max_len=NAME_MAX),
-        "contact_name": line(d, "contact_name", f"{field}.contact_name", required=False,
-                             max_len=NAME_MAX),
-        "contact_email": email(d, "contact_email", f"{field}.contact_email", required=False),
-        "women_or_trans_led": flag(d, "women_or_trans_led", f"{field}.women_or_trans_led"),
-        "activism_months": integer(d, "activism_months", f"{field}.activism_months", low=0,
-                                   high=1200, required=False),
+        "name": f(lambda: line(d, "name", f"{field}.name", max_len=NAME_MAX)),
+        "contact_name": f(lambda: line(d, "contact_name", f"{field}.contact_name",
+                                       required=False, max_len=NAME_MAX)),
+        "contact_email": f(lambda: email(d, "contact_email", f"{field}.contact_email",
+                                         required=False)),
+        "women_or_trans_led": f(lambda: flag(d, "women_or_trans_led",
+                                             f"{field}.women_or_trans_led")),
+        "activism_months": f(lambda: integer(d, "activism_months", f"{field}.activism_months",
+                                             low=0, high=1200, required=False)),
     }
 
 
@@ -375,35 +418,61 @@ def merge_changes(intake: Mapping[str, Any], changes: Mapping[str, Any]) -> dict
 
 def parse_intake(data: Any, *, today: date) -> dict[str, Any]:
     """Validate an intake into the normalised dict that the Opened event carries. A key that is
-    not a field of the intake (at any level) is refused by name."""
-    d = _obj(data, "intake", INTAKE_FIELDS)
-    requested = choices(d, "requested_actions", "requested_actions", Action, required=True)
-    refused = choices(d, "refused_actions", "refused_actions", Action)
+    not a field of the intake (at any level) is refused by name; the first bad field raises."""
+    return _read_intake(data, today, _RAISE)
+
+
+def intake_problems(data: Any, *, today: date) -> list[InvalidInput]:
+    """Every bad field of an intake at once (in the order parse_intake reads them; its first is
+    the one parse_intake raises), for a form that marks them all; [] when the intake is valid."""
+    f = Fields(gather=True)
+    _read_intake(data, today, f)
+    return f.problems
+
+
+def _overlap(requested: list[str], refused: list[str]) -> None:
     both = sorted(set(requested) & set(refused))
     if both:
         raise InvalidInput("refused_actions", f"{', '.join(both)} is also requested")
-    intake = {
-        "organisation": _organisation(d.get("organisation"), "organisation"),
-        "defenders": _items(d, "defenders", "defenders",
-                            lambda item, field: _defender(item, field, today),
-                            max_items=DEFENDERS_MAX),
-        "country": _country(d, "country", "country"),
-        "incident": _incident(d.get("incident"), "incident", today),
-        "threat_types": choices(d, "threat_types", "threat_types", ThreatType, required=True),
-        "rights_affected": choices(d, "rights_affected", "rights_affected", Right),
-        "requested_actions": requested,
-        "refused_actions": refused,
-        "urgency": choice(d, "urgency", "urgency", Urgency).value,
-        "domestic_steps": text(d, "domestic_steps", "domestic_steps", required=False,
-                               max_len=5_000),
-        "confidential_information": text(d, "confidential_information",
-                                         "confidential_information", required=False,
-                                         max_len=5_000),
-        "eu_grant": _eu_grant(d.get("eu_grant"), "eu_grant"),
-        "fund_request": _fund_request(d.get("fund_request"), "fund_request"),
-    }
+
+
+def _grant_needs_delegation(intake: Mapping[str, Any], requested: list[str]) -> None:
     if intake["eu_grant"] and Action.EU_DELEGATION not in requested:
         raise InvalidInput("eu_grant", "needs the eu_delegation action among requested_actions")
+
+
+def _read_intake(data: Any, today: date, f: Fields) -> dict[str, Any]:
+    d = f(lambda: _obj(data, "intake", INTAKE_FIELDS))
+    if d is None:
+        return {}
+    requested = f(lambda: choices(d, "requested_actions", "requested_actions", Action,
+                                  required=True))
+    refused = f(lambda: choices(d, "refused_actions", "refused_actions", Action))
+    if requested is not None and refused is not None:
+        f(lambda: _overlap(requested, refused))
+    intake = {
+        "organisation": _organisation(d.get("organisation"), "organisation", f),
+        "defenders": f(lambda: _items(d, "defenders", "defenders",
+                                      lambda item, field: _defender(item, field, today, f),
+                                      max_items=DEFENDERS_MAX)),
+        "country": f(lambda: _country(d, "country", "country")),
+        "incident": _incident(d.get("incident"), "incident", today, f),
+        "threat_types": f(lambda: choices(d, "threat_types", "threat_types", ThreatType,
+                                          required=True)),
+        "rights_affected": f(lambda: choices(d, "rights_affected", "rights_affected", Right)),
+        "requested_actions": requested,
+        "refused_actions": refused,
+        "urgency": f(lambda: choice(d, "urgency", "urgency", Urgency).value),
+        "domestic_steps": f(lambda: text(d, "domestic_steps", "domestic_steps", required=False,
+                                         max_len=5_000)),
+        "confidential_information": f(lambda: text(d, "confidential_information",
+                                                   "confidential_information", required=False,
+                                                   max_len=5_000)),
+        "eu_grant": f(lambda: _eu_grant(d.get("eu_grant"), "eu_grant")),
+        "fund_request": f(lambda: _fund_request(d.get("fund_request"), "fund_request")),
+    }
+    if requested is not None:
+        f(lambda: _grant_needs_delegation(intake, requested))
     return intake
 
 
