@@ -1,3 +1,5 @@
-"""Shared fixtures: store backends, the SMTP sink and the Temporal case environment."""
+"""Shared fixtures: store backends, the SMTP sink, the Temporal case environment, the dev-server
+stack and the browser tests' stack."""
 
-pytest_plugins = ["tests.backends", "tests.smtp_sink", "tests.workflow_env", "tests.dev_stack"]
+pytest_plugins = ["tests.backends", "tests.smtp_sink", "tests.workflow_env", "tests.dev_stack",
+                  "tests.browser"]

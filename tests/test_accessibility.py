@@ -1,7 +1,7 @@
 """The pages staff use every day, checked by axe-core (shipped in axe-playwright-python) in Debian's
 Chromium: no serious or critical accessibility violation on the sign-in, inbox, new case, case and
-audit pages, at desktop and phone widths, and none scrolls sideways; every page starts with a skip link to its content and shows
-a focus outline on the control that has the focus."""
+audit pages, at desktop and phone widths, and none scrolls sideways; every page starts with a skip
+link to its content and shows a focus outline on the control that has the focus."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.browser import CHROMIUM, served
 from tests.dev_stack import Stack
 from tests.factories import intake
 from tests.test_web import PASSWORD, set_passwords
-from tests.test_web_browser import CHROMIUM, maildir_stack, served  # noqa: F401 - the fixture
 from tests.workflow_env import settle
 from workflows.inputs import TracksStart
 from workflows.tracks import TrackedCaseWorkflow as WF

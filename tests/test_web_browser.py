@@ -9,49 +9,23 @@ revealed view of it are written to tests/artifacts/screenshots/.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from desk.redaction import REDACTED
-from stack.sink import OutboxSink
-from tests.dev_stack import DevServer, Stack, free_port, running_stack
+from tests.browser import CHROMIUM, served
+from tests.dev_stack import Stack
 from tests.factories import DEFENDER_NAME
-from tests.test_web import PASSWORD, SESSION_KEY, set_passwords
-from web import serve
+from tests.test_web import PASSWORD, set_passwords
 
-CHROMIUM = Path("/usr/bin/chromium")
 SOURCE = "Trusted partner at the bar association"
 CONFIDENTIAL_NOTE = "Her cousin at the port authority passed on the charge sheet"
 SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is "
                                 "not installed; .ci/run installs it")
-
-
-class MaildirSink:
-    """The embedded stack's sink on a free loopback port, with the `port` the stack fixture reads."""
-
-    def __init__(self, outbox: Path) -> None:
-        self.port = free_port()
-        self.sink = OutboxSink(outbox, "127.0.0.1", self.port)
-        self.path = outbox
-
-
-@pytest.fixture
-async def maildir_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[tuple[Stack, Path]]:
-    outbox = tmp_path / "outbox"
-    sink = MaildirSink(outbox)
-    sink.sink.start()
-    try:
-        async with running_stack(dev_server, tmp_path, sink) as s:  # type: ignore[arg-type]
-            yield s, outbox
-    finally:
-        sink.sink.stop()
 
 
 async def expect_hidden(page: Any, base: str, reference: str) -> None:
@@ -66,26 +40,6 @@ async def expect_hidden(page: Any, base: str, reference: str) -> None:
             f"{base}/cases/{reference}/audit.{kind}")).text() for kind in ("csv", "json")]):
         assert SOURCE not in text and CONFIDENTIAL_NOTE not in text
         assert REDACTED in text
-
-
-@contextlib.asynccontextmanager
-async def served(stack: Stack, outbox: Path) -> AsyncIterator[str]:
-    port = free_port()
-    task = asyncio.create_task(serve(stack.settings, stack.plain, stack.store, "127.0.0.1", port,
-                                     session_key=SESSION_KEY, outbox=outbox))
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tuple[Stack, Path]) -> None:

@@ -1,0 +1,61 @@
+"""What the browser tests share: Debian's Chromium, the web interface served by uvicorn on loopback
+for a test's stack, and the stack with the embedded Maildir SMTP sink (stack/sink.py) whose messages
+the outbox page shows (fixture `maildir_stack`, registered in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stack.sink import OutboxSink
+from tests.dev_stack import DevServer, Stack, free_port, running_stack
+from tests.test_web import SESSION_KEY
+from web import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class MaildirSink:
+    """The embedded stack's sink on a free loopback port, with the `port` the stack fixture reads."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.port = free_port()
+        self.sink = OutboxSink(outbox, "127.0.0.1", self.port)
+        self.path = outbox
+
+
+@pytest.fixture
+async def maildir_stack(dev_server: DevServer, tmp_path: Path) -> AsyncIterator[tuple[Stack, Path]]:
+    outbox = tmp_path / "outbox"
+    sink = MaildirSink(outbox)
+    sink.sink.start()
+    try:
+        async with running_stack(dev_server, tmp_path, sink) as s:  # type: ignore[arg-type]
+            yield s, outbox
+    finally:
+        sink.sink.stop()
+
+
+@contextlib.asynccontextmanager
+async def served(stack: Stack, outbox: Path) -> AsyncIterator[str]:
+    port = free_port()
+    task = asyncio.create_task(serve(stack.settings, stack.plain, stack.store, "127.0.0.1", port,
+                                     session_key=SESSION_KEY, outbox=outbox))
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
