@@ -702,6 +702,24 @@ def case_list(ctx: click.Context, stage: str | None, risk: str | None, overdue: 
            "holder"])
 
 
+@case.command("comment")
+@click.argument("ref", metavar="REF")
+@click.option("--text", help="The comment (staff only; never sent anywhere).")
+@request_option
+@json_option
+@click.pass_context
+def case_comment(ctx: click.Context, ref: str, text: str | None, as_json: bool) -> None:
+    """Add an internal comment to case REF (shown in its activity and trail; never sent)."""
+    body = text_option(text, "--text")
+    env = env_of(ctx)
+    person = env.person()
+    summary = run(env.desk.comment(person, ref, body, request_id=request_id(ctx, person.username)))
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{ref}: comment added")
+
+
 @case.command("claim")
 @click.argument("ref", metavar="REF")
 @request_option

@@ -35,7 +35,7 @@ from desk.errors import (
 )
 from desk.funds import CHOSEN_STATES, chosen_funds, find_fund, fund_advice, fund_application
 from desk.queue import CaseQuery, countdown
-from domain.decisions import DECISIONS, HEAD, OFFICER
+from domain.decisions import DECISIONS, HEAD, LIAISON, OFFICER
 from domain.errors import CaseRuleError, InvalidInput
 from workflows.inputs import TracksStart
 
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from store.app import CaseStore, TrailEntry
 
 T = TypeVar("T")
+
+COMMENTERS = (OFFICER, LIAISON, HEAD)  # who may add an internal comment to a case
 
 RPC_SECONDS = 60.0  # how long a decision or query waits for a worker to answer
 OPEN_SECONDS = 30.0  # how long an opening waits for the workflow to report the case opened
@@ -603,6 +605,22 @@ class Desk:
         return await asyncio.to_thread(self._hold, person, reference, "reassign",
                                        {"holder": holder}, request_id)
 
+    async def comment(self, person: Person, reference: str, text: str, *,
+                      request_id: str) -> dict[str, Any]:
+        """An internal comment on the case (event CommentAdded) by a case officer, a ministry
+        liaison or a head: sent to nobody, shown in the case's activity; closed cases take
+        comments too. The case's summary after it."""
+        _check_request_id(request_id)
+        prior = await asyncio.to_thread(self.store.prior_result, request_id)
+        if prior is not None:
+            return prior
+        roles = await self.roles(person)
+        if not set(roles) & set(COMMENTERS):
+            raise NotAllowed("Only a case officer, a ministry liaison or a head may comment on a "
+                             "case; nothing was recorded.")
+        return await asyncio.to_thread(self._hold, person, reference, "comment",
+                                       {"text": text}, request_id)
+
     def _hold(self, person: Person, reference: str, command: str, args: dict[str, Any],
               request_id: str) -> dict[str, Any]:
         from domain.tracked import TrackedCase
@@ -610,8 +628,8 @@ class Desk:
 
         case = self.stored_case(reference)
         if not isinstance(case, TrackedCase):
-            raise Rejected("This case was opened before per-action tracks; it cannot be claimed "
-                           "or reassigned.")
+            raise Rejected("This case was opened before per-action tracks; it cannot be claimed, "
+                           "reassigned or commented on.")
         try:
             result: dict[str, Any] = self.store.execute(
                 reference, command, {**args, "at": self.clock()}, person.username, request_id)

@@ -47,6 +47,8 @@ from domain.view import (
 )
 from domain.vocab import Action, Outcome, Verdict
 
+COMMENT_MAX = 5_000  # characters of one internal comment
+
 
 class TrackedCase(Aggregate):
     # ----------------------------------------------------------------------------------- opening
@@ -413,6 +415,18 @@ class TrackedCase(Aggregate):
     @event("ConfidentialRevealed")
     def _confidential_revealed(self, reason: str, at: datetime, actor: str,
                                command_id: str) -> None:
+        pass
+
+    # ---------------------------------------------------------------------------------- comments
+    def comment(self, text: str, at: datetime, actor: str, command_id: str) -> None:
+        """An internal note by a member of staff on the case: never sent anywhere, shown in the
+        case's activity and trail to the staff who may see the case. Changes no step, so it may
+        be added to a closed case too. The door checks the role."""
+        text = rules.text(text, "comment", limit=COMMENT_MAX).strip()
+        self._comment_added(comment=text, at=at, actor=actor, command_id=command_id)
+
+    @event("CommentAdded")
+    def _comment_added(self, comment: str, at: datetime, actor: str, command_id: str) -> None:
         pass
 
     # ------------------------------------------------------------------------------------ holder

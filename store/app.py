@@ -49,6 +49,8 @@ COMMANDS = frozenset({
     # Recorded by a door directly (they change no step) after checking the roles (desk.cases):
     # a case officer takes a case, or a head (or the holder) hands it to another officer.
     "claim", "reassign",
+    # An internal comment by staff (desk.cases.Desk.comment): sent nowhere, changes no step.
+    "comment",
 })
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30

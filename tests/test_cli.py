@@ -725,3 +725,15 @@ async def test_case_claim_assign_and_the_queue_filters(stack: Stack) -> None:
     assert fails(appeals(stack, "case", "list", "--threat", "rudeness", user="olga"), 2).startswith(
         "--threat: ")
     assert [e.event for e in stack.store.trail(a)][-2:] == ["CaseClaimed", "CaseReassigned"]
+    # Internal comments: staff of the case's roles, closed cases too; never an auditor, never empty.
+    assert ok(appeals(stack, "case", "comment", b, "--text", "Lawyer confirms the release.",
+                      user="lina")).strip() == f"{b}: comment added"
+    [note] = [e for e in stack.store.trail(b) if e.event == "CommentAdded"]
+    assert (note.actor, note.details["comment"]) == ("lina", "Lawyer confirms the release.")
+    assert fails(appeals(stack, "case", "comment", a, "--text", "x", user="aldo"), 4).startswith(
+        "Only a case officer, a ministry liaison or a head may comment")
+    assert fails(appeals(stack, "case", "comment", a, "--text", " ", user="olga"), 2) == (
+        "--text: is required")
+    assert fails(appeals(stack, "case", "comment", a, "--text", "y" * 5001, user="olga"), 2) == (
+        "comment: is too long (at most 5000 characters)")
+    assert [e.event for e in stack.store.trail(a)][-1] == "CaseReassigned"

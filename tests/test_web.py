@@ -734,3 +734,44 @@ async def test_the_inbox_queue_searches_filters_sorts_and_refuses_unknown_filter
         assert 'id="holder">olga<' in page and "handed to olga by hana (from omar)" in page
     trail = [(e.event, e.actor) for e in web.stack.store.trail(b)]
     assert trail[-2:] == [("CaseClaimed", "omar"), ("CaseReassigned", "hana")]
+
+
+async def test_the_activity_shows_what_was_recorded_and_staff_add_internal_comments(web: Web) -> None:
+    """The case page's activity, for the officer too: each event with its words (the verdict and
+    scores of the verification, the comment's text), the verifying source hidden; a comment goes
+    through the desk with post/redirect/get, a refused one keeps its text; an auditor may not
+    comment."""
+    web.stack.start_worker()
+    ref = await open_case(web)
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        response = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
+                                   "form-verification")
+        assert response.status_code == 303, response.text
+        response = await post_form(olga, url, f"{url}/comment",
+                                   {"comment": "Called the lawyer: hearing moved to Friday."},
+                                   "comment-form")
+        assert response.status_code == 303 and response.headers["location"] == f"{url}#activity"
+        page = (await olga.get(url)).text
+        stream = page.split('id="activity"')[1].split("</section>")[0]
+        assert "Comment added" in stream and "Called the lawyer: hearing moved to Friday." in stream
+        assert "Verification recorded" in stream and "<dt>verdict</dt><dd>verified</dd>" in stream
+        assert verification()["verifying_source"] not in page
+        assert stream.index("Comment added") < stream.index("Verification recorded")  # newest first
+        # Too long: refused on the page, the text kept, nothing recorded.
+        before = events(web, ref)
+        long_text = "Notes " * 1000
+        response = await post_form(olga, url, f"{url}/comment", {"comment": long_text},
+                                   "comment-form")
+        assert response.status_code == 422
+        assert ("The comment was not added: the comment is too long (at most 5000 characters)."
+                in response.text)
+        assert long_text.strip() in response.text
+        assert events(web, ref) == before
+    async with web.signed_in("aldo") as aldo:
+        page = (await aldo.get(url)).text
+        assert 'id="comment-form"' not in page and "Called the lawyer" in page
+        response = await aldo.post(f"{url}/comment", data={"csrf_token": csrf_of(page),
+                                                            "comment": "An auditor's note"})
+        assert response.status_code == 403
+    assert events(web, ref).count("CommentAdded") == 1

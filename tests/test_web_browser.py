@@ -150,7 +150,7 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
                 await expect(page.locator(".flash")).to_contain_text("clearance")
             await sign_out(page)
 
-            # -- olga sees the messages in the outbox, the Message-IDs, the timeline and the badge
+            # -- olga sees the messages in the outbox, the Message-IDs, the activity and the badge
             await sign_in(page, base, "olga")
             for _ in range(60):
                 await page.goto(f"{base}/outbox")
@@ -162,9 +162,9 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
             await expect(page.locator("#outbox")).to_contain_text("mfa")
             await page.goto(f"{base}/cases/{reference}")
             await expect(page.locator("#chain-badge")).to_have_text("chain verified")
-            await expect(page.locator("#timeline")).to_contain_text("Consent granted")
-            await expect(page.locator("#timeline")).to_contain_text("Clearance granted")
-            await expect(page.locator("#timeline")).to_contain_text("Message dispatched")
+            await expect(page.locator("#activity")).to_contain_text("Consent granted")
+            await expect(page.locator("#activity")).to_contain_text("Clearance granted")
+            await expect(page.locator("#activity")).to_contain_text("Message dispatched")
             await expect(page.locator("#action-mfa")).to_contain_text("sent")
             await expect(page.locator("#action-mfa .mono")).to_contain_text("@")
             await page.screenshot(path=str(SCREENSHOTS / "case.png"), full_page=True)

@@ -54,7 +54,7 @@ from activities.directories import load_address_book, load_fund_directory
 from activities.messages import Composer, MessageError
 from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
 from desk import redaction
-from desk.cases import Desk, Person
+from desk.cases import COMMENTERS, Desk, Person
 from desk.errors import DeskError, InvalidRequest, NotAllowed
 from desk.errors import NotFound as DeskNotFound
 from desk.preview import appeal_letters, information_letters
@@ -203,6 +203,7 @@ class WebApp:
         self.jinja.filters["when"] = _when
         self.jinja.filters["label"] = _label
         self.jinja.filters["event"] = _event
+        self.jinja.filters["value"] = _value
         self.jinja.globals.update(
             actions=[a.value for a in Action], outcomes=[o.value for o in Outcome],
             namings=[p.value for p in PublicNaming], verdicts=[v.value for v in Verdict],
@@ -586,7 +587,8 @@ class WebApp:
     async def case_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
                         status_code: int = 200, form_error: dict[str, Any] | None = None,
                         held_error: dict[str, Any] | None = None,
-                        preview: dict[str, Any] | None = None) -> Response:
+                        preview: dict[str, Any] | None = None,
+                        comment: dict[str, Any] | None = None) -> Response:
         reference = request.path_params["reference"]
         try:
             case = await asyncio.to_thread(self.store.get, reference)
@@ -630,6 +632,9 @@ class WebApp:
                            reference=reference, rejected=rejected,
                            may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,
                            now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+                           comment=comment or {"request_id": uuid.uuid4().hex},
+                           may_comment=bool(ctx.roles & set(COMMENTERS)),
+                           activity=activity(redaction.redact(trail, reveal=False)),
                            **self._page_parts(case, status, forms, ctx, held_error, preview))
 
     def _applications(self, case: Any, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -723,6 +728,30 @@ class WebApp:
                 "may_complete": bool(held) and OFFICER_ROLE in ctx.roles,
                 "held_update_id": uuid.uuid4().hex,
                 "shown_track": shown_track}
+
+    async def add_comment(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """An internal comment on the case, through the desk; back to the case's activity
+        (post/redirect/get), or the case page with the text kept and the reason it was refused."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        text = str(form.get("comment") or "")
+        request_id = str(form.get("request_id") or "")
+        if not _UPDATE_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        try:
+            await self._queue_desk().comment(Person(ctx.username), reference, text,
+                                             request_id=f"web-comment-{request_id}")
+        except DeskNotFound:
+            return self.not_found(request, ctx, "This case")
+        except DeskError as exc:
+            code = {NotAllowed: 403, InvalidRequest: 422}.get(type(exc), 409)
+            message = (f"the {_label(exc.field)} {exc.reason}." if isinstance(exc, InvalidRequest)
+                       else exc.message)
+            return await self.case_page(request, ctx, None, status_code=code, comment={
+                "text": text, "error": f"The comment was not added: {message}",
+                "request_id": request_id})
+        request.session["flash"] = "Your comment is added to the case's activity."
+        return RedirectResponse(f"/cases/{reference}#activity", status_code=303)
 
     async def complete_held(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         """The fields held messages lack, completed on the case page: validated as the intake is,
@@ -1038,6 +1067,47 @@ def _label(value: Any) -> str:
     return str(value).replace("_", " ") if value is not None else "—"
 
 
+def _value(value: Any) -> str:
+    """A recorded value in words: yes/no, dates in UTC, lists joined, objects as `label: value`
+    pairs (never Python's own spelling of them)."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime | date):
+        return _when(value)
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_value(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{_label(k)}: {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+# What the case page's activity shows of each event: its words (what was decided, said or sent),
+# not its machinery; the verification by its verdict and scores; never the intake (the case page
+# shows the facts) nor the consent records (shown per action).
+ACTIVITY_KEYS = ("outcome", "summary", "information", "comment", "reason", "conditions",
+                 "recipient", "recipients", "send_to", "holder", "previous", "reprisals",
+                 "warning", "level", "step", "until", "fund", "funds", "missing")
+VERIFICATION_KEYS = ("verdict", "probability", "impact", "public_action_advised")
+
+
+def activity(trail: Iterable[Any]) -> list[dict[str, Any]]:
+    """The case's events (already redacted for need to know), newest first, each with its
+    labelled lines."""
+    items = []
+    for e in trail:
+        details = e.details or {}
+        lines = [(key, details[key]) for key in ACTIVITY_KEYS if key in details]
+        verification = details.get("verification")
+        if isinstance(verification, dict):
+            lines = [(key, verification.get(key)) for key in VERIFICATION_KEYS] + lines
+        items.append({"at": e.at, "actor": e.actor, "event": e.event, "version": e.version,
+                      "action": details.get("action"),
+                      "lines": [(_label(k), _value(v)) for k, v in lines if v not in (None, "")]})
+    return list(reversed(items))
+
+
 def build_app(settings: Settings, client: Client, store: CaseStore, *,
               session_key: bytes | str | None = None, outbox: Path | None | bool = True,
               throttle: auth.ThrottlePolicy | None = None,
@@ -1097,6 +1167,7 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/cases/{reference}/complete", p(web.complete_held, officers), methods=["POST"]),
         Route("/cases/{reference}/preview/information", p(web.preview_information, officers),
               methods=["POST"]),
+        Route("/cases/{reference}/comment", p(web.add_comment, COMMENTERS), methods=["POST"]),
         Route("/cases/{reference}/holder", p(web.holder_page), methods=["GET"]),
         Route("/cases/{reference}/claim", p(web.claim, officers), methods=["POST"]),
         Route("/cases/{reference}/assign", p(web.assign, [*officers, REVEAL_ROLE]),
