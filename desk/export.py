@@ -70,15 +70,40 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def flat_details(details: Any, prefix: str = "") -> dict[str, str]:
+    """An event's details as columns: nested objects by dotted path (`verification.verdict`),
+    lists of plain values joined with "; ", lists of objects by index (`consents.0.given_by`)."""
+    out: dict[str, str] = {}
+    if isinstance(details, dict):
+        for key, value in details.items():
+            out.update(flat_details(value, f"{prefix}{key}."))
+    elif isinstance(details, list | tuple) and any(isinstance(v, dict | list) for v in details):
+        for i, value in enumerate(details):
+            out.update(flat_details(value, f"{prefix}{i}."))
+    else:
+        if isinstance(details, list | tuple | set | frozenset):
+            text = "; ".join(when(v) if isinstance(v, datetime) else str(v) for v in details)
+        elif isinstance(details, bool):
+            text = "true" if details else "false"
+        else:
+            text = when(details)
+        out[prefix.rstrip(".")] = text
+    return out
+
+
 def trail_csv(entries: Sequence[dict[str, Any]]) -> str:
+    """One row an event; its details in columns of their own (`details.<path>`), the union of
+    every event's paths, so that a spreadsheet can filter and sort by any of them."""
+    flat = [flat_details(e["details"] or {}) for e in entries]
+    paths = sorted({p for f in flat for p in f if p})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["version", "time", "actor", "event", "command_id", "summary", "details"])
-    for e in entries:
+    writer.writerow(["version", "time", "actor", "event", "command_id", "summary",
+                     *(f"details.{p}" for p in paths)])
+    for e, f in zip(entries, flat, strict=True):
         writer.writerow([e["version"], when(e["time"]), csv_cell(e["actor"]), e["event"],
                          csv_cell(e["command_id"]), csv_cell(e["summary"]),
-                         csv_cell(json.dumps(e["details"], default=json_default,
-                                             ensure_ascii=False, sort_keys=True))])
+                         *(csv_cell(f.get(p, "")) for p in paths)])
     return out.getvalue()
 
 
