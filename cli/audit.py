@@ -17,7 +17,7 @@ from cli.common import (
     table,
     when,
 )
-from desk.export import trail_csv, trail_entries, trail_html
+from desk.export import trail_csv, trail_entries, trail_html, trail_json
 
 
 @click.command("audit")
@@ -52,7 +52,7 @@ def audit(ctx: click.Context, ref: str, fmt: str, verify: bool, as_json: bool) -
         return
     entries = trail_entries(trail)
     if fmt == "json":
-        emit_json({"reference": ref, "entries": entries})
+        emit_json(trail_json(ref, entries))
     elif fmt == "csv":
         click.echo(trail_csv(entries), nl=False)
     elif fmt == "html":

@@ -518,7 +518,8 @@ class Desk:
         if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
             result: dict[str, Any] = await self.answered(handle.query(WF.status))
             return result
-        summary: dict[str, Any] = self.stored_case(reference).summary()
+        case = await asyncio.to_thread(self.stored_case, reference)
+        summary: dict[str, Any] = case.summary()
         summary.pop("verifier", None)
         summary["pending"] = []
         return summary

@@ -52,10 +52,15 @@ class Rejected(DeskError):
 
 
 class Unreachable(DeskError):
+    """`reason`: what did not answer, without the sentence on repeating (a door may say that in
+    its own words: the web says "sending the same form again")."""
+
     def __init__(self, message: str, *, may_have_taken_effect: bool = False) -> None:
+        reason = message
         if may_have_taken_effect:
             message = f"{message.rstrip('.')}; {REPEAT_SAFELY}."
         super().__init__(message)
+        self.reason = reason
         self.may_have_taken_effect = may_have_taken_effect
 
 

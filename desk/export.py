@@ -1,6 +1,6 @@
 """The audit trail of a case for people and reports, for both doors: entries with a summary of codes
-(never names or free text), and CSV and HTML exports (the details do hold case data: for
-authorised staff only).
+(never names or free text), and JSON, CSV and HTML exports (the details do hold case data: for
+authorised staff only; the web passes the trail through desk.redaction first).
 """
 
 from __future__ import annotations
@@ -91,9 +91,31 @@ def flat_details(details: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def trail_csv(entries: Sequence[dict[str, Any]]) -> str:
+def chain_summary(report: Any) -> dict[str, Any]:
+    """A chain verification (store.chain.ChainReport) as plain data: `ok`, `events`,
+    `broken_version`, `reason` and a one-line `text` (the shape store.audit reports)."""
+    return {"ok": bool(report.ok), "events": report.events,
+            "broken_version": report.broken_version, "reason": report.reason,
+            "text": report.describe()}
+
+
+def trail_json(reference: str, entries: Sequence[dict[str, Any]], *, chain: Any = None,
+               generated_at: datetime | None = None) -> dict[str, Any]:
+    """The trail as one JSON document: `reference` and `entries`; with `generated_at` and `chain`
+    (a ChainReport) when given. Dump it with `default=json_default`."""
+    document: dict[str, Any] = {"reference": reference}
+    if generated_at is not None:
+        document["generated_at"] = generated_at
+    if chain is not None:
+        document["chain"] = chain_summary(chain)
+    document["entries"] = list(entries)
+    return document
+
+
+def trail_csv(entries: Sequence[dict[str, Any]], chain: Any = None) -> str:
     """One row an event; its details in columns of their own (`details.<path>`), the union of
-    every event's paths, so that a spreadsheet can filter and sort by any of them."""
+    every event's paths, so that a spreadsheet can filter and sort by any of them; with `chain`
+    (a ChainReport), a last row saying whether the audit chain verifies."""
     flat = [flat_details(e["details"] or {}) for e in entries]
     paths = sorted({p for f in flat for p in f if p})
     out = io.StringIO()
@@ -104,6 +126,9 @@ def trail_csv(entries: Sequence[dict[str, Any]]) -> str:
         writer.writerow([e["version"], when(e["time"]), csv_cell(e["actor"]), e["event"],
                          csv_cell(e["command_id"]), csv_cell(e["summary"]),
                          *(csv_cell(f.get(p, "")) for p in paths)])
+    if chain is not None:
+        writer.writerow([])
+        writer.writerow(["chain", csv_cell(chain.describe())])
     return out.getvalue()
 
 

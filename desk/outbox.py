@@ -17,7 +17,10 @@ from typing import Any
 
 from desk.errors import NotFound
 
-SHOWN_HEADERS = ("Date", "From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References")
+# X-Appeal-Kind: what the system sent (appeal, further information...); X-Sink-Rcpt-To: the envelope
+# recipients the sink was given.
+SHOWN_HEADERS = ("Date", "From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References",
+                 "X-Appeal-Kind", "X-Sink-Rcpt-To")
 
 
 def outbox_path(settings: Any) -> Path:
@@ -53,7 +56,8 @@ def header(message: EmailMessage, name: str) -> str:
 
 
 def list_messages(path: Path) -> list[dict[str, Any]]:
-    """Every message of the sink, oldest first: id, date, from, to, cc, subject, message_id."""
+    """Every message of the sink, oldest first: id, date, from, to, cc, subject, message_id,
+    kind (X-Appeal-Kind) and envelope_to (X-Sink-Rcpt-To)."""
     box = _maildir(path)
     rows = []
     for key in box.iterkeys() if box is not None else []:
@@ -62,7 +66,9 @@ def list_messages(path: Path) -> list[dict[str, Any]]:
         rows.append({"id": key, "date": message_date(message), "from": header(message, "From"),
                      "to": header(message, "To"), "cc": header(message, "Cc"),
                      "subject": header(message, "Subject"),
-                     "message_id": header(message, "Message-ID")})
+                     "message_id": header(message, "Message-ID"),
+                     "kind": header(message, "X-Appeal-Kind"),
+                     "envelope_to": header(message, "X-Sink-Rcpt-To")})
     rows.sort(key=lambda r: (r["date"] or datetime.min.replace(tzinfo=UTC), r["id"]))
     return rows
 

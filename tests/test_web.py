@@ -6,13 +6,15 @@ workflow), and the workflow refuses what the rules forbid at this stage (its mes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import html
 import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,15 +23,26 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from temporalio.client import Client
 
+from desk.errors import (
+    CaseNotFound,
+    DeskError,
+    InvalidRequest,
+    NotAllowed,
+    Rejected,
+    Unreachable,
+)
 from desk.redaction import REDACTED, hidden_count, redact
 from domain.errors import InvalidInput
 from store.app import CaseStore, sqlite_url
-from tests.dev_stack import Stack
+from tests.dev_stack import CuttableProxy, PauseActivity, Stack, in_process_worker
 from tests.factories import DEFENDER_NAME, T0, intake, open_args, verification
 from tests.workflow_env import USERS, settle
 from web import build_app, enable_totp, set_password
+from web.app import desk_failure
 from web.auth import GENERIC_REFUSAL, ThrottlePolicy
+from worker.main import data_converter
 from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, TracksStart
 from workflows.tracks import TrackedCaseWorkflow as WF
@@ -38,6 +51,7 @@ PASSWORD = "correct horse battery staple"
 SESSION_KEY = "test-session-key-0123456789abcdef0123456789"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 UPDATE_ID = re.compile(r'name="update_id" value="([0-9a-f]{32})"')
+REQUEST_ID = re.compile(r'name="request_id" value="([0-9a-f]{32})"')
 # Every page but sign-in, with a reference that need not exist: the session is checked first.
 PAGES = ["/", "/cases/new", "/cases/UA-2026-0001", "/cases/UA-2026-0001/audit",
          "/cases/UA-2026-0001/audit/print", "/cases/UA-2026-0001/audit.csv",
@@ -93,7 +107,8 @@ async def sign_in(client: httpx.AsyncClient, username: str, password: str, code:
 
 async def post_form(client: httpx.AsyncClient, page_url: str, action: str, data: dict[str, Any],
                     form_id: str | None = None) -> httpx.Response:
-    """POST a form as the browser would: with the CSRF token (and update id) of the page."""
+    """POST a form as the browser would: with the CSRF token (and the update id or request id)
+    of the page."""
     page = await client.get(page_url)
     assert page.status_code == 200, page.text
     html = page.text
@@ -104,6 +119,8 @@ async def post_form(client: httpx.AsyncClient, page_url: str, action: str, data:
     fields = {"csrf_token": csrf_of(page.text), **data}
     if (m := UPDATE_ID.search(html)) is not None:
         fields.setdefault("update_id", m.group(1))
+    if (m := REQUEST_ID.search(html)) is not None:
+        fields.setdefault("request_id", m.group(1))
     return await client.post(action, data=fields)
 
 
@@ -291,9 +308,13 @@ async def test_auditor_sees_no_decision_forms_and_cannot_decide(web: Web) -> Non
         assert audit.status_code == 200 and "chain verified" in audit.text
         exported = await client.get(f"/cases/{ref}/audit.json")
         assert exported.json()["chain"]["ok"] is True
-        assert [e["event"] for e in exported.json()["events"]] == before
+        assert [e["event"] for e in exported.json()["entries"]] == before
+        assert exported.json()["reference"] == ref
         csv_text = (await client.get(f"/cases/{ref}/audit.csv")).text
-        assert csv_text.startswith("version,at,actor,event,command_id,details")
+        # The exports are desk.export's, as `appeals audit --format csv|json` prints them, with
+        # the chain's verification.
+        assert csv_text.startswith("version,time,actor,event,command_id,summary,details")
+        assert csv_text.rstrip().splitlines()[-1].startswith(f"chain,{ref}: audit chain verified")
         assert (await client.get(f"/cases/{ref}/audit/print")).status_code == 200
         assert (await client.get("/cases/new")).status_code == 403
     async with web.signed_in("olga") as client:
@@ -322,7 +343,7 @@ async def test_confidential_values_are_hidden_unless_a_head_reveals_them_with_a_
             assert SOURCE not in text and CONFIDENTIAL_NOTE not in text
             assert REDACTED in text
         assert "Publicity could harden the prosecution" in page  # the do-no-harm note stays
-        details = {e["event"]: e["details"] for e in json.loads(exports[1])["events"]}
+        details = {e["event"]: e["details"] for e in json.loads(exports[1])["entries"]}
         assert details["VerificationRecorded"]["verification"]["verifying_source"] == REDACTED
         assert details["Opened"]["intake"]["confidential_information"] == REDACTED
         return page
@@ -361,6 +382,26 @@ async def test_confidential_values_are_hidden_unless_a_head_reveals_them_with_a_
     # The workflow goes on with the case: the reveal changed nothing it keeps.
     status = await web.stack.client.get_workflow_handle(ref).query(WF.status)
     assert status["stage"] == "consent"
+
+
+@pytest.mark.parametrize(("error", "code", "says"), [
+    (NotAllowed("Only a case officer may open a case; nothing was recorded."), 403,
+     "Only a case officer may open a case; nothing was recorded."),
+    (CaseNotFound("UA-2026-0404"), 404, "Case UA-2026-0404 not found."),
+    (Rejected("the case is not verified yet"), 409, "The case is not verified yet."),
+    (InvalidRequest("defenders[0].age", "must be a whole number"), 422,
+     "Defenders 1 age: must be a whole number."),
+    (Unreachable("Temporal server not reachable at 127.0.0.1:7233", may_have_taken_effect=True),
+     503, "Temporal server not reachable at 127.0.0.1:7233. It may have taken effect: sending the "
+          "same form again is safe, it records nothing twice."),
+    (Unreachable("no worker answered on task queue q within 60 s"), 503,
+     "No worker answered on task queue q within 60 s."),
+], ids=["not allowed", "not found", "rejected", "invalid", "may have taken effect", "unreachable"])
+def test_each_desk_error_has_one_page(error: DeskError, code: int, says: str) -> None:
+    """The web's one map of the desk's errors (desk.errors) to pages: the status code, and the
+    sentence in the web's words (a field in plain words; a form, not a command, to send again)."""
+    assert desk_failure(error)[0] == code
+    assert desk_failure(error)[2] == says
 
 
 @pytest.mark.parametrize("tracked", [False, True], ids=["older case", "case with tracks"])
@@ -645,6 +686,149 @@ async def test_new_case_form_validates_inline_and_opens_the_case(web: Web) -> No
         assert "confidential part" in hint and "never sent to" in " ".join(hint.split())
     async with web.signed_in("lina") as lina:
         assert (await lina.get("/cases/new")).status_code == 403
+
+
+# ------------------------------------------------------------------- forms sent more than once
+INTAKE_FORM = {"organisation.name": "Observatoire Vrennick", "defenders[0].name": DEFENDER_NAME,
+               "defenders[0].role": "journalist", "country": "KE", "incident.date": "2026-01-05",
+               "incident.place": "Nairobi", "incident.description": "Arrested outside the court.",
+               "threat_types": "judicial_harassment", "action.mfa": "requested",
+               "action.rapporteur": "refused", "urgency": "high", "defenders[0].age": "34"}
+
+
+async def new_case_form(client: httpx.AsyncClient) -> dict[str, str]:
+    """The new-case form as the browser holds it: the intake, its CSRF token and its one-time
+    request id (the same fields each time it is sent)."""
+    page = await client.get("/cases/new")
+    assert page.status_code == 200, page.text
+    match = REQUEST_ID.search(page.text)
+    assert match, "no request id on the new-case form"
+    return {**INTAKE_FORM, "csrf_token": csrf_of(page.text), "request_id": match.group(1)}
+
+
+async def decision_form(client: httpx.AsyncClient, url: str, form_id: str,
+                        data: dict[str, str]) -> dict[str, str]:
+    """A decision form as the browser holds it: its fields, CSRF token and update id."""
+    page = (await client.get(url)).text
+    start = page.find(f'id="{form_id}"')
+    assert start >= 0, f"no form {form_id} on the page"
+    match = UPDATE_ID.search(page[start:])
+    assert match
+    return {**data, "csrf_token": csrf_of(page), "update_id": match.group(1)}
+
+
+def opened_cases(w: Web) -> list[str]:
+    return [c["reference"] for c in w.stack.store.list_cases()]
+
+
+async def test_the_same_new_case_form_sent_twice_opens_one_case(web: Web) -> None:
+    """A double click (two posts at once) and Back-and-send-again (the same form later) open one
+    case; each post lands on it. A new form is a new request: it opens the next case."""
+    web.stack.start_worker()
+    async with web.signed_in("olga") as olga:
+        form = await new_case_form(olga)
+        first, second = await asyncio.gather(olga.post("/cases/new", data=form),
+                                             olga.post("/cases/new", data=form))
+        assert first.status_code == second.status_code == 303, (first.text, second.text)
+        location = first.headers["location"]
+        assert second.headers["location"] == location
+        ref = location.rsplit("/", 1)[1]
+        assert opened_cases(web) == [ref]
+        again = await olga.post("/cases/new", data=form)  # Back, and the same form again
+        assert again.status_code == 303 and again.headers["location"] == location
+        page = await olga.get(location)
+        assert page.status_code == 200 and "This form was sent before" in page.text
+        assert 'id="form-verification"' in page.text
+        assert opened_cases(web) == [ref] and events(web, ref).count("Opened") == 1
+        # The request id is checked: one that is not a form's is refused, and nothing opens.
+        refused = await olga.post("/cases/new", data={**form, "request_id": "../../x"})
+        assert refused.status_code == 422 and "request id" in refused.text
+        assert DEFENDER_NAME in refused.text  # what was typed is kept
+        assert opened_cases(web) == [ref]
+        # A new form (a new request id) is a new case.
+        response = await olga.post("/cases/new", data=await new_case_form(olga))
+        assert response.status_code == 303 and response.headers["location"] != location
+    assert len(opened_cases(web)) == 2
+
+
+async def test_a_decision_sent_twice_with_the_same_update_id_records_it_once(web: Web) -> None:
+    web.stack.start_worker()
+    ref = await open_case(web)
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        form = await decision_form(olga, url, "form-verification", verification_form())
+        first, second = await asyncio.gather(olga.post(f"{url}/decide/verification", data=form),
+                                             olga.post(f"{url}/decide/verification", data=form))
+        assert first.status_code == second.status_code == 303, (first.text, second.text)
+        again = await olga.post(f"{url}/decide/verification", data=form)  # Back, send again
+        assert again.status_code == 303 and again.headers["location"] == url
+        page = await olga.get(url)
+        assert page.status_code == 200 and "Recorded: record the threat verification" in page.text
+        assert events(web, ref).count("VerificationRecorded") == 1
+        consent = await decision_form(olga, url, "form-consent-mfa", consent_form("mfa"))
+        for _ in range(2):
+            response = await olga.post(f"{url}/decide/consent", data=consent)
+            assert response.status_code == 303, response.text
+    assert events(web, ref).count("ConsentGranted") == 1
+    assert web.stack.store.verify(ref).ok
+
+
+async def test_a_temporal_outage_says_the_form_may_have_taken_effect_and_is_safe_to_resend(
+        web: Web) -> None:
+    """The web's connection to Temporal is cut after the worker recorded a case opening, then a
+    decision: each page says (503) that it may have taken effect and that sending the same form
+    again is safe; sent again once Temporal answers, it opens one case and records one event."""
+    stack = web.stack
+    proxy = await CuttableProxy(stack.settings.temporal_address).start()
+    through = await Client.connect(proxy.address, data_converter=data_converter(stack.settings))
+    app = build_app(stack.settings, through, stack.store, session_key=SESSION_KEY,
+                    outbox=web.outbox, clock=web.clock)
+    cut_off = Web(stack, app, web.clock, web.outbox)
+    opening, deciding = PauseActivity("open_tracked_case"), PauseActivity("apply_command")
+
+    async def cut_after_recording(pause: PauseActivity, post: Awaitable[httpx.Response]
+                                  ) -> httpx.Response:
+        pause.arm()
+        sent = asyncio.ensure_future(post)
+        await asyncio.wait_for(pause.reached.wait(), 60)
+        proxy.cut()
+        pause.release.set()
+        response = await asyncio.wait_for(sent, 120)
+        proxy.restore()
+        return response
+
+    def may_have_taken_effect(response: httpx.Response) -> None:
+        assert response.status_code == 503, response.text
+        text = " ".join(html.unescape(response.text).split())
+        assert "It may have taken effect: sending the same form again is safe" in text, text
+        assert "Traceback" not in text
+
+    try:
+        async with in_process_worker(stack, opening.interceptor(), deciding.interceptor()), \
+                cut_off.signed_in("olga") as olga:
+            form = await new_case_form(olga)
+            response = await cut_after_recording(opening, olga.post("/cases/new", data=form))
+            may_have_taken_effect(response)
+            assert f'name="request_id" value="{form["request_id"]}"' in response.text  # kept
+            assert DEFENDER_NAME in response.text
+            [ref] = opened_cases(web)
+            again = await olga.post("/cases/new", data=form)
+            assert again.status_code == 303 and again.headers["location"] == f"/cases/{ref}"
+            assert opened_cases(web) == [ref] and events(web, ref).count("Opened") == 1
+
+            url = f"/cases/{ref}"
+            decision = await decision_form(olga, url, "form-verification", verification_form())
+            response = await cut_after_recording(
+                deciding, olga.post(f"{url}/decide/verification", data=decision))
+            may_have_taken_effect(response)
+            assert events(web, ref).count("VerificationRecorded") == 1
+            again = await olga.post(f"{url}/decide/verification", data=decision)
+            assert again.status_code == 303, again.text
+            assert events(web, ref).count("VerificationRecorded") == 1
+            status = await stack.client.get_workflow_handle(ref).query(WF.status)
+            assert status["stage"] == "consent"
+    finally:
+        await proxy.stop()
 
 
 # ------------------------------------------------------------------- the queue: filters, holders

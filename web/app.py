@@ -1,8 +1,12 @@
 """The staff web interface: Starlette, server-rendered Jinja2 pages, no JavaScript needed.
 
-Every decision goes to the case workflow as an update (the workflow and its activity check the rules
-and the roles again); reads come from the event store (facts, trail, chain) and the workflow's status
-query (what the case waits for). Pages carry case references only in their URLs, never names.
+A door over the desk (desk.cases.Desk), like the command line: every case operation (opening a case,
+a decision, where a case stands, its trail, fund advice and applications, exports, the outbox) goes
+through the desk in the name of the person signed in, so both doors behave the same. The desk's
+named errors (desk.errors) become pages in one place (`desk_failure`). Requests that change
+something carry an idempotency key: the new-case form a one-time request id, each decision form its
+update id, so that a form sent twice (a double click, Back and send again, a retry after an outage)
+opens or records nothing twice. Pages carry case references only in their URLs, never names.
 
 Sign-in (web.auth): throttled per user name and address before anything is checked, one answer to
 every wrong password or code, sessions in the store (`store.users`: signing out, a password change
@@ -13,22 +17,17 @@ and a deactivation end them at once). Audit pages and exports hide the confident
 from __future__ import annotations
 
 import asyncio
-import csv
-import email
-import email.policy
 import hashlib
 import io
 import json
 import logging
-import mailbox
 import re
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +44,28 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.client import Client
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from activities.directories import load_address_book, load_fund_directory
-from activities.messages import Composer, MessageError
-from cli.casework import find_fund, fund_advice, fund_application, signing_client, tracks_start
+from activities.directories import load_address_book
+from activities.messages import Composer
 from desk import redaction
 from desk.cases import COMMENTERS, Desk, Person
-from desk.errors import DeskError, InvalidRequest, NotAllowed
+from desk.errors import (
+    DeskError,
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    NotSignedIn,
+    Rejected,
+    Unreachable,
+)
 from desk.errors import NotFound as DeskNotFound
+from desk.export import json_default, trail_csv, trail_entries, trail_json
+from desk.outbox import find_message, list_messages
 from desk.preview import appeal_letters, information_letters
 from desk.queue import CaseQuery, countdown
+from desk.requests import request_key
 from desk.secrets import SealError, seal, unseal
 from domain.addressbook import AddressBook
 from domain.decisions import HEAD, OFFICER
@@ -115,7 +122,8 @@ REVEAL_ROLE = "head"
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_IDLE = timedelta(minutes=30)
 HOUSEKEEPING_EVERY = timedelta(days=1)
-REFERENCE_PREFIX = "UA"
+# How long the case page waits for the workflow's status before showing the stored facts alone.
+STATUS_SECONDS = 10.0
 SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
@@ -126,8 +134,22 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+# The one-time ids the forms carry: a decision form's update id, the new-case form's request id.
 _UPDATE_ID = re.compile(r"^[0-9a-f]{32}$")
-_REF_NUMBER = re.compile(r"^UA-(\d{4})-(\d{4,6})$")
+_REQUEST_ID = _UPDATE_ID
+OPEN_COMMAND = "case open"  # the new-case form's request key is scoped to the person and this
+# Fields of an invalid opening that are not a field of the intake form (said above the form).
+_NOT_INTAKE_FIELDS = frozenset({"intake", "settings", "request_id", "reference"})
+# A desk error (desk.errors) as a page: its status code and title (NotSignedIn: the sign-in page).
+DESK_PAGES: tuple[tuple[type[DeskError], int, str], ...] = (
+    (NotAllowed, 403, "Not allowed"),
+    (NotFound, 404, "Not found"),
+    (Rejected, 409, "Not recorded"),
+    (InvalidRequest, 422, "Not accepted"),
+    (Unreachable, 503, "Service not reachable"),
+)
+REPEAT_FORM = ("It may have taken effect: sending the same form again is safe, it records nothing "
+               "twice.")
 
 
 class SecurityHeaders:
@@ -169,16 +191,40 @@ class Ctx:
 
 Handler = Callable[[Request, Ctx, FormData | None], Awaitable[Response]]
 
-# The person signed in for the request being served: the only one the web signs decisions for.
-_SIGNED_IN: ContextVar[Ctx | None] = ContextVar("signed_in", default=None)
+
+def field_words(field: str) -> str:
+    """A field's name in plain words: `defenders[0].age` -> `defenders 1 age`."""
+    numbered = re.sub(r"\[(\d+)\]", lambda m: f" {int(m.group(1)) + 1}", field)
+    return " ".join(numbered.replace("_", " ").replace(".", " ").split())
 
 
-def _identity(arg: Any) -> tuple[str, list[str]] | None:
-    """Who signs this input (desk.signing): the signed-in person, and only for their own name."""
-    ctx = _SIGNED_IN.get()
-    if ctx is None or getattr(arg, "actor", None) != ctx.username:
-        return None
-    return ctx.username, sorted(ctx.roles)
+def _sentence(text: str) -> str:
+    text = " ".join(str(text).split())
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
+def desk_failure(exc: DeskError) -> tuple[int, str, str]:
+    """What a page says for a desk error: status code, title and the sentence for the person
+    (an invalid request names its field in plain words; an unreachable service says whether the
+    request may have taken effect, and that sending the same form again is safe)."""
+    code, title = next(((c, t) for kind, c, t in DESK_PAGES if isinstance(exc, kind)),
+                       (500, "Not done"))
+    if isinstance(exc, InvalidRequest):
+        return code, title, _sentence(f"{field_words(exc.field)}: {exc.reason}")
+    if isinstance(exc, Unreachable):
+        message = _sentence(exc.reason)
+        if exc.may_have_taken_effect:
+            message = f"{message} {REPEAT_FORM}"
+        return code, title, message
+    return code, title, _sentence(exc.message)
+
+
+def new_request_id() -> str:
+    """A one-time id for a form (its idempotency key's part; random, 128 bits)."""
+    return secrets.token_hex(16)
 
 
 class WebApp:
@@ -186,11 +232,11 @@ class WebApp:
                  outbox: Path | None, gate: auth.Gate, session_key: bytes,
                  clock: Callable[[], datetime], funds: list[Fund] | None = None) -> None:
         self.settings = settings
-        self.funds = funds if funds is not None else load_fund_directory()
-        # Openings and decisions go through a client that signs them for the signed-in person
-        # (checked by the worker); reads use the plain client.
-        self.signing = signing_client(client, settings.decision_signing_key(), _identity)
-        self.client = client
+        # Every case operation: the desk signs openings and decisions for the person signed in
+        # (the worker checks the signature), and reads with the plain client.
+        self.desk = Desk(settings, store, client, funds=funds, clock=clock)
+        settings.decision_signing_key()  # a missing key stops the start, not the first decision
+        self.desk.funds()  # a broken fund directory too
         self.store = store
         self.outbox = outbox
         self.gate = gate
@@ -231,6 +277,13 @@ class WebApp:
     def not_found(self, request: Request, ctx: Ctx | None, what: str = "This page") -> HTMLResponse:
         return self.render(request, ctx, "error.html", 404, title="Not found",
                            message=f"{what} does not exist.")
+
+    def desk_error(self, request: Request, ctx: Ctx | None, exc: DeskError) -> Response:
+        """The page for a desk error that no form shows (see `desk_failure`)."""
+        if isinstance(exc, NotSignedIn):
+            return RedirectResponse("/sign-in", status_code=303)
+        code, title, message = desk_failure(exc)
+        return self.render(request, ctx, "error.html", code, title=title, message=message)
 
     async def current(self, request: Request) -> Ctx | None:
         """The signed-in user: a live store session (not signed out, expired, idle too long or
@@ -280,7 +333,10 @@ class WebApp:
                                                         "page and try again.")
             if allowed is not None and not ctx.roles & allowed:
                 return self.forbidden(request, ctx, "Your role does not allow this page.")
-            return await handler(request, ctx, form)
+            try:
+                return await handler(request, ctx, form)
+            except DeskError as exc:  # what a handler does not show at its form
+                return self.desk_error(request, ctx, exc)
 
         return endpoint
 
@@ -435,7 +491,7 @@ class WebApp:
         the stage of each action, the next deadline as a countdown and who holds the case. No
         defender names here (need to know): the case page has them."""
         now = self.clock()
-        desk = self._queue_desk()
+        desk = self.desk
         pending = await asyncio.to_thread(self.store.pending_for, ctx.username, now)
         for c in pending:
             c["countdown"] = countdown(c["next_deadline"], now)
@@ -457,15 +513,12 @@ class WebApp:
                            may_claim=OFFICER in ctx.roles)
 
     # ------------------------------------------------------------ who holds a case (queue)
-    def _queue_desk(self) -> Desk:
-        return Desk(self.settings, self.store, self.client, funds=self.funds, clock=self.clock)
-
     async def holder_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
                           status_code: int = 200, error: str | None = None) -> Response:
         """Who holds the case; claim it (a case officer), or hand it to another case officer
         (a head, or the holder)."""
         reference = request.path_params["reference"]
-        desk = self._queue_desk()
+        desk = self.desk
         try:
             case = await asyncio.to_thread(desk.stored_case, reference)
         except DeskNotFound:
@@ -494,7 +547,7 @@ class WebApp:
         (post/redirect/get), or the holder page with the refusal."""
         assert form is not None
         reference = request.path_params["reference"]
-        desk, person = self._queue_desk(), Person(ctx.username)
+        desk, person = self.desk, Person(ctx.username)
         key = str(form.get("request_id") or "") or f"web-holder-{uuid.uuid4().hex}"
         try:
             if holder is None:
@@ -513,73 +566,65 @@ class WebApp:
                                 status_code=303)
 
     # --------------------------------------------------------------------------- new case
+    def intake_form(self, request: Request, ctx: Ctx, code: int = 200, *, request_id: str,
+                    values: dict[str, Any] | None = None, lists: dict[str, Any] | None = None,
+                    errors: dict[str, str] | None = None) -> HTMLResponse:
+        """The new-case form, carrying its one-time request id (a hidden field)."""
+        return self.render(request, ctx, "new_case.html", code, values=values or {},
+                           lists=lists or {}, errors=errors or {}, request_id=request_id)
+
     async def new_case_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
-        return self.render(request, ctx, "new_case.html", values={}, errors={}, lists={})
+        return self.intake_form(request, ctx, request_id=new_request_id())
 
     async def new_case(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """Open a case through the desk. The form's request id is the opening's idempotency key
+        (scoped to the person): the same form sent again (a double click, Back and send again, a
+        retry after an outage) opens nothing new and lands on the case it opened."""
         assert form is not None
-        values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+        values = {k: v for k, v in form.items()
+                  if isinstance(v, str) and k not in ("csrf_token", "request_id")}
         lists = {k: form.getlist(k) for k in form if k.endswith(("at_risk_groups", "threat_types",
                                                                 "rights_affected"))}
+        given = form.get("request_id")
+        if not isinstance(given, str) or not _REQUEST_ID.match(given):
+            return self.intake_form(request, ctx, 422, request_id=new_request_id(), values=values,
+                                    lists=lists, errors={"_form": (
+                                        "The form had no valid request id (it may be an old copy "
+                                        "of the page); nothing was opened. Check the fields and "
+                                        "open the case again.")})
+        request_id = given
+
+        def again(code: int, errors: dict[str, str], *, fresh: bool = False) -> HTMLResponse:
+            """The form again, as typed, with its request id (a new one when `fresh`)."""
+            return self.intake_form(request, ctx, code, values=values, lists=lists, errors=errors,
+                                    request_id=new_request_id() if fresh else request_id)
+
         try:
             raw = intake_from_form(form)
-            await asyncio.to_thread(parse_intake, raw, today=self.clock().date())
         except InvalidInput as err:
-            return self.render(request, ctx, "new_case.html", 422, values=values, lists=lists,
-                               errors={intake_error_field(err.field): err.reason})
-        except CaseRuleError as err:
-            field, _, reason = err.message.partition(": ")
-            return self.render(request, ctx, "new_case.html", 422, values=values, lists=lists,
-                               errors={intake_error_field(field): reason or err.message})
-        reference = None
-        first = await self._next_number()
-        for attempt in range(20):
-            # A number may be taken in Temporal before the store knows it (a case being opened).
-            candidate = f"{REFERENCE_PREFIX}-{self.clock().year}-{first + attempt:04d}"
-            signed_in = _SIGNED_IN.set(ctx)
-            try:
-                await self.signing.start_workflow(
-                    TrackedCaseWorkflow.run,
-                    tracks_start(candidate, raw, ctx.username, self.settings), id=candidate,
-                    task_queue=self.settings.task_queue)
-            except WorkflowAlreadyStartedError:
-                continue
-            except RPCError:
-                return self.render(request, ctx, "new_case.html", 503, values=values, lists=lists,
-                                   errors={"_form": "The workflow service is not reachable; nothing was "
-                                                    "opened. Try again in a moment."})
-            finally:
-                _SIGNED_IN.reset(signed_in)
-            reference = candidate
-            break
-        if reference is None:
-            return self.render(request, ctx, "new_case.html", 409, values=values, lists=lists,
-                               errors={"_form": "No free case reference was found; try again."})
-        await self._wait_opened(reference)
-        request.session["flash"] = f"Case {reference} opened."
-        return RedirectResponse(f"/cases/{reference}", status_code=303)
-
-    async def _next_number(self) -> int:
-        year = self.clock().year
-        taken = [int(m.group(2)) for c in await asyncio.to_thread(self.store.list_cases)
-                 if (m := _REF_NUMBER.match(c["reference"])) and int(m.group(1)) == year]
-        return max(taken, default=0) + 1
-
-    async def _wait_opened(self, reference: str, seconds: float = 15) -> None:
-        for _ in range(int(seconds * 10)):
-            try:
-                await asyncio.to_thread(self.store.get, reference)
-                return
-            except CaseNotFound:
-                await asyncio.sleep(0.1)
+            return again(422, {intake_error_field(err.field): err.reason})
+        key = request_key("web", ctx.username, OPEN_COMMAND, {}, given=request_id)
+        try:
+            opened = await self.desk.open_case(Person(ctx.username), raw, request_id=key)
+        except InvalidRequest as exc:  # the intake, checked by the desk: nothing was opened
+            if exc.field in _NOT_INTAKE_FIELDS:
+                return again(422, {"_form": desk_failure(exc)[2]})
+            return again(422, {intake_error_field(exc.field): exc.reason})
+        except Unreachable as exc:  # the same form again (same request id) is safe
+            return again(503, {"_form": desk_failure(exc)[2]})
+        except Rejected as exc:  # not opened: the form, corrected, is a new request
+            return again(409, {"_form": desk_failure(exc)[2]}, fresh=True)
+        request.session["flash"] = (
+            f"This form was sent before: it opened case {opened.reference}, and nothing new was "
+            "opened." if opened.repeated else f"Case {opened.reference} opened.")
+        return RedirectResponse(f"/cases/{opened.reference}", status_code=303)
 
     # -------------------------------------------------------------------------- case page
     async def _status(self, reference: str) -> dict[str, Any] | None:
+        """Where the case stands (desk.status): the workflow's status while it runs, else the
+        stored summary; None when the workflow does not answer in time."""
         try:
-            handle = self.client.get_workflow_handle(reference)
-            status: dict[str, Any] = await handle.query(TrackedCaseWorkflow.status,
-                                                        rpc_timeout=timedelta(seconds=10))
-            return status
+            return await asyncio.wait_for(self.desk.status(reference), STATUS_SECONDS)
         except Exception:  # noqa: BLE001 - any failure: the page says the workflow did not answer
             log.warning("status query failed for a case")
             return None
@@ -590,17 +635,14 @@ class WebApp:
                         preview: dict[str, Any] | None = None,
                         comment: dict[str, Any] | None = None) -> Response:
         reference = request.path_params["reference"]
-        try:
-            case = await asyncio.to_thread(self.store.get, reference)
-            trail = await asyncio.to_thread(self.store.trail, reference)
-        except (CaseNotFound, InvalidInput):
-            return self.not_found(request, ctx, "This case")
+        case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
+        trail = await asyncio.to_thread(self.desk.trail, reference)
         chain = await asyncio.to_thread(self.store.verify, reference)
         status = await self._status(reference)
         forms = available_forms(status, ctx.roles, ctx.username) if status else []
         unplaced = form_error
         for f in forms:
-            f["update_id"] = uuid.uuid4().hex
+            f["update_id"] = new_request_id()
             if (form_error and form_error["name"] == f["name"]
                     and form_error.get("action") == f["action"]
                     and form_error.get("fund") == f.get("fund")):
@@ -608,10 +650,13 @@ class WebApp:
                 f["values"] = form_error["values"]
                 f["update_id"] = form_error["update_id"]
                 unplaced = None
-        # A rejected decision whose form is not offered at this stage: said at the top of the page.
+        # A decision whose form is not offered now (at this stage, or the workflow not answering):
+        # said at the top of the page.
         rejected = None
         if unplaced is not None:
-            rejected = f"{DECISIONS[unplaced['name']].label} was not recorded: {unplaced['message']}"
+            label = DECISIONS[unplaced["name"]].label
+            rejected = (f"{label}: {unplaced['message']}" if status_code == 503
+                        else f"{label} was not recorded: {unplaced['message']}")
         # What the page shows: the workflow's live status, or the store's last summary (closed, or
         # the workflow not answering). Cases with tracks show each action's own step and clock.
         view: dict[str, Any] = status if status and status.get("stage") != "intake" else case.summary()
@@ -619,8 +664,9 @@ class WebApp:
         advice = applications = None
         tracks = view.get("tracks") or {}
         if view.get("tracked") and Action.EMERGENCY_FUND in tracks:
-            advice = fund_advice(case, self.funds, self.settings, now.date())
-            applications = self._applications(case, tracks[Action.EMERGENCY_FUND])
+            advice = await asyncio.to_thread(self.desk.fund_advice, reference, now.date())
+            applications = await asyncio.to_thread(self._applications, reference,
+                                                   tracks[Action.EMERGENCY_FUND])
         deadline = view.get("deadline")
         if isinstance(deadline, str):
             deadline = datetime.fromisoformat(deadline)
@@ -637,23 +683,30 @@ class WebApp:
                            activity=activity(redaction.redact(trail, reveal=False)),
                            **self._page_parts(case, status, forms, ctx, held_error, preview))
 
-    def _applications(self, case: Any, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The prepared application for each fund that staff submit through its own web form."""
+    def _applications(self, reference: str, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The prepared application (desk.fund_application) for each fund that staff submit
+        through its own web form."""
         out: dict[str, dict[str, Any]] = {}
         for fund_id, state in (track.get("funds") or {}).items():
-            fund = find_fund(self.funds, fund_id)
-            if state not in ("to_submit", "submitted") or fund is None:
+            if state not in ("to_submit", "submitted"):
+                continue
+            try:
+                fund = self.desk.find_fund(fund_id)
+            except InvalidRequest:  # not in the fund directory (any more)
                 continue
             entry: dict[str, Any] = {"name": fund.name, "form_url": fund.form_url, "state": state}
             try:
-                composed = fund_application(case, fund)
-                entry.update(subject=composed.subject, text=composed.text)
-            except MessageError as exc:  # names the template and value, never case data
-                entry["error"] = str(exc)
+                prepared = self.desk.fund_application(reference, fund_id)
+                entry.update(subject=prepared["subject"], text=prepared["text"])
+            except Rejected as exc:  # names the template and value, never case data
+                entry["error"] = exc.message
             out[fund_id] = entry
         return out
 
     async def decide(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """One decision through the desk, in the name of the person signed in. The form's update
+        id is the decision's idempotency key (scoped to the person): sent again, it records
+        nothing twice and shows the case."""
         assert form is not None
         reference = request.path_params["reference"]
         decision = DECISIONS.get(request.path_params["decision"])
@@ -661,42 +714,35 @@ class WebApp:
             return self.not_found(request, ctx, "This decision")
         if not ctx.roles & set(decision.roles):
             return self.forbidden(request, ctx, "Your role does not allow this decision.")
-        try:
-            await asyncio.to_thread(self.store.get, reference)
-        except (CaseNotFound, InvalidInput):
-            return self.not_found(request, ctx, "This case")
         update_id = str(form.get("update_id") or "")
         if not _UPDATE_ID.match(update_id):
-            update_id = uuid.uuid4().hex
+            update_id = new_request_id()
         action = form.get("action") if isinstance(form.get("action"), str) else None
         fund = form.get("fund") if isinstance(form.get("fund"), str) else None
         values: dict[str, Any] = {k: v for k, v in form.items()
                                   if isinstance(v, str) and k != "csrf_token"}
         values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
 
-        def failed(message: str, code: int) -> Awaitable[Response]:
+        def failed(message: str, code: int, update: str = update_id) -> Awaitable[Response]:
+            """The case page with the message at the decision's form; the form keeps what was
+            typed, and its update id unless `update` gives a new one."""
             error = {"name": decision.name, "action": action or None, "fund": fund or None,
-                     "message": message, "values": values, "update_id": update_id}
+                     "message": message, "values": values, "update_id": update}
             return self.case_page(request, ctx, None, status_code=code, form_error=error)
 
         try:
             update, arg = decision.build(form, ctx.username)
         except FormError as err:
             return await failed(f"{err.field.replace('_', ' ')}: {err.message}", 422)
-        handle = self.signing.get_workflow_handle(reference)
-        signed_in = _SIGNED_IN.set(ctx)
+        key = request_key("web", ctx.username, f"decide {decision.name}", {}, given=update_id)
         try:
-            await handle.execute_update(update, arg, id=f"web-{update_id}",
-                                        rpc_timeout=timedelta(seconds=60))
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            message = getattr(cause, "message", None) or str(cause) or "The workflow refused this decision."
-            return await failed(message, 409)
-        except RPCError:
-            return await failed("The case workflow did not answer; nothing was recorded. Try again "
-                                "in a moment.", 503)
-        finally:
-            _SIGNED_IN.reset(signed_in)
+            await self.desk.decide(Person(ctx.username), reference, update, arg, request_id=key)
+        except Rejected as exc:  # nothing recorded: a corrected decision is a new request
+            return await failed(exc.message, 409, new_request_id())
+        except InvalidRequest as exc:
+            return await failed(desk_failure(exc)[2], 422)
+        except Unreachable as exc:  # the same form again (same update id) is safe
+            return await failed(desk_failure(exc)[2], 503)
         request.session["flash"] = f"Recorded: {decision.label.lower()}."
         return RedirectResponse(f"/cases/{reference}", status_code=303)
 
@@ -739,7 +785,7 @@ class WebApp:
         if not _UPDATE_ID.match(request_id):
             request_id = uuid.uuid4().hex
         try:
-            await self._queue_desk().comment(Person(ctx.username), reference, text,
+            await self.desk.comment(Person(ctx.username), reference, text,
                                              request_id=f"web-comment-{request_id}")
         except DeskNotFound:
             return self.not_found(request, ctx, "This case")
@@ -795,19 +841,18 @@ class WebApp:
         arg = InformationInput(ctx.username, "Completed on the case page for the held "
                                "message(s): " + ", ".join(f["path"] for f in fields),
                                intake_changes=changes, send_to=[])
-        handle = self.signing.get_workflow_handle(reference)
-        signed_in = _SIGNED_IN.set(ctx)
+        key = request_key("web", ctx.username, "decide add_further_information", {},
+                          given=update_id)
         try:
-            await handle.execute_update(TrackedCaseWorkflow.add_further_information, arg,
-                                        id=f"web-{update_id}", rpc_timeout=timedelta(seconds=60))
-        except WorkflowUpdateFailedError as err:
-            message = getattr(err.cause, "message", None) or "The workflow refused this change."
-            return await failed({"_form": message}, 409)
-        except RPCError:
-            return await failed({"_form": "The case workflow did not answer; nothing was "
-                                          "recorded. Try again in a moment."}, 503)
-        finally:
-            _SIGNED_IN.reset(signed_in)
+            await self.desk.decide(Person(ctx.username), reference,
+                                   TrackedCaseWorkflow.add_further_information, arg,
+                                   request_id=key)
+        except Rejected as exc:  # nothing recorded: the corrected form is a new request
+            update_id = new_request_id()
+            return await failed({"_form": exc.message}, 409)
+        except (InvalidRequest, Unreachable) as exc:  # the same form again is safe
+            code, _, message = desk_failure(exc)
+            return await failed({"_form": message}, code)
         request.session["flash"] = await self._after_release(reference, actions)
         return RedirectResponse(f"/cases/{reference}#actions", status_code=303)
 
@@ -867,26 +912,21 @@ class WebApp:
 
     # ------------------------------------------------------------------------------ audit
     async def audit_index(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
-        cases = await asyncio.to_thread(self.store.list_cases)
+        cases = await asyncio.to_thread(self.desk.cases)
         reports = {c["reference"]: await asyncio.to_thread(self.store.verify, c["reference"])
                    for c in cases}
         return self.render(request, ctx, "audit_index.html", cases=cases, reports=reports)
 
-    async def _audit_data(self, reference: str) -> tuple[Any, Any] | None:
-        try:
-            trail = await asyncio.to_thread(self.store.trail, reference)
-        except (CaseNotFound, InvalidInput):
-            return None
+    async def _audit_data(self, reference: str) -> tuple[Any, Any]:
+        """The case's trail (desk.trail: CaseNotFound for an unknown case) and its chain."""
+        trail = await asyncio.to_thread(self.desk.trail, reference)
         return trail, await asyncio.to_thread(self.store.verify, reference)
 
     async def audit(self, request: Request, ctx: Ctx, form: FormData | None, *,
                     status_code: int = 200, reveal_error: str | None = None) -> Response:
         """The trail with the confidential values hidden (desk.redaction), for every role."""
         reference = request.path_params["reference"]
-        data = await self._audit_data(reference)
-        if data is None:
-            return self.not_found(request, ctx, "This case")
-        trail, chain = data
+        trail, chain = await self._audit_data(reference)
         printable = request.url.path.endswith("/print")
         return self.render(request, ctx, "audit.html", status_code, reference=reference,
                            trail=redaction.redact(trail, reveal=False), chain=chain,
@@ -897,10 +937,9 @@ class WebApp:
     async def audit_export(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         reference = request.path_params["reference"]
         kind = request.path_params["format"]
-        data = await self._audit_data(reference) if kind in ("csv", "json") else None
-        if data is None:
+        if kind not in ("csv", "json"):
             return self.not_found(request, ctx, "This export")
-        trail, chain = data
+        trail, chain = await self._audit_data(reference)
         return self._export(reference, kind, redaction.redact(trail, reveal=False), chain)
 
     async def audit_reveal(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -912,8 +951,7 @@ class WebApp:
         view = str(form.get("view") or "page")
         if view not in ("page", "csv", "json"):
             view = "page"
-        if await self._audit_data(reference) is None:
-            return self.not_found(request, ctx, "This case")
+        await self._audit_data(reference)  # an unknown case: 404
         # The role again, as the registry says now (not as the session read it a moment ago).
         if REVEAL_ROLE not in await asyncio.to_thread(self.store.user_roles, ctx.username):
             return self.forbidden(request, ctx, "Only a head may reveal confidential values.")
@@ -928,9 +966,7 @@ class WebApp:
             message = err.reason if isinstance(err, InvalidInput) else err.message
             return await self.audit(request, ctx, form, status_code=422,
                                     reveal_error=f"Nothing was revealed: the reason {message}.")
-        data = await self._audit_data(reference)  # read again: the reveal is in the trail now
-        assert data is not None
-        trail, chain = data
+        trail, chain = await self._audit_data(reference)  # read again: the reveal is in the trail now
         shown = redaction.redact(trail, reveal=True)
         if view != "page":
             return self._export(reference, view, shown, chain)
@@ -940,59 +976,33 @@ class WebApp:
                            reveal_error=None)
 
     def _export(self, reference: str, kind: str, trail: list[Any], chain: Any) -> Response:
-        filename = f"{reference}-audit.{kind}"
-        disposition = {"content-disposition": f'attachment; filename="{filename}"'}
-        events = [{"version": e.version, "at": e.at.isoformat(), "actor": e.actor, "event": e.event,
-                   "command_id": e.command_id, "details": e.details} for e in trail]
+        """The trail as a file (desk.export, as `appeals audit --format json|csv` prints it), with
+        the chain's verification."""
+        disposition = {"content-disposition": f'attachment; filename="{reference}-audit.{kind}"'}
+        entries = trail_entries(trail)
         if kind == "json":
-            body = json.dumps({"reference": reference, "generated_at": self.clock().isoformat(),
-                               "chain": {"ok": chain.ok, "events": chain.events,
-                                         "broken_version": chain.broken_version, "reason": chain.reason,
-                                         "summary": chain.describe()},
-                               "events": events}, default=str, ensure_ascii=False, indent=2)
+            document = trail_json(reference, entries, chain=chain, generated_at=self.clock())
+            body = json.dumps(document, default=json_default, ensure_ascii=False, indent=2)
             return Response(body, media_type="application/json", headers=disposition)
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["version", "at", "actor", "event", "command_id", "details"])
-        for e in events:
-            writer.writerow([_cell(e["version"]), _cell(e["at"]), _cell(e["actor"]), _cell(e["event"]),
-                             _cell(e["command_id"]),
-                             _cell(json.dumps(e["details"], default=str, ensure_ascii=False))])
-        writer.writerow([])
-        writer.writerow(["chain", _cell(chain.describe())])
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=disposition)
+        return Response(trail_csv(entries, chain), media_type="text/csv; charset=utf-8",
+                        headers=disposition)
 
     # ----------------------------------------------------------------------------- outbox
-    def _messages(self) -> list[tuple[str, EmailMessage]]:
-        assert self.outbox is not None
-        if not self.outbox.exists():
-            return []
-        box = mailbox.Maildir(str(self.outbox), factory=None, create=False)
-        out = []
-        for key in box.iterkeys():
-            msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
-            assert isinstance(msg, EmailMessage)
-            out.append((key, msg))
-        out.sort(key=lambda km: _date(km[1]), reverse=True)
-        return out
-
     async def outbox_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         if self.outbox is None:
             return self.not_found(request, ctx, "The outbox (development only)")
-        messages = await asyncio.to_thread(self._messages)
+        messages = await asyncio.to_thread(list_messages, self.outbox)
+        messages.reverse()  # newest first
         return self.render(request, ctx, "outbox.html", messages=messages, path=self.outbox)
 
     async def outbox_message(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         if self.outbox is None:
             return self.not_found(request, ctx, "The outbox (development only)")
-        key = request.path_params["key"]
-        found = [m for k, m in await asyncio.to_thread(self._messages) if k == key]
-        if not found:
+        try:
+            found = await asyncio.to_thread(find_message, self.outbox, request.path_params["key"])
+        except NotFound:
             return self.not_found(request, ctx, "This message")
-        msg = found[0]
-        part = msg.get_body(preferencelist=("plain",))
-        body = part.get_content() if part is not None else ""
-        return self.render(request, ctx, "outbox_message.html", key=key, msg=msg, body=body)
+        return self.render(request, ctx, "outbox_message.html", msg=found)
 
 
 _BACK = re.compile(r"^/(\?[A-Za-z0-9=&%+._~-]*|cases/[A-Za-z0-9-]{1,40}(/holder)?)?$")
@@ -1002,12 +1012,6 @@ def _back(value: Any, default: str) -> str:
     """Where a form goes back to after it was done: the inbox (with its filters) or a case's
     page, on this site only; anything else goes to `default`."""
     return value if isinstance(value, str) and _BACK.match(value) else default
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _client_host(request: Request) -> str:
@@ -1028,17 +1032,6 @@ def _qr_svg(text: str) -> str:
                                      border=3, svgclass="qr", lineclass=None,
                                      title="QR code for the authenticator app")
     return out.getvalue().decode("utf-8")
-
-
-def _date(msg: EmailMessage) -> datetime:
-    try:
-        value = msg["Date"]
-        parsed = value.datetime if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        parsed = None
-    if not isinstance(parsed, datetime):
-        return datetime.min.replace(tzinfo=UTC)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _when(value: Any) -> str:

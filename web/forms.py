@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cli.casework import informable_actions
+from desk.cases import informable_actions
 from domain.errors import InvalidInput
 from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.vocab import Action, Outcome, PublicNaming, Role, Verdict
