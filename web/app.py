@@ -37,6 +37,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -71,7 +72,15 @@ from domain.addressbook import AddressBook
 from domain.decisions import HEAD, OFFICER
 from domain.errors import CaseRuleError, InvalidInput
 from domain.funds import Fund, Purpose
-from domain.intake import merge_changes, parse_intake
+from domain.intake import (
+    DEFENDERS_MAX,
+    LINE_MAX,
+    NAME_MAX,
+    TEXT_MAX,
+    intake_problems,
+    merge_changes,
+    parse_intake,
+)
 from domain.readiness import missing_fields
 from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.users import UnknownUser, UserInactive, UsersRuleError
@@ -93,11 +102,13 @@ from store.app import CaseNotFound, CaseStore, StoreError
 from web import auth
 from web.forms import (
     DECISIONS,
-    DEFENDER_SLOTS,
     THREAT_QUESTIONS,
     FormError,
     FormErrors,
     available_forms,
+    defender_count,
+    field_label,
+    form_order,
     held_fields,
     intake_changes_from_form,
     intake_error_field,
@@ -136,6 +147,10 @@ SECURITY_HEADERS = [
 ]
 # The one-time ids the forms carry: a decision form's update id, the new-case form's request id.
 _UPDATE_ID = re.compile(r"^[0-9a-f]{32}$")
+# A form's size: far above every field's own limit (the domain's, stated on the forms), so that
+# over-long text is refused by the field's check with the text kept, not by the parser.
+MAX_FIELD_BYTES = 1024 * 1024
+MAX_FORM_FIELDS = 1000
 _REQUEST_ID = _UPDATE_ID
 OPEN_COMMAND = "case open"  # the new-case form's request key is scoped to the person and this
 # Fields of an invalid opening that are not a field of the intake form (said above the form).
@@ -257,7 +272,7 @@ class WebApp:
             perpetrator_kinds=[p.value for p in PerpetratorKind],
             threat_types=[t.value for t in ThreatType], rights=[r.value for r in Right],
             groups=[g.value for g in AtRiskGroup], stages=[s.value for s in Stage],
-            threat_questions=THREAT_QUESTIONS, defender_slots=DEFENDER_SLOTS,
+            threat_questions=THREAT_QUESTIONS,
             givers=list(GIVERS), consent_channels=list(CONSENT_CHANNELS),
             purposes=[p.value for p in Purpose],
             development=settings.environment == "development", outbox_enabled=outbox is not None)
@@ -326,7 +341,16 @@ class WebApp:
                 return RedirectResponse("/account/second-factor", status_code=303)
             form = None
             if request.method == "POST":
-                form = await request.form(max_files=0, max_fields=400, max_part_size=64 * 1024)
+                try:
+                    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS,
+                                              max_part_size=MAX_FIELD_BYTES)
+                except MultiPartException:
+                    # Beyond what any field may hold, so the text could not be kept: say so.
+                    return self.render(request, ctx, "error.html", 413, title="Too much text",
+                                       message=f"A field of the form held more than "
+                                       f"{MAX_FIELD_BYTES // (1024 * 1024)} MiB of text; nothing "
+                                       "was recorded. Go back (your browser keeps what you "
+                                       "typed), shorten the longest text and send it again.")
                 token = form.get("csrf_token")
                 if not auth.tokens_match(ctx.csrf, token if isinstance(token, str) else None):
                     return self.forbidden(request, ctx, "The form had no valid security token. Reload the "
@@ -568,10 +592,18 @@ class WebApp:
     # --------------------------------------------------------------------------- new case
     def intake_form(self, request: Request, ctx: Ctx, code: int = 200, *, request_id: str,
                     values: dict[str, Any] | None = None, lists: dict[str, Any] | None = None,
-                    errors: dict[str, str] | None = None) -> HTMLResponse:
-        """The new-case form, carrying its one-time request id (a hidden field)."""
+                    errors: dict[str, str] | None = None, slots: int = 1) -> HTMLResponse:
+        """The new-case form, carrying its one-time request id (a hidden field). With errors:
+        every one at once, each at its field and in a summary at the top (which takes the focus)
+        linking to it."""
+        errors = errors or {}
+        errors = dict(sorted(errors.items(), key=lambda item: form_order(item[0])))
+        summary = [(name, field_label(name), reason) for name, reason in errors.items()
+                   if name != "_form"]
         return self.render(request, ctx, "new_case.html", code, values=values or {},
-                           lists=lists or {}, errors=errors or {}, request_id=request_id)
+                           lists=lists or {}, errors=errors, request_id=request_id,
+                           summary=summary, slots=slots, field_label=field_label,
+                           limits={"line": LINE_MAX, "text": TEXT_MAX, "name": NAME_MAX})
 
     async def new_case_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
         return self.intake_form(request, ctx, request_id=new_request_id())
@@ -594,15 +626,23 @@ class WebApp:
                                         "open the case again.")})
         request_id = given
 
+        slots = defender_count(form)
+
         def again(code: int, errors: dict[str, str], *, fresh: bool = False) -> HTMLResponse:
             """The form again, as typed, with its request id (a new one when `fresh`)."""
             return self.intake_form(request, ctx, code, values=values, lists=lists, errors=errors,
-                                    request_id=new_request_id() if fresh else request_id)
+                                    request_id=new_request_id() if fresh else request_id,
+                                    slots=slots)
 
-        try:
-            raw = intake_from_form(form)
-        except InvalidInput as err:
-            return again(422, {intake_error_field(err.field): err.reason})
+        if form.get("add_defender"):  # one more defender section; nothing is checked yet
+            slots = min(slots + 1, DEFENDERS_MAX)
+            return again(200, {})
+        problems: dict[str, str] = {}
+        raw = intake_from_form(form, problems)
+        for problem in intake_problems(raw, today=self.clock().date()):
+            problems.setdefault(intake_error_field(problem.field), problem.reason)
+        if problems:
+            return again(422, problems)
         key = request_key("web", ctx.username, OPEN_COMMAND, {}, given=request_id)
         try:
             opened = await self.desk.open_case(Person(ctx.username), raw, request_id=key)

@@ -14,6 +14,7 @@ from typing import Any
 
 from desk.cases import informable_actions
 from domain.errors import InvalidInput
+from domain.intake import DEFENDERS_MAX
 from domain.rules import CONSENT_CHANNELS, GIVERS
 from domain.vocab import Action, Outcome, PublicNaming, Role, Verdict
 from workflows.inputs import (
@@ -74,13 +75,33 @@ def _optional(value: str) -> str | None:
     return value or None
 
 
-def intake_from_form(form: Any) -> dict[str, Any]:
-    """The raw intake dict that domain.intake.parse_intake validates (InvalidInput for bad numbers)."""
+_DEFENDER_KEY = re.compile(r"^defenders\[(\d{1,3})\]\.")
+
+
+def defender_count(form: Any) -> int:
+    """How many defender sections the form has (at least one; at most DEFENDERS_MAX)."""
+    found = [int(m.group(1)) for key in form if (m := _DEFENDER_KEY.match(str(key)))]
+    return max(1, min(DEFENDERS_MAX, max(found, default=0) + 1))
+
+
+def intake_from_form(form: Any, problems: dict[str, str] | None = None) -> dict[str, Any]:
+    """The raw intake dict that domain.intake.parse_intake validates. A number that is not one
+    raises InvalidInput, or with `problems` is noted there (field -> reason) and left out, so that
+    every other field is still checked."""
+    def number(name: str) -> int | None:
+        try:
+            return _int(form, name)
+        except InvalidInput as err:
+            if problems is None:
+                raise
+            problems.setdefault(err.field, err.reason)
+            return None
+
     defenders = []
-    for i in range(DEFENDER_SLOTS):
+    for i in range(defender_count(form)):
         p = f"defenders[{i}]"
         slot = {k: _s(form, f"{p}.{k}") for k in ("name", "role", "gender", "location")}
-        age = _int(form, f"{p}.age")
+        age = number(f"{p}.age")
         groups = list(form.getlist(f"{p}.at_risk_groups"))
         if not any(slot.values()) and age is None and not groups:
             continue
@@ -89,15 +110,15 @@ def intake_from_form(form: Any) -> dict[str, Any]:
                           "location": slot["location"], "at_risk_groups": groups})
     requested = [a.value for a in Action if _s(form, f"action.{a.value}") == "requested"]
     refused = [a.value for a in Action if _s(form, f"action.{a.value}") == "refused"]
-    eu_amount, eu_purpose = _int(form, "eu_grant.amount_eur"), _s(form, "eu_grant.purpose")
-    fund_amount, fund_purpose = _int(form, "fund_request.amount_eur"), _s(form, "fund_request.purpose")
+    eu_amount, eu_purpose = number("eu_grant.amount_eur"), _s(form, "eu_grant.purpose")
+    fund_amount, fund_purpose = number("fund_request.amount_eur"), _s(form, "fund_request.purpose")
     return {
         "organisation": {
             "name": _s(form, "organisation.name"),
             "contact_name": _s(form, "organisation.contact_name"),
             "contact_email": _s(form, "organisation.contact_email"),
             "women_or_trans_led": _s(form, "organisation.women_or_trans_led") == "yes",
-            "activism_months": _int(form, "organisation.activism_months"),
+            "activism_months": number("organisation.activism_months"),
         },
         "defenders": defenders,
         "country": _s(form, "country").upper(),
@@ -118,6 +139,53 @@ def intake_from_form(form: Any) -> dict[str, Any]:
                           "in_exile": _s(form, "fund_request.in_exile") == "yes"}
                          if fund_amount is not None or fund_purpose else None),
     }
+
+
+# The new-case form's fields in plain words (the error summary and each field's message).
+FIELD_LABELS = {
+    "organisation.name": "Organisation name", "organisation.contact_name": "Contact person",
+    "organisation.contact_email": "Contact email",
+    "organisation.activism_months": "Months of activism", "country": "Country",
+    "incident.date": "Incident date", "incident.time": "Incident time",
+    "incident.place": "Incident place", "incident.description": "What happened",
+    "incident.perpetrator_kind": "Perpetrator", "incident.perpetrators": "Perpetrators (who)",
+    "incident.ongoing_risk": "Ongoing risk", "threat_types": "Threat types",
+    "rights_affected": "Rights affected", "actions": "Actions", "urgency": "Urgency",
+    "domestic_steps": "Domestic remedies already tried",
+    "confidential_information": "Confidential information for OHCHR",
+    "eu_grant.amount_eur": "EU emergency grant amount", "eu_grant.purpose": "EU emergency grant purpose",
+    "fund_request.amount_eur": "Emergency fund request amount",
+    "fund_request.purpose": "Emergency fund request purpose",
+}
+_DEFENDER_FIELD = re.compile(r"^defenders\[(\d+)\]\.(\w+)")
+_DEFENDER_WORDS = {"name": "name", "role": "role", "gender": "gender", "age": "age",
+                   "location": "location", "at_risk_groups": "at-risk groups"}
+
+
+def field_label(field: str) -> str:
+    """A form field in plain words: `defenders[1].age` -> `Defender 2 age`."""
+    if field in FIELD_LABELS:
+        return FIELD_LABELS[field]
+    m = _DEFENDER_FIELD.match(field)
+    if m:
+        return f"Defender {int(m.group(1)) + 1} {_DEFENDER_WORDS.get(m.group(2), m.group(2))}"
+    words = " ".join(field.replace("_", " ").replace(".", " ").split())
+    return words[:1].upper() + words[1:]
+
+
+_FORM_ORDER = ("organisation.", "defenders[", "country", "incident.", "threat_types",
+               "rights_affected", "actions", "urgency", "domestic_steps",
+               "confidential_information", "eu_grant.", "fund_request.")
+
+
+def form_order(field: str) -> tuple[int, int, str]:
+    """Where a field stands on the new-case form (errors are listed in that order)."""
+    rank = next((i for i, p in enumerate(_FORM_ORDER) if field.startswith(p)), len(_FORM_ORDER))
+    m = _DEFENDER_FIELD.match(field)
+    keys = ("name", "role", "gender", "age", "location", "at_risk_groups")
+    within = (int(m.group(1)) * 10 + (keys.index(m.group(2)) if m.group(2) in keys else 9)
+              if m else 0)
+    return rank, within, field if rank == len(_FORM_ORDER) else ""
 
 
 def intake_error_field(field: str) -> str:
