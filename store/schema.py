@@ -159,6 +159,18 @@ sessions = Table(
 )
 
 
+# A form whose sending found the session ended (web): kept sealed (AES-GCM under the TOTP key,
+# bound to its owner and id) until its owner signs in again on that browser, for a day at most.
+drafts = Table(
+    "appeals_drafts",
+    metadata,
+    Column("id", String(64), primary_key=True),  # hex SHA-256 of the draft's token
+    Column("username", String(100), nullable=False, index=True),
+    Column("path", String(300), nullable=False),  # where the form was sent
+    Column("sealed", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 totp_steps = Table(
     "appeals_totp_steps",
     metadata,

@@ -959,3 +959,48 @@ async def test_the_activity_shows_what_was_recorded_and_staff_add_internal_comme
                                                             "comment": "An auditor's note"})
         assert response.status_code == 403
     assert events(web, ref).count("CommentAdded") == 1
+
+
+async def test_a_decision_or_comment_sent_after_the_session_ended_comes_back_to_its_owner(
+        web: Web) -> None:
+    """Idle too long, olga sends a comment: nothing is recorded, it is kept (web.drafts); signing
+    in again brings her back to the case page with her text in the form (a decision form comes
+    back the same way, through the form's own error slot). Another person signing in on that browser gets nothing; a signed-out session and
+    a form without that session's CSRF token keep nothing."""
+    web.stack.start_worker()
+    ref = await open_case(web)
+    url = f"/cases/{ref}"
+    async with web.client() as browser:
+        assert (await sign_in(browser, "olga", PASSWORD)).status_code == 303
+        page = (await browser.get(url)).text
+        token = csrf_of(page)
+        web.clock.offset = timedelta(minutes=31)  # idle longer than a session may be
+        before = events(web, ref)
+        sent = await browser.post(f"{url}/comment", data={
+            "csrf_token": token, "comment": "Lawyer says the hearing moved.",
+            "request_id": uuid.uuid4().hex})
+        assert sent.status_code == 303 and sent.headers["location"] == "/sign-in"
+        assert events(web, ref) == before
+        assert "Your session had ended" in (await browser.get("/sign-in")).text
+        back = await sign_in(browser, "olga", PASSWORD)
+        assert back.status_code == 303 and back.headers["location"].startswith(f"{url}?draft=")
+        page = (await browser.get(back.headers["location"])).text
+        assert "Here is the form you were sending" in page
+        assert "Lawyer says the hearing moved." in page.split('id="comment-form"')[1]
+        assert "Not sent yet: your session had ended." in page
+        # Taken once: the same link again shows an empty comment form.
+        again = (await browser.get(back.headers["location"])).text
+        assert "Lawyer says the hearing moved." not in again
+        # Somebody else signing in on this browser after her session ended gets nothing.
+        token = csrf_of(again)
+        web.clock.offset = timedelta(minutes=62)
+        await browser.post(f"{url}/comment", data={"csrf_token": token, "comment": "Hers alone",
+                                                    "request_id": uuid.uuid4().hex})
+        other = await sign_in(browser, "omar", PASSWORD)
+        assert other.status_code == 303 and other.headers["location"] == "/"
+        # A forged form (no valid token of the ended session) is not kept.
+        web.clock.offset = timedelta(minutes=93)
+        await browser.post(f"{url}/comment", data={"csrf_token": "forged", "comment": "x",
+                                                    "request_id": uuid.uuid4().hex})
+        assert "Your session had ended" not in (await browser.get("/sign-in")).text
+    assert events(web, ref) == before

@@ -74,3 +74,60 @@ async def test_five_errors_at_once_the_summary_focused_and_long_text_kept(
     assert stack.store.list_cases() == []
     for width in (1280, 390):
         assert (tmp_path / f"form-errors-{width}.png").stat().st_size > 1000
+
+
+def expire_sessions(stack: Stack, username: str) -> None:
+    """The user's sessions end by themselves (their lifetime is over): not a sign-out."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from store import schema
+
+    with stack.store.engine.begin() as conn:
+        conn.execute(update(schema.sessions).where(schema.sessions.c.username == username)
+                     .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+
+async def test_a_form_sent_after_the_session_ended_comes_back_after_signing_in(
+        maildir_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    stack, outbox = maildir_stack
+    set_passwords(stack)
+    description = "Plainclothes officers followed her home twice this week."
+    async with served(stack, outbox) as base, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+
+            async def sign_in(user: str) -> None:
+                await page.fill("#username", user)
+                await page.fill("#password", PASSWORD)
+                await page.click("button[type=submit]")
+
+            await page.goto(f"{base}/sign-in")
+            await sign_in("olga")
+            await page.goto(f"{base}/cases/new")
+            await page.fill('[name="organisation.name"]', "Observatoire Vrennick")
+            await page.fill('[name="incident.description"]', description)
+            await page.check('input[name="threat_types"][value="surveillance_or_eavesdropping"]')
+            expire_sessions(stack, "olga")  # her session ends while she types
+            await page.click("button:has-text('Open the case')")
+            await expect(page.locator("main")).to_contain_text("Your session had ended")
+            assert page.url.endswith("/sign-in")
+            await sign_in("olga")
+            await expect(page.locator("main")).to_contain_text("Here is the form you were sending")
+            assert "/cases/new" in page.url
+            await expect(page.locator('[name="incident.description"]')).to_have_value(description)
+            await expect(page.locator('[name="organisation.name"]')).to_have_value(
+                "Observatoire Vrennick")
+            await expect(page.locator('input[name="threat_types"][value="surveillance_or_eavesdropping"]')).to_be_checked()
+            await page.screenshot(path=str(tmp_path / "draft-back-1280.png"), full_page=True)
+            # It comes back once: the same link again shows an empty form.
+            await page.goto(page.url)
+            await expect(page.locator('[name="incident.description"]')).to_have_value("")
+        finally:
+            await browser.close()
+    assert stack.store.list_cases() == []

@@ -36,7 +36,7 @@ import uvicorn
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -99,7 +99,7 @@ from domain.vocab import (
     Verdict,
 )
 from store.app import CaseNotFound, CaseStore, StoreError
-from web import auth
+from web import auth, drafts
 from web.forms import (
     DECISIONS,
     THREAT_QUESTIONS,
@@ -151,6 +151,12 @@ _UPDATE_ID = re.compile(r"^[0-9a-f]{32}$")
 # over-long text is refused by the field's check with the text kept, not by the parser.
 MAX_FIELD_BYTES = 1024 * 1024
 MAX_FORM_FIELDS = 1000
+# Forms that come back filled in after their session ended (web.drafts) and what the pages say.
+_DRAFTABLE = re.compile(r"^/cases/(new|[A-Za-z0-9-]{1,40}/(decide/[a-z_]{1,40}|comment))$")
+DRAFT_KEPT = ("Your session had ended, so the form you sent was not recorded. It is kept: sign in "
+              "again and it comes back as you left it.")
+DRAFT_BACK = "Here is the form you were sending when your session ended; nothing of it was recorded."
+DRAFT_NOT_SENT = ("Not sent yet: your session had ended. Check what you wrote and send it again.")
 _REQUEST_ID = _UPDATE_ID
 OPEN_COMMAND = "case open"  # the new-case form's request key is scoped to the person and this
 # Fields of an invalid opening that are not a field of the intake form (said above the form).
@@ -334,8 +340,13 @@ class WebApp:
         allowed = frozenset(roles) if roles is not None else None
 
         async def endpoint(request: Request) -> Response:
+            ended = request.session.get("sid")
             ctx = await self.current(request)
             if ctx is None:
+                if request.method == "POST" and isinstance(ended, str):
+                    kept = await self._keep_draft(request, ended)
+                    if kept is not None:
+                        request.session["draft"] = kept
                 return RedirectResponse("/sign-in", status_code=303)
             if ctx.enrol and not enrolling:
                 return RedirectResponse("/account/second-factor", status_code=303)
@@ -364,11 +375,51 @@ class WebApp:
 
         return endpoint
 
+    # ------------------------------------------------------------- forms across a sign-in
+    async def _keep_draft(self, request: Request, ended: str) -> str | None:
+        """A form sent after its session ended by itself (web.drafts): kept for its owner when it
+        came from that session's page and is one that comes back filled in (a new case, a
+        decision, a comment); the draft's token, else None."""
+        if not _DRAFTABLE.match(request.url.path):
+            return None
+        try:
+            form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS,
+                                      max_part_size=MAX_FIELD_BYTES)
+        except MultiPartException:
+            return None
+        token = form.get("csrf_token")
+        if not auth.tokens_match(auth.csrf_for(self.session_key, ended),
+                                 token if isinstance(token, str) else None):
+            return None
+        owner = await asyncio.to_thread(drafts.ended_session_owner, self.store, ended)
+        if owner is None:
+            return None
+        fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"]
+        return await asyncio.to_thread(drafts.save_draft, self.store, self.gate.totp_key, owner,
+                                       request.url.path, fields, self.clock())
+
+    async def _draft(self, request: Request, ctx: Ctx) -> tuple[str, FormData] | None:
+        """The draft named in the query (`?draft=`), if it is this person's: its path and fields
+        (taken: it comes back once)."""
+        token = request.query_params.get("draft")
+        if not token:
+            return None
+        taken = await asyncio.to_thread(drafts.take_draft, self.store, self.gate.totp_key, token,
+                                        ctx.username, self.clock())
+        if taken is None:
+            return None
+        path, fields = taken
+        request.session["flash"] = DRAFT_BACK
+        items: list[tuple[str, str | UploadFile]] = list(fields)
+        return path, FormData(items)
+
     # --------------------------------------------------------------------------- sign-in
     async def sign_in_page(self, request: Request) -> Response:
         if await self.current(request) is not None:
             return RedirectResponse("/", status_code=303)
         request.session.setdefault("csrf", auth.new_token())
+        if request.session.get("draft"):
+            return self.render(request, None, "sign_in.html", message=DRAFT_KEPT)
         return self.render(request, None, "sign_in.html")
 
     async def sign_in(self, request: Request) -> Response:
@@ -395,6 +446,7 @@ class WebApp:
         old = request.session.get("sid")
         if isinstance(old, str):
             await asyncio.to_thread(self.store.users.end_session, old)
+        draft = request.session.get("draft")
         try:  # a new session (and CSRF token) at every sign-in
             await self.start_session(request, username, enrol=outcome.enrol)
         except (UnknownUser, UserInactive):  # deactivated meanwhile
@@ -402,6 +454,9 @@ class WebApp:
                                username=username)
         if outcome.enrol:
             return RedirectResponse("/account/second-factor", status_code=303)
+        if isinstance(draft, str):  # back to the form that was being sent, filled in
+            return RedirectResponse(_draft_page(draft, await asyncio.to_thread(
+                drafts.draft_path, self.store, draft, username)), status_code=303)
         return RedirectResponse("/", status_code=303)
 
     async def sign_out(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -606,6 +661,17 @@ class WebApp:
                            limits={"line": LINE_MAX, "text": TEXT_MAX, "name": NAME_MAX})
 
     async def new_case_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        draft = await self._draft(request, ctx)
+        if draft is not None and draft[0] == "/cases/new":
+            kept = draft[1]
+            given = kept.get("request_id")
+            return self.intake_form(
+                request, ctx, request_id=given if isinstance(given, str)
+                and _REQUEST_ID.match(given) else new_request_id(),
+                values={k: v for k, v in kept.items() if isinstance(v, str) and k != "request_id"},
+                lists={k: kept.getlist(k) for k in kept if k.endswith(
+                    ("at_risk_groups", "threat_types", "rights_affected"))},
+                slots=defender_count(kept))
         return self.intake_form(request, ctx, request_id=new_request_id())
 
     async def new_case(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
@@ -676,6 +742,18 @@ class WebApp:
                         comment: dict[str, Any] | None = None) -> Response:
         reference = request.path_params["reference"]
         case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
+        draft = await self._draft(request, ctx) if request.method == "GET" else None
+        if draft is not None:
+            path, kept = draft
+            values: dict[str, Any] = {k: v for k, v in kept.items() if k != "csrf_token"}
+            if path == f"/cases/{reference}/comment":
+                comment = {"text": values.get("comment", ""), "error": DRAFT_NOT_SENT,
+                           "request_id": values.get("request_id") or uuid.uuid4().hex}
+            elif path.startswith(f"/cases/{reference}/decide/"):
+                values["send_to"] = kept.getlist("send_to")
+                form_error = {"name": path.rsplit("/", 1)[1], "action": values.get("action") or None,
+                              "fund": values.get("fund") or None, "message": DRAFT_NOT_SENT,
+                              "values": values, "update_id": values.get("update_id") or ""}
         trail = await asyncio.to_thread(self.desk.trail, reference)
         chain = await asyncio.to_thread(self.store.verify, reference)
         status = await self._status(reference)
@@ -1054,6 +1132,17 @@ def _back(value: Any, default: str) -> str:
     return value if isinstance(value, str) and _BACK.match(value) else default
 
 
+def _draft_page(token: str, path: str | None) -> str:
+    """Where a kept form comes back: the new-case form, or the case page of a decision or a
+    comment (the form filled in there); the inbox when the draft is not there any more."""
+    if path == "/cases/new":
+        return f"/cases/new?draft={token}"
+    match = _DRAFTABLE.match(path or "")
+    if match and match.group(2):
+        return f"/cases/{match.group(1).split('/')[0]}?draft={token}#activity"
+    return "/"
+
+
 def _client_host(request: Request) -> str:
     """The client's address as the connection (or a trusted proxy) gives it."""
     return request.client.host if request.client else ""
@@ -1234,8 +1323,10 @@ async def housekeeping(web: WebApp, every: timedelta = HOUSEKEEPING_EVERY) -> No
     while True:
         try:
             counts = await asyncio.to_thread(web.gate.prune, web.clock())
-            log.info("pruned %s sign-in attempts, %s sessions, %s known addresses",
-                     counts["sign_ins"], counts["sessions"], counts["addresses"])
+            counts["drafts"] = await asyncio.to_thread(drafts.prune_drafts, web.store, web.clock())
+            log.info("pruned %s sign-in attempts, %s sessions, %s known addresses, %s drafts",
+                     counts["sign_ins"], counts["sessions"], counts["addresses"],
+                     counts["drafts"])
         except Exception:  # noqa: BLE001 - the web keeps serving; tried again tomorrow
             log.warning("pruning sign-in records failed", exc_info=True)
         await asyncio.sleep(every.total_seconds())

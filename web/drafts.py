@@ -1,0 +1,102 @@
+"""Forms kept across an ended session (issue: a session ending while someone types must not lose
+their text).
+
+When a form is sent after its session ended (expired, or idle too long), the web checks that the
+form came from that session's own page (its CSRF token is the one derived from the session's token)
+and that the session was not ended on purpose (signed out, revoked by a password change or a
+deactivation). Then the form's fields are kept in `appeals_drafts`, sealed with AES-GCM under the
+TOTP key (desk.secrets) and bound to their owner and the draft's id, and the browser is sent to sign
+in. When the same person signs in again on that browser, the form comes back filled in as it was,
+once; nothing of it was recorded. A draft nobody comes back for is deleted after DRAFT_LIFETIME.
+
+Written here by hand (a table and a sealed JSON value): it is a few lines over the store's engine
+and the sealing the TOTP secrets use already.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from desk.secrets import SealError, seal, unseal
+from store import schema
+
+DRAFT_LIFETIME = timedelta(hours=24)
+MAX_DRAFT_FIELDS = 1000
+
+
+def _id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ended_session_owner(store: Any, token: str) -> str | None:
+    """The user of a session that ended by itself (expired or idle), if that user is active;
+    None for an unknown token or a session ended on purpose (signed out, revoked)."""
+    if not isinstance(token, str) or not token or len(token) > 200:
+        return None
+    s, u = schema.sessions, schema.users
+    with store.engine.connect() as conn:
+        row = conn.execute(select(s.c.username, s.c.revoked_at, u.c.active)
+                           .select_from(s.outerjoin(u, s.c.username == u.c.username))
+                           .where(s.c.id == _id(token))).first()
+    if row is None or row.revoked_at is not None or not row.active:
+        return None
+    return str(row.username)
+
+
+def save_draft(store: Any, key: bytes, username: str, path: str,
+               fields: list[tuple[str, str]], now: datetime) -> str:
+    """Keep a form's fields for `username`; the draft's token (for the browser's session)."""
+    token = secrets.token_urlsafe(24)
+    body = json.dumps({"path": path, "fields": fields[:MAX_DRAFT_FIELDS]}, ensure_ascii=False)
+    sealed = seal(key, body, context=f"draft:{username}:{_id(token)}")
+    with store.engine.begin() as conn:
+        conn.execute(insert(schema.drafts).values(id=_id(token), username=username, path=path[:300],
+                                                  sealed=sealed, expires_at=now + DRAFT_LIFETIME))
+    return token
+
+
+def take_draft(store: Any, key: bytes, token: str, username: str,
+               now: datetime) -> tuple[str, list[tuple[str, str]]] | None:
+    """The draft of this token, if it is `username`'s and not expired: its path and fields. It is
+    deleted as it is taken (a draft comes back once)."""
+    if not isinstance(token, str) or not token or len(token) > 100:
+        return None
+    d = schema.drafts
+    with store.engine.begin() as conn:
+        row = conn.execute(select(d.c.username, d.c.sealed, d.c.expires_at)
+                           .where(d.c.id == _id(token))).first()
+        if row is None or row.username != username:
+            return None
+        conn.execute(delete(d).where(d.c.id == _id(token)))
+    expires = schema.utc(row.expires_at)
+    if expires is None or expires <= now:
+        return None
+    try:
+        body = json.loads(unseal(key, row.sealed, context=f"draft:{username}:{_id(token)}"))
+    except (SealError, ValueError):
+        return None
+    fields = [(str(k), str(v)) for k, v in body.get("fields", [])]
+    return str(body.get("path", "")), fields
+
+
+def draft_path(store: Any, token: str, username: str) -> str | None:
+    """Where the draft of this token was being sent, if it is `username`'s (not taken)."""
+    if not isinstance(token, str) or not token or len(token) > 100:
+        return None
+    d = schema.drafts
+    with store.engine.connect() as conn:
+        row = conn.execute(select(d.c.username, d.c.path).where(d.c.id == _id(token))).first()
+    return str(row.path) if row is not None and row.username == username else None
+
+
+def prune_drafts(store: Any, now: datetime) -> int:
+    """Delete drafts past their lifetime; how many."""
+    with store.engine.begin() as conn:
+        return int(conn.execute(delete(schema.drafts)
+                                .where(schema.drafts.c.expires_at < now)).rowcount)
