@@ -965,8 +965,8 @@ async def test_a_decision_or_comment_sent_after_the_session_ended_comes_back_to_
         web: Web) -> None:
     """Idle too long, olga sends a comment: nothing is recorded, it is kept (web.drafts); signing
     in again brings her back to the case page with her text in the form (a decision form comes
-    back the same way, through the form's own error slot). Another person signing in on that browser gets nothing; a signed-out session and
-    a form without that session's CSRF token keep nothing."""
+    back the same way, through the form's own error slot). Another person signing in on that
+    browser gets nothing; a form without that session's CSRF token keeps nothing."""
     web.stack.start_worker()
     ref = await open_case(web)
     url = f"/cases/{ref}"

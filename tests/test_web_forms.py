@@ -112,7 +112,8 @@ async def test_a_form_sent_after_the_session_ended_comes_back_after_signing_in(
             await page.goto(f"{base}/cases/new")
             await page.fill('[name="organisation.name"]', "Observatoire Vrennick")
             await page.fill('[name="incident.description"]', description)
-            await page.check('input[name="threat_types"][value="surveillance_or_eavesdropping"]')
+            surveillance = 'input[name="threat_types"][value="surveillance_or_eavesdropping"]'
+            await page.check(surveillance)
             expire_sessions(stack, "olga")  # her session ends while she types
             await page.click("button:has-text('Open the case')")
             await expect(page.locator("main")).to_contain_text("Your session had ended")
@@ -123,7 +124,7 @@ async def test_a_form_sent_after_the_session_ended_comes_back_after_signing_in(
             await expect(page.locator('[name="incident.description"]')).to_have_value(description)
             await expect(page.locator('[name="organisation.name"]')).to_have_value(
                 "Observatoire Vrennick")
-            await expect(page.locator('input[name="threat_types"][value="surveillance_or_eavesdropping"]')).to_be_checked()
+            await expect(page.locator(surveillance)).to_be_checked()
             await page.screenshot(path=str(tmp_path / "draft-back-1280.png"), full_page=True)
             # It comes back once: the same link again shows an empty form.
             await page.goto(page.url)
