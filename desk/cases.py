@@ -54,6 +54,7 @@ OPEN_SECONDS = 30.0  # how long an opening waits for the workflow to report the 
 REFERENCE_PREFIX = "UA"
 MEMO_KEY = "appeals_request"  # the opening request's key, on the workflow (to recognise it)
 MAX_REFERENCE_TRIES = 1000
+REPEAT_WAIT_ROUNDS = 50  # 0.2 s each: how long a repeated opening follows its first attempt
 _REF_NUMBER = re.compile(r"^UA-(\d{4})-(\d{4,6})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 # RPC statuses that mean the answer did not come back (the request may or may not have arrived).
@@ -286,14 +287,23 @@ class Desk:
             raise NotAllowed("Only a case officer may open a case; nothing was recorded.")
         client = await self.signing()
         held: set[str] = set()  # references another request's workflow holds in Temporal
+        waited = 0  # rounds spent waiting for a concurrent attempt of this request to move on
         for _ in range(MAX_REFERENCE_TRIES):
             ref, repeated = await asyncio.to_thread(self._reserve, person, request_id, reference,
                                                     held)
             if await self._start(client, ref, intake, person, roles, request_id):
                 break
             # Another door's case holds this reference in Temporal: this request never started it.
-            if reference is not None or repeated:
+            if reference is not None:
                 raise InvalidRequest("reference", f"a case {ref} already exists")
+            if repeated:
+                # Bound by an attempt of this same request (a double click) that will find the
+                # reference taken too and bind the next one: wait for it, then follow it.
+                waited += 1
+                if waited > REPEAT_WAIT_ROUNDS:
+                    raise InvalidRequest("reference", f"a case {ref} already exists")
+                await asyncio.sleep(0.2)
+                continue
             held.add(ref)
             await asyncio.to_thread(self.store.release_reference, request_id)
         else:

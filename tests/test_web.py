@@ -729,7 +729,8 @@ async def test_the_same_new_case_form_sent_twice_opens_one_case(web: Web) -> Non
         form = await new_case_form(olga)
         first, second = await asyncio.gather(olga.post("/cases/new", data=form),
                                              olga.post("/cases/new", data=form))
-        assert first.status_code == second.status_code == 303, (first.text, second.text)
+        assert first.status_code == second.status_code == 303, [
+            re.findall(r'class="error[^"]*"[^>]*>(.*?)</', r.text, re.S) for r in (first, second)]
         location = first.headers["location"]
         assert second.headers["location"] == location
         ref = location.rsplit("/", 1)[1]
@@ -749,6 +750,30 @@ async def test_the_same_new_case_form_sent_twice_opens_one_case(web: Web) -> Non
         response = await olga.post("/cases/new", data=await new_case_form(olga))
         assert response.status_code == 303 and response.headers["location"] != location
     assert len(opened_cases(web)) == 2
+
+
+async def test_a_double_click_follows_its_first_attempt_past_a_reference_taken_elsewhere(
+        web: Web) -> None:
+    """The next reference is held in Temporal by a case this store does not know (another door's,
+    still starting): both posts of a double click move on to the same next reference together and
+    open one case."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    web.stack.start_worker()
+    blocker = f"UA-{datetime.now(UTC).year}-0001"
+    with contextlib.suppress(WorkflowAlreadyStartedError):  # held already by an earlier test
+        await web.stack.client.start_workflow(
+            WF.run, TracksStart(blocker, intake(), "olga"), id=blocker,
+            task_queue=f"nobody-polls-{uuid.uuid4().hex[:8]}")
+    async with web.signed_in("olga") as olga:
+        form = await new_case_form(olga)
+        first, second = await asyncio.gather(olga.post("/cases/new", data=form),
+                                             olga.post("/cases/new", data=form))
+        assert first.status_code == second.status_code == 303, [
+            re.findall(r'class="error[^"]*"[^>]*>(.*?)</', r.text, re.S) for r in (first, second)]
+        assert first.headers["location"] == second.headers["location"]
+        assert not first.headers["location"].endswith(blocker)
+    assert len(opened_cases(web)) == 1
 
 
 async def test_a_decision_sent_twice_with_the_same_update_id_records_it_once(web: Web) -> None:
