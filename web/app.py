@@ -795,7 +795,7 @@ class WebApp:
                            chain=chain, forms=forms,
                            reference=reference, rejected=rejected,
                            may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,
-                           now_local=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"),
+                           now_local=now.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
                            comment=comment or {"request_id": uuid.uuid4().hex},
                            may_comment=bool(ctx.roles & set(COMMENTERS)),
                            activity=activity(redaction.redact(trail, reveal=False)),

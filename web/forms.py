@@ -274,7 +274,7 @@ def consent_records(form: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict
             when = datetime.fromisoformat(raw)
         except ValueError:
             raise FormError(f"{p}.given_at", "give the date and time consent was given (UTC), "
-                            "e.g. 2026-11-03T09:30") from None
+                            "e.g. 2026-11-03 09:30") from None
         records.append({
             "defender": i,
             "given_by": _choice(form, f"{p}.given_by", GIVERS),
@@ -320,7 +320,7 @@ def _extension(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
     try:
         when = datetime.fromisoformat(raw)
     except ValueError:
-        raise FormError("new_deadline", "give a date and time (UTC), e.g. 2026-11-05T18:00") from None
+        raise FormError("new_deadline", "give a date and time (UTC), e.g. 2026-11-05 18:00") from None
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when
     action = _s(form, "deadline_of")
     if action:
