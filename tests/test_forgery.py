@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 
 from desk.assertions import issue
 from tests.factories import T0, intake, verification
-from tests.workflow_env import DECISION_KEY, CaseEnv, settle, test_converter
+from tests.workflow_env import DECISION_KEY, CaseEnv, fixture_converter, settle
 from workflows.inputs import ClearanceInput, ConsentInput, TracksStart, VerificationInput
 from workflows.tracks import TrackedCaseWorkflow as WF
 
@@ -158,7 +158,7 @@ async def test_a_client_without_the_payload_key_cannot_open_a_case(tmp_path: Any
     add_users(store)
     try:
         with SmtpSink() as sink:
-            client = Client(**{**env.client.config(), "data_converter": test_converter()})
+            client = Client(**{**env.client.config(), "data_converter": fixture_converter()})
             keyless = Client(**{**env.client.config(), "data_converter": DataConverter.default})
             queue = f"keyless-{uuid.uuid4().hex[:6]}"
             async with Worker(client, task_queue=queue, workflows=[WF],

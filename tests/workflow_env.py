@@ -57,7 +57,7 @@ def signing_as_actor(store: CaseStore) -> DecisionSigner:
     return DecisionSigner(DECISION_KEY, lambda arg: (arg.actor, sorted(store.user_roles(arg.actor))))
 
 
-def test_converter() -> DataConverter:
+def fixture_converter() -> DataConverter:
     """A fresh key per session; with APPEALS_RECORD_HISTORIES=1 the committed fixture key, so that
     the histories the tests keep (tests/histories) can be replayed."""
     if os.environ.get("APPEALS_RECORD_HISTORIES"):
@@ -165,7 +165,7 @@ async def _case_env(time_skipping: WorkflowEnvironment, tmp_path: Path, smtp_sin
                     tracked: bool) -> AsyncIterator[CaseEnv]:
     store = CaseStore(sqlite_url(str(tmp_path / "events.sqlite")), new_key())
     add_users(store)
-    client = Client(**{**time_skipping.client.config(), "data_converter": test_converter(),
+    client = Client(**{**time_skipping.client.config(), "data_converter": fixture_converter(),
                        "interceptors": [signing_as_actor(store)]})
     queue = f"cases-{uuid.uuid4().hex[:8]}"
     activities = make_activities(store, smtp_sink)
