@@ -9,6 +9,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,19 @@ async def served(stack: Stack, outbox: Path) -> AsyncIterator[str]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def signed_in_page(browser: Any, base: str, username: str, width: int = 1280) -> Any:
+    """A new page of `browser` at `width` px, signed in as `username` (the test password)."""
+    from playwright.async_api import expect
+
+    from tests.test_web import PASSWORD
+
+    page = await browser.new_page(viewport={"width": width, "height": 900})
+    page.set_default_timeout(30_000)
+    await page.goto(f"{base}/sign-in")
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page.locator("header.top")).to_contain_text("Sign out")
+    return page

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser import CHROMIUM, served
+from tests.browser import CHROMIUM, served, signed_in_page
 from tests.dev_stack import Stack
 from tests.factories import intake
-from tests.test_web import PASSWORD, set_passwords
+from tests.test_web import set_passwords
 from tests.workflow_env import settle
 from workflows.inputs import TracksStart
 from workflows.tracks import TrackedCaseWorkflow as WF
@@ -46,7 +46,7 @@ async def serious_violations(page: Any) -> list[dict[str, Any]]:
 
 async def test_the_daily_pages_have_no_serious_accessibility_violation(
         maildir_stack: tuple[Stack, Path]) -> None:
-    from playwright.async_api import Page, async_playwright, expect
+    from playwright.async_api import async_playwright, expect
 
     stack, outbox = maildir_stack
     set_passwords(stack)
@@ -56,13 +56,6 @@ async def test_the_daily_pages_have_no_serious_accessibility_violation(
                                                task_queue=stack.settings.task_queue)
     await settle(handle, lambda s: s["stage"] == "verification", "opened")
 
-    async def sign_in(page: Page, base: str, username: str) -> None:
-        await page.goto(f"{base}/sign-in")
-        await page.fill("#username", username)
-        await page.fill("#password", PASSWORD)
-        await page.click("button[type=submit]")
-        await expect(page.locator("header.top")).to_contain_text("Sign out")
-
     found: dict[str, str] = {}
     async with served(stack, outbox) as base, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
@@ -71,11 +64,11 @@ async def test_the_daily_pages_have_no_serious_accessibility_violation(
                 for user, paths in (("olga", ["/", "/cases/new", f"/cases/{ref}"]),
                                     ("hana", [f"/cases/{ref}/audit"])):
                     page = await browser.new_page(viewport={"width": width, "height": 900})
-                    page.set_default_timeout(30_000)
                     await page.goto(f"{base}/sign-in")
                     if (bad := await serious_violations(page)):
                         found[f"/sign-in at {width} px"] = described(bad)
-                    await sign_in(page, base, user)
+                    await page.close()
+                    page = await signed_in_page(browser, base, user, width)
                     for path in paths:
                         await page.goto(f"{base}{path}")
                         assert "/sign-in" not in page.url, path

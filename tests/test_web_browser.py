@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from desk.redaction import REDACTED
-from tests.browser import CHROMIUM, served
+from tests.browser import CHROMIUM, served, signed_in_page
 from tests.dev_stack import Stack
 from tests.factories import DEFENDER_NAME
 from tests.test_web import PASSWORD, set_passwords
@@ -249,12 +249,7 @@ async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
     async with served(stack, outbox) as base, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(30_000)
-            await page.goto(f"{base}/sign-in")
-            await page.fill("#username", "olga")
-            await page.fill("#password", PASSWORD)
-            await page.click("button[type=submit]")
+            page = await signed_in_page(browser, base, "olga")
             await page.goto(f"{base}/cases/{ref}")
             held = page.locator("#held")
             await expect(held).to_contain_text("The risk now: what may happen next")
@@ -326,12 +321,7 @@ async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack
     async with served(stack, outbox) as base, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(30_000)
-            await page.goto(f"{base}/sign-in")
-            await page.fill("#username", "omar")
-            await page.fill("#password", PASSWORD)
-            await page.click("button[type=submit]")
+            page = await signed_in_page(browser, base, "omar")
             queue = page.locator("#queue")
             await expect(queue.locator("tbody tr")).to_have_count(7)  # open cases only
             await expect(queue).to_contain_text("KE")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.browser import CHROMIUM, served
+from tests.browser import CHROMIUM, served, signed_in_page
 from tests.dev_stack import Stack
 from tests.test_web import PASSWORD, set_passwords
 from tests.test_web_browser import pytestmark  # noqa: F401 - skipped without Chromium
@@ -24,12 +24,7 @@ async def test_five_errors_at_once_the_summary_focused_and_long_text_kept(
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             for width in (1280, 390):
-                page = await browser.new_page(viewport={"width": width, "height": 900})
-                page.set_default_timeout(30_000)
-                await page.goto(f"{base}/sign-in")
-                await page.fill("#username", "olga")
-                await page.fill("#password", PASSWORD)
-                await page.click("button[type=submit]")
+                page = await signed_in_page(browser, base, "olga", width)
                 await page.goto(f"{base}/cases/new")
                 # One defender section, and another on request (what was typed stays).
                 assert await page.locator("fieldset.defender").count() == 1

@@ -923,10 +923,7 @@ class WebApp:
         then composes and sends each held message, or holds it again naming what is missing."""
         assert form is not None
         reference = request.path_params["reference"]
-        try:
-            case = await asyncio.to_thread(self.store.get, reference)
-        except (CaseNotFound, InvalidInput):
-            return self.not_found(request, ctx, "This case")
+        case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
         status = await self._status(reference)
         fields = held_fields(status, case.intake) if status else []
         values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
@@ -1004,10 +1001,7 @@ class WebApp:
         shown before it is sent (the form then sends exactly this, or goes back to editing)."""
         assert form is not None
         reference = request.path_params["reference"]
-        try:
-            case = await asyncio.to_thread(self.store.get, reference)
-        except (CaseNotFound, InvalidInput):
-            return self.not_found(request, ctx, "This case")
+        case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
         values: dict[str, Any] = {k: v for k, v in form.items()
                                   if isinstance(v, str) and k != "csrf_token"}
         values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
