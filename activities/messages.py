@@ -12,7 +12,7 @@ helps, an HTML alternative. What a view leaves out cannot leak through a templat
 - the EU grant request is only in the EU delegation's view, the fund request only in the fund
   application's, and other channels are named only when the grantee consented to them;
 - staff messages (escalations, reminders) get codes, roles and the country, never a name or any
-  incident text.
+  incident text; the notice that a decision is waiting gets codes and roles only.
 
 Every message about a case names each defender as that defender's publicity profile allows
 (`MessageCase.publicity_of`: full name, initials, or no name at all). The view never holds the
@@ -44,6 +44,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from domain.countries import COUNTRIES
+from domain.decisions import WAITING_NOTICES
 from domain.funds import Fund, Purpose, RequiredItem, capped_amount
 from domain.intake import is_detained_incommunicado, is_disappeared
 from domain.policies import EU_GRANT_CAP_EUR
@@ -171,6 +172,15 @@ DECISION_LABELS: dict[str, str] = {
     "add_further_information": "send further information",
     "record_checkin": "record a check-in with the defenders",
     "close": "close the case",
+}
+# The command line that records each decision staff are told is waiting (see `waiting`).
+WAITING_COMMANDS: dict[str, str] = {
+    "record_verification": "appeals case verify {ref} FILE",
+    "grant_or_refuse_consent": "appeals case consent {ref} {action} --grant (or --refuse)",
+    "record_clearance": "appeals case clear {ref} {action} --grant (or --deny)",
+    "choose_funds": "appeals case choose-funds {ref} FUND... (see appeals case funds {ref})",
+    "record_fund_submission": "appeals case fund-submitted {ref} {fund}",
+    "close": "appeals case close {ref} --outcome OUTCOME",
 }
 REQUIRED_ITEM_LABELS: dict[RequiredItem, str] = {
     RequiredItem.INCIDENT_DESCRIPTION: "Description of the incident and the threat",
@@ -414,6 +424,30 @@ class Composer:
             "missing": [one_line(field) for field in missing],
         }
         return self._compose("held", view)
+
+    def waiting(self, *, reference: str, decision: str, roles: list[str], action: str = "",
+                fund: str = "", four_eyes: bool = False,
+                deadline: datetime | None = None) -> Composed:
+        """To the staff who may take a decision the case now waits for: which decision, for which
+        action, by when and where to act. Codes only: no name, no incident text, no country."""
+        if decision not in WAITING_NOTICES:
+            raise MessageError("waiting: not a decision staff are told of")
+        ref = one_line(reference)
+        code = one_line(action)
+        view = {
+            "reference": ref,
+            "label": WAITING_NOTICES[decision],
+            "action_label": label(code, ACTION_LABELS) if code else "",
+            "fund": one_line(fund),
+            "by": " or ".join(label(r, ROLE_LABELS) for r in roles) or "any member of staff",
+            "four_eyes": four_eyes,
+            "closing": decision == "close",
+            "deadline": stamp(deadline) if deadline else "none set",
+            "web": f"/cases/{ref}",
+            "command": WAITING_COMMANDS[decision].format(ref=ref, action=code or "ACTION",
+                                                         fund=one_line(fund) or "FUND"),
+        }
+        return self._compose("waiting", view)
 
     # ------------------------------------------------------------------------------- views
     def _case_view(self, case: MessageCase, action: str, people: _People) -> dict[str, Any]:

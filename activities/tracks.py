@@ -7,6 +7,7 @@ Each is idempotent by its command id or Message-ID, as in activities.case.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import date
 from typing import Any
@@ -18,6 +19,7 @@ from activities.case import SYSTEM, CaseActivities, _mandates, _refused, update_
 from activities.mail import OutgoingMessage, make_message_id
 from desk.assertions import OPEN
 from domain import addressbook
+from domain.decisions import OFFICER
 from domain.errors import CaseRuleError, UnconfirmedAddress
 from domain.funds import (
     Fund,
@@ -32,13 +34,13 @@ from domain.readiness import missing_fields
 from domain.tracked import TrackedCase
 from domain.view import TO_SEND, TO_SUBMIT
 from domain.vocab import Action
-from workflows.inputs import ChooseFunds, OpenCase, TrackEvent
+from workflows.inputs import ChooseFunds, OpenCase, TrackEvent, WaitingNotice
 
 
 class TrackActivities(CaseActivities):
     def all(self) -> list[Callable[..., Any]]:
         return [*super().all(), self.open_tracked_case, self.choose_funds, self.dispatch_track,
-                self.escalate_track, self.remind_track]
+                self.escalate_track, self.remind_track, self.notify_waiting]
 
     async def _tracked(self, reference: str) -> TrackedCase:
         case = await self._store(self.store.get, reference)
@@ -192,6 +194,38 @@ class TrackActivities(CaseActivities):
         return await self._notify_staff(req.reference, req.command_id, summary, OutgoingMessage(
             sender=self.config.mail_from, to=to, subject=composed.subject, text=composed.text,
             message_id=message_id, headers={"X-Appeal-Kind": f"reminder-{req.kind}"}))
+
+    @activity.defn(name="notify_waiting")
+    async def notify_waiting(self, req: WaitingNotice) -> dict[str, Any]:
+        """Tell the staff who may take a decision the case has come to wait for (codes only: the
+        reference, the decision, the action, the deadline, where to act). Nothing is recorded
+        when it goes; a refusal for good becomes a staff warning on the case, whose view is then
+        returned ({} otherwise); transient failures retry (same Message-ID)."""
+        to = await self._takers(req)
+        composed = self._compose(lambda: self.composer.waiting(
+            reference=req.reference, decision=req.decision, roles=req.roles, action=req.action,
+            fund=req.fund, four_eyes=bool(req.not_by), deadline=req.deadline))
+        headers = {"X-Appeal-Kind": "waiting", "X-Appeal-Decision": req.decision}
+        if req.action:  # not X-Appeal-Action, which names the action of an outgoing appeal
+            headers["X-Appeal-Decision-Action"] = req.action
+        return await self._notify_staff(req.reference, req.command_id, {}, OutgoingMessage(
+            sender=self.config.mail_from, to=to, subject=composed.subject, text=composed.text,
+            message_id=make_message_id(req.reference, req.command_id, self.config.message_id_domain),
+            headers=headers))
+
+    async def _takers(self, req: WaitingNotice) -> list[str]:
+        """Who is told: the active users holding one of the decision's roles, as the web inbox
+        shows it (a case officer's decision to the case's own officer; a clearance to every
+        liaison but the verifier). When the case's officer cannot be mailed, every holder of the
+        roles; when nobody can, the first escalation level's contacts."""
+        users = await asyncio.to_thread(self.store.list_users)
+        holders = [u for u in users if u["active"] and u["email"] and set(u["roles"]) & set(req.roles)
+                   and u["username"] != req.not_by]
+        if OFFICER in req.roles:
+            own = [u for u in holders if u["username"] == req.assignee and OFFICER in u["roles"]]
+            holders = own or holders
+        emails = list(dict.fromkeys(u["email"] for u in holders))
+        return emails or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
 
 
 __all__ = ["TrackActivities", "_mandates"]

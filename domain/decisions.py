@@ -50,3 +50,27 @@ DECISIONS: dict[str, Decision] = {d.name: d for d in (
 
 def roles_for(name: str) -> list[str]:
     return list(DECISIONS[name].roles)
+
+
+# The decisions a case *waits* for, by their name in the workflow's pending list, with the label
+# staff read in the email that tells them (workflows.tracks, "waiting notices"). Left out: what
+# may always be done (extend a deadline, add information, record a response or a check-in) and a
+# message held for missing fields (its own notice goes to the case officer when it is held).
+# `close` counts only once no action is left to move: then the case waits for nothing else.
+WAITING_NOTICES: dict[str, str] = {
+    "record_verification": DECISIONS["record_verification"].label,
+    "grant_or_refuse_consent": "Record consent or a refusal",
+    "record_clearance": DECISIONS["record_clearance"].label,
+    "choose_funds": DECISIONS["choose_funds"].label,
+    "record_fund_submission": DECISIONS["record_fund_submission"].label,
+    "close": DECISIONS["close"].label,
+}
+
+
+def pending_label(name: str) -> str:
+    """The label of a decision by its name in a pending list (which has two combined names)."""
+    if name in WAITING_NOTICES:
+        return WAITING_NOTICES[name]
+    if name == "record_response_or_checkin":
+        return "Record a response or a check-in"
+    return DECISIONS[name].label

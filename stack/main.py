@@ -1,7 +1,8 @@
 """`make run`: the embedded stack in the foreground, one command on a laptop.
 
-The Temporal dev server (its SQLite file under var/, the case search attributes registered), a
-local SMTP sink that keeps every message under var/outbox, and the worker. Keys are created under
+The Temporal dev server (its SQLite file under var/, the case search attributes registered) with
+its web UI, the codec server that UI asks to decode payloads (on loopback), a local SMTP sink that
+keeps every message under var/outbox, the worker and the web interface. Keys are created under
 var/keys on first run and reused. Ctrl-C stops everything; running it again continues every open
 case where it was, timers included, because the dev server and the event store keep their files.
 """
@@ -19,13 +20,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from stack.sink import OutboxSink
 from web import serve
+from worker.codec import EncryptionCodec
+from worker.codec_server import build_codec_app
 from worker.keys import KeyMaterialError
 from worker.main import ConfigurationError, build_activities, build_worker, connect
 from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
@@ -61,24 +66,77 @@ def installed(name: str) -> str:
 
 
 def dev_server_command(db_file: Path, host: str, port: int, *, ui_port: int | None = None,
-                       extra: Sequence[str] = ()) -> list[str]:
+                       codec_endpoint: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The Temporal dev server with its SQLite file and the case search attributes registered;
-    without `ui_port`, headless. `make run`, the tests and the benchmark all start it this way."""
+    without `ui_port`, headless; with `codec_endpoint`, its UI asks that codec server to decode
+    payloads. `make run`, the tests and the benchmark all start it this way."""
     types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
     attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
         "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
     ui = ["--ui-port", str(ui_port)] if ui_port is not None else ["--headless"]
+    if ui_port is not None and codec_endpoint is not None:
+        ui += ["--ui-codec-endpoint", codec_endpoint]
     return [installed("temporal"), "server", "start-dev", "--ip", host, "--port", str(port), *ui,
             "--db-filename", str(db_file), *attributes, *extra]
 
 
-def start_dev_server(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
+# The embedded stack's codec server listens on loopback only, whatever APPEALS_CODEC_SERVER_HOST
+# says (that is for the production service): it answers the person at this machine.
+CODEC_HOST = "127.0.0.1"
+
+
+def codec_endpoint(settings: Settings) -> str:
+    """Where the dev server's UI (in the browser) finds the stack's codec server."""
+    return f"http://{CODEC_HOST}:{settings.codec_server_port}"
+
+
+def ui_origins(settings: Settings) -> list[str]:
+    """The dev server UI's own page, under the names a browser on this machine may use for it:
+    the only page the stack's codec server answers."""
+    host, _ = host_port(settings.temporal_address)
+    names = dict.fromkeys([host, "127.0.0.1", "localhost"])
+    return [f"http://{name}:{settings.temporal_ui_port}" for name in names]
+
+
+def dev_server_command_for(settings: Settings) -> list[str]:
+    """The dev server as `make run` starts it: its UI on APPEALS_TEMPORAL_UI_PORT, decoding
+    payloads through the stack's codec server."""
     host, port = host_port(settings.temporal_address)
+    return dev_server_command(settings.var_dir.resolve() / "temporal.db", host, port,
+                              ui_port=settings.temporal_ui_port,
+                              codec_endpoint=codec_endpoint(settings),
+                              extra=["--namespace", settings.temporal_namespace])
+
+
+def start_dev_server(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
     log = (logs / "temporal.log").open("ab")
-    command = dev_server_command(settings.var_dir.resolve() / "temporal.db", host, port,
-                                 ui_port=settings.temporal_ui_port,
-                                 extra=["--namespace", settings.temporal_namespace])
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(dev_server_command_for(settings), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the embedded stack owns Ctrl-C."""
+
+    def capture_signals(self) -> Any:
+        return contextlib.nullcontext()
+
+
+async def serve_codec(settings: Settings) -> None:
+    """The codec server for the dev server's UI, until cancelled: the payload keys of this stack,
+    no token (the dev UI has no sign-in to forward one), and only the UI's own page may call
+    (worker.codec_server.build_codec_app)."""
+    app = build_codec_app(EncryptionCodec(settings.codec_keyring()), None, ui_origins(settings))
+    config = uvicorn.Config(app, host=CODEC_HOST, port=settings.codec_server_port,
+                            log_level="warning", access_log=False, server_header=False,
+                            lifespan="off")
+    server = _QuietServer(config)
+    task = asyncio.ensure_future(server.serve())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await task
+        raise
 
 
 async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes],
@@ -96,20 +154,21 @@ async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes]
             await asyncio.sleep(0.3)
 
 
-async def wait_for_port(host: str, port: int, task: asyncio.Task[None], seconds: float = 30) -> None:
-    """Until the web interface accepts connections, so that "Ready." means ready."""
+async def wait_for_port(host: str, port: int, task: asyncio.Task[None],
+                        what: str = "the web interface", seconds: float = 30) -> None:
+    """Until the server accepts connections, so that "Ready." means ready."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if task.done():
             task.result()  # raises what stopped it
-            raise StackError("the web interface stopped while starting")
+            raise StackError(f"{what} stopped while starting")
         try:
             _, writer = await asyncio.open_connection(host, port)
             writer.close()
             return
         except OSError:
             await asyncio.sleep(0.1)
-    raise StackError(f"the web interface did not start on {host}:{port}")
+    raise StackError(f"{what} did not start on {host}:{port}")
 
 
 async def run(settings: Settings) -> None:
@@ -125,6 +184,8 @@ async def run(settings: Settings) -> None:
     require_free(temporal_host, settings.temporal_ui_port, "the Temporal UI", "APPEALS_TEMPORAL_UI_PORT")
     require_free(settings.smtp_host, settings.smtp_port, "the SMTP sink", "APPEALS_SMTP_PORT")
     require_free(settings.web_host, settings.web_port, "the web interface", "APPEALS_WEB_PORT")
+    require_free(CODEC_HOST, settings.codec_server_port, "the codec server",
+                 "APPEALS_CODEC_SERVER_PORT")
     activities = build_activities(settings)  # creates the keys on first run (mode 0600)
     sink = OutboxSink(settings.var_dir / "outbox", settings.smtp_host, settings.smtp_port)
     server = start_dev_server(settings, logs)
@@ -133,8 +194,10 @@ async def run(settings: Settings) -> None:
         client = await connect_when_ready(settings, server)
         await register_search_attributes(client)
         worker = build_worker(client, settings, activities)
+        codec = asyncio.create_task(serve_codec(settings))
         web = asyncio.create_task(serve(settings, client, activities.store, settings.web_host,
                                         settings.web_port))
+        await wait_for_port(CODEC_HOST, settings.codec_server_port, codec, "the codec server")
         await wait_for_port(settings.web_host, settings.web_port, web)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -143,6 +206,8 @@ async def run(settings: Settings) -> None:
         async with worker:
             print(f"Temporal server  {settings.temporal_address}  "
                   f"(web UI http://{temporal_host}:{settings.temporal_ui_port})", flush=True)
+            print(f"Codec server     {codec_endpoint(settings)}  (the Temporal UI shows payloads "
+                  "decoded; it answers that UI's page only)", flush=True)
             print(f"SMTP sink        {settings.smtp_host}:{settings.smtp_port}  "
                   f"(messages kept in {settings.var_dir / 'outbox'}; `appeals outbox list`)", flush=True)
             print(f"Event store      {settings.database_url}", flush=True)
@@ -152,12 +217,13 @@ async def run(settings: Settings) -> None:
                   flush=True)
             print("Ready. Ctrl-C stops everything; run it again to continue where cases were.",
                   flush=True)
-            await asyncio.wait([asyncio.ensure_future(stop.wait()), web],
+            await asyncio.wait([asyncio.ensure_future(stop.wait()), web, codec],
                                return_when=asyncio.FIRST_COMPLETED)
             print("Stopping...", flush=True)
-            web.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await web
+            for task in (web, codec):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         sink.stop()
         activities.store.close()

@@ -235,3 +235,20 @@ def test_the_codec_server_refuses_to_start_without_a_token(tmp_path: Path) -> No
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("codec server: cannot start: APPEALS_CODEC_SERVER_TOKEN: the codec "
                                      "server needs an access token of at least 16 characters")
+
+
+async def test_without_a_token_only_the_ui_page_may_call() -> None:
+    """The embedded stack's mode (`make run`: loopback, a dev UI with no sign-in to forward a
+    token): no token, so the UI's own page is the only caller, of /decode as of /encode."""
+    with pytest.raises(ValueError, match="UI's origin"):
+        build_codec_app(EncryptionCodec(KeyRing.single(os.urandom(32))), None, [])
+    app = build_codec_app(EncryptionCodec(KeyRing.single(os.urandom(32))), None, [UI])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://codec") as client:
+        sealed = await client.post("/encode", json=plain_body(), headers={"Origin": UI})
+        assert sealed.status_code == 200
+        back = await client.post("/decode", json=sealed.json(), headers={"Origin": UI})
+        assert back.json() == plain_body()
+        for headers in ({}, {"Origin": "https://evil.example"},
+                        {"Authorization": f"Bearer {TOKEN}"}):
+            assert (await client.post("/decode", json=sealed.json(), headers=headers)).status_code == 403
+            assert (await client.post("/encode", json=plain_body(), headers=headers)).status_code == 403

@@ -46,6 +46,29 @@ async def run_to_dispatch(stack: Stack, ref: str) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+# The notices that a decision waits, one per decision the case came to wait for on its way to
+# dispatch: the verification, then consent and the ministry's clearance for each action.
+NOTICES = sorted(["record_verification",
+                  *(f"{d}/{a}" for d in ("grant_or_refuse_consent", "record_clearance")
+                    for a in ("rapporteur", "mfa", "eu_delegation"))])
+
+
+def appeals(stack: Stack) -> list[tuple[list[str], Any]]:
+    """(recipients, message) of each appeal the SMTP server received (not the staff mail)."""
+    return [(rcpts, m) for _, rcpts, m in stack.sink.messages if m["X-Appeal-Kind"] == "appeal"]
+
+
+def notices(stack: Stack) -> dict[str, set[str]]:
+    """Each waiting notice the SMTP server received, by decision: its Message-IDs (one each,
+    however often it arrived) and recipients."""
+    out: dict[str, set[str]] = {}
+    for _, _, m in stack.sink.messages:
+        if m["X-Appeal-Kind"] == "waiting":
+            key = "/".join(k for k in (m["X-Appeal-Decision"], m["X-Appeal-Decision-Action"]) if k)
+            out.setdefault(key, set()).add(m["Message-ID"])
+    return out
+
+
 def record_history(name: str, history_json: str) -> None:
     """With APPEALS_RECORD_HISTORIES=1, keep this run's history as a replay fixture."""
     if os.environ.get("APPEALS_RECORD_HISTORIES"):
@@ -62,11 +85,19 @@ async def test_a_case_end_to_end(stack: Stack) -> None:
     await handle.execute_update(CaseWorkflow.close, CloseInput("olga", "resolved", "released"))
     assert await handle.result() == "resolved"
 
-    # The SMTP server received exactly the dispatched messages.
+    # The SMTP server received exactly the dispatched messages, and one notice per decision the
+    # case came to wait for, to the staff who may take it.
     trail = stack.store.trail(ref)
     recorded = {e.details["message_id"]: e.details for e in trail if e.event == "MessageDispatched"}
-    received = {m["Message-ID"]: (sorted(rcpts), m["Subject"]) for _, rcpts, m in stack.sink.messages}
-    assert set(received) == set(recorded) and len(stack.sink.messages) == 3
+    received = {m["Message-ID"]: (sorted(rcpts), m["Subject"]) for rcpts, m in appeals(stack)}
+    assert set(received) == set(recorded) and len(appeals(stack)) == 3
+    assert sorted(notices(stack)) == NOTICES
+    staff = [(rcpts, m) for _, rcpts, m in stack.sink.messages if m["X-Appeal-Kind"] == "waiting"]
+    assert len(staff) == len(NOTICES)
+    for rcpts, m in staff:
+        liaison = m["X-Appeal-Decision"] == "record_clearance"
+        assert rcpts == [f"{'lina' if liaison else 'olga'}@secretariat.example.org"]
+        assert ref in m["Subject"] and "Qwoxlandt" not in m.as_string()
     for message_id, (rcpts, subject) in received.items():
         assert rcpts == sorted(recorded[message_id]["recipients"])
         assert subject.endswith(f" – {ref}")
@@ -102,7 +133,7 @@ async def test_killing_the_worker_mid_case_loses_nothing_and_sends_nothing_twice
     stack.start_worker()
     ref = "UA-2026-E2E2"
     handle = await run_to_dispatch(stack, ref)
-    await settle(handle, lambda s: len(stack.sink.messages) >= 1, "first message sent")
+    await settle(handle, lambda s: len(appeals(stack)) >= 1, "first message sent")
     stack.kill_worker()
     stack.sink.data_delay = 0
     stack.start_worker()
@@ -116,9 +147,11 @@ async def test_killing_the_worker_mid_case_loses_nothing_and_sends_nothing_twice
     dispatches = [e.details for e in trail if e.event == "MessageDispatched"]
     assert sorted(d["action"] for d in dispatches) == ["eu_delegation", "mfa", "rapporteur"]
     recorded_ids = {d["message_id"] for d in dispatches}
-    received_ids = [m["Message-ID"] for _, _, m in stack.sink.messages]
+    received_ids = [m["Message-ID"] for _, m in appeals(stack)]
     # A message may reach the server twice only under its one stable Message-ID.
     assert set(received_ids) == recorded_ids
+    assert set(notices(stack)) <= set(NOTICES)
+    assert all(len(ids) == 1 for ids in notices(stack).values())
     print(f"messages received {len(received_ids)} for {len(recorded_ids)} dispatches; "
           f"events {len(trail)}")
     assert stack.store.verify(ref).ok
@@ -158,6 +191,9 @@ async def test_a_long_case_continues_as_new_and_keeps_its_state(short_history_st
     assert len({e.command_id for e in trail}) == len(trail)
     assert sorted(e.details["action"] for e in trail if e.event == "MessageDispatched") == [
         "eu_delegation", "mfa", "rapporteur"]
-    assert len(stack.sink.messages) == 3
+    assert len(appeals(stack)) == 3
+    # Each decision was announced once, although the runs after the first carried on without it.
+    assert sorted(notices(stack)) == NOTICES
+    assert len([m for _, _, m in stack.sink.messages if m["X-Appeal-Kind"] == "waiting"]) == 7
     print(f"case ran in {len(runs)} runs; {len(trail)} events")
     record_history("continued_as_new", (await latest.fetch_history()).to_json())

@@ -485,6 +485,35 @@ def test_the_held_notice_names_the_missing_fields_and_nothing_else() -> None:
     assert "Kyrgyzstan" in held.text and "UN Special Procedures" in held.text
 
 
+
+def test_the_waiting_notice_says_what_waits_by_when_and_where_to_act_and_nothing_else() -> None:
+    from datetime import UTC, datetime
+
+    from domain.decisions import DECISIONS, WAITING_NOTICES
+    composer = Composer()
+    due = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
+    notice = composer.waiting(reference="UA-2026-0101", decision="record_clearance",
+                              roles=["ministry_liaison"], action="rapporteur", four_eyes=True,
+                              deadline=due)
+    assert notice.kind == "waiting" and notice.html is None and "\n" not in notice.subject
+    assert notice.subject == ("Decision waiting – Clear or deny – UN Special Procedures (urgent "
+                              "appeal through OHCHR) – case UA-2026-0101")
+    assert f"Decision:  {DECISIONS['record_clearance'].label}" in notice.text
+    assert "Deadline:  2026-11-03 08:00 UTC" in notice.text
+    assert "/cases/UA-2026-0101" in notice.text
+    assert "appeals case clear UA-2026-0101 rapporteur --grant (or --deny)" in notice.text
+    assert "other than the person who verified the threat" in notice.text
+    # Every decision staff are told of renders, with its own command; a reference with a line
+    # break cannot add a line; anything else is refused.
+    for decision in WAITING_NOTICES:
+        text = composer.waiting(reference="UA-2026-0101\nBcc: x", decision=decision,
+                                roles=["case_officer"], action="emergency_fund",
+                                fund="protection_grant").text
+        assert "\nBcc" not in text and "appeals case " in text and "Deadline:  none set" in text
+    with pytest.raises(MessageError):
+        composer.waiting(reference="UA-2026-0101", decision="extend_deadline", roles=["head"])
+
+
 # ------------------------------------------------------------- per-person naming and publicity
 def _journalist_case(*, naming: str, advised: bool, conditions: str = "",
                      **intake_changes: Any) -> Case:

@@ -4,6 +4,8 @@ running cases non-deterministic fails here, before it reaches a worker."""
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -14,17 +16,38 @@ from tests.dev_stack import FIXTURE_CODEC_KEY, HISTORIES
 from worker.codec import make_data_converter
 from worker.keys import KeyRing, decode_key
 from workflows.case import CaseWorkflow
-from workflows.tracks import TrackedCaseWorkflow
+from workflows.tracks import WAITING_NOTICES_PATCH, TrackedCaseWorkflow
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:
-    # Cases opened before per-action tracks (UrgentCase) and after (UrgentCaseTracks).
+    # Cases opened before per-action tracks (UrgentCase) and after (UrgentCaseTracks); of these,
+    # cases started before waiting notices (no "waiting-notices" patch marker) and after.
     assert {p.stem for p in RECORDED} >= {"happy_path", "worker_killed",
                                           "tracks_fund_before_clearance",
                                           "tracks_clearance_escalated",
-                                          "tracks_further_information"}
+                                          "tracks_further_information",
+                                          "tracks_waiting_notices",
+                                          "tracks_waiting_notices_retried"}
+
+
+def marked(path: Path) -> bool:
+    """Whether the run took the "waiting-notices" patch: its marker's id travels as a plain JSON
+    payload in the marker's details."""
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker.get("markerName") == "core_patch":
+            for payload in marker["details"]["patch-data"]["payloads"]:
+                if json.loads(base64.b64decode(payload["data"]))["id"] == WAITING_NOTICES_PATCH:
+                    return True
+    return False
+
+
+def test_histories_from_before_and_after_waiting_notices_are_kept() -> None:
+    tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
+    assert {p.stem for p in tracks if marked(p)} == {"tracks_waiting_notices",
+                                                    "tracks_waiting_notices_retried"}
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])

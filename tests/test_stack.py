@@ -4,6 +4,8 @@ Then the stack is stopped and started again, and a case that was waiting for con
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import mailbox
 import os
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,7 +95,7 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
            "APPEALS_CONFIG_DIR": str(tmp_path / "config" / "walkthrough"),
            "APPEALS_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
            "APPEALS_TEMPORAL_UI_PORT": str(free_port()), "APPEALS_SMTP_PORT": str(free_port()),
-           "APPEALS_WEB_PORT": str(free_port())}
+           "APPEALS_WEB_PORT": str(free_port()), "APPEALS_CODEC_SERVER_PORT": str(free_port())}
     stack = Embedded(env, tmp_path)
     try:
         yield stack
@@ -128,6 +131,7 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     first = re.findall(r"UA-\d{4}-\d{4}", printed)[0]
     assert embedded.stage(first) == "closed"
     assert printed.splitlines()[-1] == "OK"  # the walkthrough ends with `appeals audit --verify`
+    the_temporal_ui_shows_the_cases_payloads_decoded(embedded, first)
 
     # The sink kept exactly the dispatched messages, and the audit verifies.
     outbox = mailbox.Maildir(settings.var_dir / "outbox", create=False)
@@ -167,6 +171,98 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     embedded.wait_for_stage("UA-2026-0002", "follow_up")
     assert embedded.appeals("audit", "UA-2026-0002", "--verify").stdout.splitlines()[-1] == "OK"
     assert embedded.stop() == 0
+
+
+def the_temporal_ui_shows_the_cases_payloads_decoded(stack: Embedded, ref: str) -> None:
+    """The dev server's UI was told where the codec server is, and the codec server `make run`
+    started decodes the case's real (encrypted) history for a request from that UI's page; for
+    anyone else it does not."""
+    ui = f"http://127.0.0.1:{stack.env['APPEALS_TEMPORAL_UI_PORT']}"
+    codec = f"http://127.0.0.1:{stack.env['APPEALS_CODEC_SERVER_PORT']}"
+    with urllib.request.urlopen(f"{ui}/api/v1/settings", timeout=10) as answer:
+        assert json.loads(answer.read())["Codec"]["Endpoint"] == codec
+    history = subprocess.run(
+        [str(Path(sys.executable).parent / "temporal"), "workflow", "show", "--workflow-id", ref,
+         "--address", stack.env["APPEALS_TEMPORAL_ADDRESS"], "--output", "json"],
+        capture_output=True, text=True, check=True, timeout=60).stdout
+    started = json.loads(history)["events"][0]["workflowExecutionStartedEventAttributes"]
+    sealed = {"payloads": started["input"]["payloads"]}
+    assert "Example-Oduya" not in history  # Temporal holds ciphertext only
+
+    def decode(**headers: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"{codec}/decode", data=json.dumps(sealed).encode(),
+                                         method="POST", headers={"Content-Type": "application/json",
+                                                                 **headers})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as refused:
+            return refused.code, refused.read().decode()
+
+    status, body = decode(Origin=ui, **{"X-Namespace": "default"})
+    assert status == 200
+    [plain] = json.loads(body)["payloads"]
+    start = json.loads(base64.b64decode(plain["data"]))
+    assert start["reference"] == ref and start["intake"]["defenders"][0]["name"] == (
+        "Amara Example-Oduya")
+    assert decode()[0] == 403  # not from the UI's page: a tool on this machine gets nothing
+    assert decode(Origin="http://evil.example")[0] == 403
+
+
+def test_the_stack_starts_the_dev_servers_ui_with_the_codec_endpoint(tmp_path: Path) -> None:
+    from stack.main import codec_endpoint, dev_server_command_for, ui_origins
+    settings = load_settings(var_dir=tmp_path / "var", temporal_address="127.0.0.1:17233",
+                             temporal_ui_port=18233, codec_server_port=18888)
+    command = dev_server_command_for(settings)
+    assert command[command.index("--ui-port") + 1] == "18233"
+    assert command[command.index("--ui-codec-endpoint") + 1] == "http://127.0.0.1:18888"
+    assert codec_endpoint(settings) == "http://127.0.0.1:18888" and "--headless" not in command
+    assert ui_origins(settings) == ["http://127.0.0.1:18233", "http://localhost:18233"]
+
+
+async def test_the_stacks_codec_server_decodes_for_the_ui_page_only(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+    from temporalio.converter import DataConverter
+
+    from stack.main import serve_codec
+    from worker.codec import EncryptionCodec
+    settings = load_settings(var_dir=tmp_path / "var", temporal_ui_port=18234,
+                             codec_server_port=free_port())
+    codec = EncryptionCodec(settings.codec_keyring())  # the stack's own key (made on first use)
+    [payload] = DataConverter.default.payload_converter.to_payloads([{"case": "UA-2026-0001"}])
+    [sealed] = await codec.encode([payload])
+    body = {"payloads": [{"metadata": {k: base64.b64encode(v).decode()
+                                       for k, v in sealed.metadata.items()},
+                          "data": base64.b64encode(sealed.data).decode()}]}
+    server = asyncio.create_task(serve_codec(settings))
+    url = f"http://127.0.0.1:{settings.codec_server_port}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            for _ in range(100):
+                with contextlib.suppress(httpx.TransportError):
+                    await client.options("/decode")
+                    break
+                await asyncio.sleep(0.05)
+            for page in ("http://127.0.0.1:18234", "http://localhost:18234"):
+                ok = await client.post("/decode", json=body, headers={"Origin": page})
+                assert ok.status_code == 200
+                [plain] = ok.json()["payloads"]
+                assert json.loads(base64.b64decode(plain["data"])) == {"case": "UA-2026-0001"}
+            assert (await client.post("/decode", json=body)).status_code == 403
+            other = await client.post("/decode", json=body, headers={"Origin": "http://127.0.0.1:8000"})
+            assert other.status_code == 403 and "UA-2026-0001" not in other.text
+            # Encoding, too, only for the UI's page.
+            assert (await client.post("/encode", json=body)).status_code == 403
+            preflight = await client.options("/decode", headers={
+                "Origin": "http://127.0.0.1:18234", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace"})
+            assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:18234"
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
 
 
 def test_a_port_in_use_gives_a_clear_message(embedded: Embedded) -> None:

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
@@ -42,6 +45,12 @@ from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, TracksStart
 from workflows.tracks import TrackedCaseWorkflow
 
+RUNNING = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+WORKFLOW_TASK_EVENTS = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
 CONTACTS = {1: ["duty@secretariat.example.org"], 2: ["head@secretariat.example.org"],
             3: ["board@secretariat.example.org"]}
 USERS = [("olga", "case_officer"), ("omar", "case_officer"), ("lina", "ministry_liaison"),
@@ -99,10 +108,36 @@ class CaseEnv:
     tracked: bool = False  # start cases with per-action tracks (the current workflow type)
 
     async def terminate_running(self) -> None:
-        """A workflow left running with no worker would stop the shared server skipping time."""
+        """A workflow left running with no worker would stop the shared server skipping time; so
+        would one terminated while one of its activities or workflow tasks runs (the test server
+        never unlocks its clock for it): notices that a decision waits go in the background, so a
+        test may end while one is being sent. They get a moment to finish first."""
         for handle in self.handles:
             with contextlib.suppress(RPCError):
-                await handle.terminate("test finished")
+                await self.terminate(handle, "test finished")
+
+    async def terminate(self, handle: WorkflowHandle[Any, Any], reason: str) -> None:
+        """Terminate once the workflow is quiet (or after five seconds), see terminate_running."""
+        for _ in range(50):
+            if await self._quiet(handle):
+                break
+            await asyncio.sleep(0.1)
+        await handle.terminate(reason)
+
+    async def _quiet(self, handle: WorkflowHandle[Any, Any]) -> bool:
+        """Closed, or running with no activity pending and its last workflow task completed."""
+        # The raw description: the SDK's would decode the search attributes, which the test
+        # server does not always give back in their declared types.
+        raw = await self.client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(namespace=self.client.namespace,
+                                             execution=WorkflowExecution(workflow_id=handle.id)))
+        if raw.workflow_execution_info.status != RUNNING:
+            return True
+        if raw.pending_activities:
+            return False
+        history = await handle.fetch_history()
+        tasks = [e.event_type for e in history.events if e.event_type in WORKFLOW_TASK_EVENTS]
+        return bool(tasks) and tasks[-1] == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 
     async def start(self, **overrides: Any) -> WorkflowHandle[Any, Any]:
         """Start the case and wait until it is opened in the store."""

@@ -9,6 +9,10 @@ with `{"payloads": [...]}` in protobuf JSON. Run: `python -m worker.codec_server
 - `/encode` needs the token *and* the request must come from the UI's own page (its `Origin`):
   encoding makes payloads the workers accept as genuine, so nothing else may use it.
 
+`make run` (stack.main) serves the same app on loopback for the dev server's UI, which has no
+sign-in and so no token to forward: there, without a token, both endpoints answer only requests
+from the UI's own page.
+
 It reads only what it needs (`CodecServerSettings`): the payload codec keys, its token, the UI's
 origins and where to listen. It never holds the event store key, the database password or the
 Temporal client certificate, and warns when its environment carries them.
@@ -148,25 +152,31 @@ def misplaced_secrets(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(n for n in names if environ.get(n))
 
 
-def build_codec_app(codec: PayloadCodec, token: str, ui_origins: list[str]) -> Starlette:
+def build_codec_app(codec: PayloadCodec, token: str | None, ui_origins: list[str]) -> Starlette:
     """`token`: the bearer token the UI forwards (staff with access have it); `ui_origins`: the
     Temporal UI's address(es), the only pages allowed to call from a browser and the only callers
-    of /encode."""
-    if len(token) < MIN_TOKEN_LENGTH:
+    of /encode. `token` None is for the embedded development stack only (`make run`, loopback):
+    every request must then come from the UI's own page, /decode too."""
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ValueError(f"codec server: the access token must be at least {MIN_TOKEN_LENGTH} "
                          "characters")
     allowed = frozenset(normalise_origin(o) for o in ui_origins)
+    if token is None and not allowed:
+        raise ValueError("codec server: without a token it answers only the Temporal UI's page; "
+                         "give the UI's origin")
 
     async def handle(request: Request, decode: bool) -> Response:
         given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if token is not None and not hmac.compare_digest(given.encode(),
+                                                         f"Bearer {token}".encode()):
             return JSONResponse({"error": "not authorised"}, status_code=401)
         origin = request.headers.get("origin")
         if origin is not None and origin.lower() not in allowed:
             return JSONResponse({"error": "this origin may not call the codec server"},
                                 status_code=403)
-        if not decode and origin is None:
-            return JSONResponse({"error": "encoding is only for the Temporal UI"}, status_code=403)
+        if origin is None and (token is None or not decode):
+            what = "encoding" if not decode else "this codec server"
+            return JSONResponse({"error": f"{what} is only for the Temporal UI"}, status_code=403)
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "request too large"}, status_code=413)

@@ -311,7 +311,8 @@ class Settings(SecretFileSettings):
     """Address the codec server listens on (`0.0.0.0` inside a container)."""
 
     codec_server_port: int = Field(default=8888, ge=1, le=65535)
-    """Port of the codec server."""
+    """Port of the codec server; `make run` starts one on this port, on loopback only, for the
+    Temporal UI it starts (which then shows payloads decoded)."""
 
     web_host: str = "127.0.0.1"
     """Address the staff web interface listens on (`0.0.0.0` inside a container)."""

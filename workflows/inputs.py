@@ -41,6 +41,9 @@ class TracksStart:
     next_checkin: datetime | None = None
     # Signed by the door that signed the person in (desk.signing); checked by the worker.
     assertion: str = ""
+    # The pending decisions whose takers were told already (keys of workflows.tracks' waiting
+    # notices), carried over continue-as-new; None from a run that sent no such notices.
+    notified: list[str] | None = None
 
 
 # ----------------------------------------------------------------------------- human decisions
@@ -192,6 +195,25 @@ class TrackEvent:
     kind: str = ""
     deadline: datetime | None = None
     awaited: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class WaitingNotice:
+    """A decision the case has come to wait for: the staff who may take it are mailed once.
+
+    Codes only: the decision's name in the pending list, the action (and fund) it is for, the roles
+    that may take it and the deadline; `not_by` is who may not (four eyes on a clearance)."""
+
+    reference: str
+    decision: str
+    roles: list[str]
+    assignee: str
+    at: datetime
+    command_id: str
+    action: str = ""
+    fund: str = ""
+    not_by: str | None = None
+    deadline: datetime | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain import rules
-    from domain.decisions import DECISIONS, HEAD, LIAISON, OFFICER, roles_for
+    from domain.decisions import DECISIONS, HEAD, LIAISON, OFFICER, WAITING_NOTICES, roles_for
     from domain.errors import CaseRuleError
     from domain.intake import parse_verification
     from domain.view import ESCALATING_STEPS, TO_SUBMIT, CaseView, Delivery
@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         TrackEvent,
         TracksStart,
         VerificationInput,
+        WaitingNotice,
     )
 
 WORKFLOW_NAME = "UrgentCaseTracks"
@@ -64,6 +65,9 @@ SEND_ONCE = Options(
 )
 PERMANENT = ("PermanentMailError", "MessageError", "Rejected", "NotAuthorised")
 FIRST_RETRY, LAST_RETRY = timedelta(seconds=5), timedelta(minutes=10)
+# Cases started (or continued as new) from this patch on mail the staff who may take a decision
+# as soon as the case comes to wait for it; running cases replay without it until they continue.
+WAITING_NOTICES_PATCH = "waiting-notices"
 
 
 def _rejected(message: str) -> ApplicationError:
@@ -94,6 +98,13 @@ class TrackedCaseWorkflow:
         self.next_checkin: datetime | None = start.next_checkin
         self.delivery: dict[str, Delivery] = {}
         self.sending: set[str] = set()
+        # Waiting notices (see _tell_waiting): the pending decisions whose takers were told (or
+        # are being told), and the notices still being sent. None until the run knows whether it
+        # sends them; from an earlier run that sent none, what is pending now counts as told.
+        self.notices = False
+        self.notified: set[str] | None = (None if start.notified is None
+                                          else set(start.notified))
+        self.noticing: dict[str, asyncio.Task[None]] = {}
         # One change at a time: an update, an escalation or a send attempt never interleave, so
         # consent withdrawn while a message is being prepared is seen before the send.
         self.lock = asyncio.Lock()
@@ -101,6 +112,11 @@ class TrackedCaseWorkflow:
     # ===================================================================================== run
     @workflow.run
     async def run(self, start: TracksStart) -> str:
+        self.notices = workflow.patched(WAITING_NOTICES_PATCH)
+        if self.notices and self.notified is None:
+            # Continued from a run without notices: what it waited for was never mailed, but it
+            # is not new either; only decisions that become pending from here on are.
+            self.notified = set(self._awaited()) if self.state is not None else set()
         if self.state is None:
             async with self.lock:
                 self.state = await self._call("open_tracked_case", OpenCase(
@@ -108,6 +124,8 @@ class TrackedCaseWorkflow:
                     f"{self.reference}/open", assertion=start.assertion), RECORD)
         self._publish()
         while self.view.stage != "closed":
+            if self.notices:
+                self._tell_new_waits()
             for action, t in self.view.tracks.items():
                 if t.ready_to_send and action not in self.sending:
                     self.sending.add(action)
@@ -115,17 +133,22 @@ class TrackedCaseWorkflow:
             if self.next_checkin is None and any(t.step == "follow_up"
                                                  for t in self.view.tracks.values()):
                 self.next_checkin = workflow.now() + self.checkin_interval
-            if workflow.info().is_continue_as_new_suggested() and not self.sending:
+            if (workflow.info().is_continue_as_new_suggested() and not self.sending
+                    and not self.noticing):
                 await workflow.wait_condition(
                     lambda: workflow.all_handlers_finished() and not self.lock.locked())
                 workflow.continue_as_new(TracksStart(
                     reference=self.reference, intake={}, actor=start.actor,
                     checkin_interval_seconds=int(self.checkin_interval.total_seconds()),
                     view=self.view, handled_updates=self.handled[-500:],
-                    next_checkin=self.next_checkin))
+                    next_checkin=self.next_checkin,
+                    notified=sorted(self.notified) if self.notices and self.notified is not None
+                    else None))
             await self._wait_for_change_or_clock()
+        for task in list(self.noticing.values()):
+            task.cancel()  # closed: nothing waits any more
         await workflow.wait_condition(lambda: workflow.all_handlers_finished()
-                                      and not self.sending)
+                                      and not self.sending and not self.noticing)
         return str(self.view.outcome)
 
     async def _call(self, activity: str, arg: Any, options: Options) -> CaseView:
@@ -164,11 +187,13 @@ class TrackedCaseWorkflow:
         due, kind, action = self._next_clock()
 
         def changed() -> bool:
-            # Continue-as-new waits until no track is sending (its task would be lost).
+            # Continue-as-new waits until no track is sending and no notice is being sent (their
+            # tasks would be lost).
             return (self.view.version != version
                     or any(t.ready_to_send and a not in self.sending
                            for a, t in self.view.tracks.items())
-                    or (workflow.info().is_continue_as_new_suggested() and not self.sending))
+                    or (workflow.info().is_continue_as_new_suggested() and not self.sending
+                        and not self.noticing))
 
         if due is not None:
             delay = (due - workflow.now()).total_seconds()
@@ -222,6 +247,84 @@ class TrackedCaseWorkflow:
             # Recorded but not mailed yet (SMTP down): the same command id is tried again on the
             # next round of the loop, and records nothing twice.
             workflow.logger.warning("staff notification not delivered yet; will retry")
+
+    # ========================================================================= waiting notices
+    def _awaited(self) -> dict[str, dict[str, Any]]:
+        """The pending decisions staff are told of (domain.decisions.WAITING_NOTICES), by a key
+        that names the decision and what it is for: closing counts only once every action has
+        ended, when the case waits for nothing else."""
+        v = self.view
+        live = any(t.step != "ended" for t in v.tracks.values())
+        out: dict[str, dict[str, Any]] = {}
+        for item in self._pending():
+            name = item["decision"]
+            if name not in WAITING_NOTICES or (name == "close" and live):
+                continue
+            key = "/".join(k for k in (name, item.get("action", ""), item.get("fund", "")) if k)
+            out[key] = item
+        return out
+
+    def _tell_new_waits(self) -> None:
+        """One notice for each decision the case has come to wait for since the last look: not
+        again while it stays pending (nor after continue-as-new, which carries the keys over),
+        again only if it is taken and later awaited anew."""
+        awaited = self._awaited()
+        told = self.notified if self.notified is not None else set()
+        self.notified = {k for k in told if k in awaited or k in self.noticing}
+        v = self.view
+        for key, item in awaited.items():
+            if key in self.notified:
+                continue
+            self.notified.add(key)
+            action = item.get("action", "")
+            deadline = (v.tracks[action].deadline if action in v.tracks
+                        else v.verification_deadline if item["decision"] == "record_verification"
+                        else None)
+            notice = WaitingNotice(
+                reference=self.reference, decision=item["decision"], roles=list(item["roles"]),
+                assignee=v.assignee, at=workflow.now(),
+                command_id=f"{self.reference}/waiting/{key}/v{v.version}", action=action,
+                fund=item.get("fund", ""), not_by=item.get("not_by"), deadline=deadline)
+            self.noticing[key] = asyncio.ensure_future(self._tell_waiting(key, notice))
+
+    async def _tell_waiting(self, key: str, notice: WaitingNotice) -> None:
+        """Mail one notice in the background: never under the case's lock, so a decision is not
+        held up by staff mail. While SMTP is down it retries (ten minutes at a time, as the other
+        staff notices) for as long as the decision is still awaited."""
+        try:
+            while True:
+                try:
+                    result: dict[str, Any] = await workflow.execute_activity(
+                        "notify_waiting", notice, result_type=dict,
+                        start_to_close_timeout=NOTIFY.timeout,
+                        schedule_to_close_timeout=NOTIFY.schedule_to_close,
+                        heartbeat_timeout=NOTIFY.heartbeat, retry_policy=NOTIFY.retry)
+                except ActivityError as err:
+                    cause = err.cause
+                    if isinstance(cause, ApplicationError) and (cause.non_retryable
+                                                                or cause.type in PERMANENT):
+                        workflow.logger.warning("waiting notice not sent: %s", cause.type)
+                        return
+                    workflow.logger.warning("waiting notice not delivered yet; will retry")
+                    try:
+                        await workflow.wait_condition(
+                            lambda: self.view.stage == "closed" or key not in self._awaited(),
+                            timeout=LAST_RETRY)
+                        return  # decided (or closed) meanwhile: the notice has no purpose left
+                    except TimeoutError:
+                        continue
+                if result:  # refused for good: a staff warning was recorded on the case
+                    view = CaseView.from_json(result)
+                    async with self.lock:
+                        # Taken only when the warning is all that is new: a view refreshed past
+                        # an escalation recorded but not yet mailed would lose that mail's retry.
+                        if view.version == self.view.version + 1:
+                            self.state = view
+                return
+        except asyncio.CancelledError:
+            return  # the case closed
+        finally:
+            self.noticing.pop(key, None)
 
     # ================================================================================ dispatch
     async def _send_track(self, action: str) -> None:
