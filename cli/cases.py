@@ -7,7 +7,7 @@ an unknown outcome, nothing is recorded twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -702,6 +702,21 @@ def case_list(ctx: click.Context, stage: str | None, risk: str | None, overdue: 
            "holder"])
 
 
+def _recorded_directly(ctx: click.Context, as_json: bool,
+                       call: Callable[[Any, Any, str], Awaitable[dict[str, Any]]],
+                       said: Callable[[dict[str, Any]], str]) -> None:
+    """A change the desk records on the case without a workflow step (claim, reassign,
+    comment), as the signed-in person with this command's idempotency key; its summary as JSON,
+    or one line."""
+    env = env_of(ctx)
+    person = env.person()
+    summary = run(call(env.desk, person, request_id(ctx, person.username)))
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(said(summary))
+
+
 @case.command("comment")
 @click.argument("ref", metavar="REF")
 @click.option("--text", help="The comment (staff only; never sent anywhere).")
@@ -711,13 +726,8 @@ def case_list(ctx: click.Context, stage: str | None, risk: str | None, overdue: 
 def case_comment(ctx: click.Context, ref: str, text: str | None, as_json: bool) -> None:
     """Add an internal comment to case REF (shown in its activity and trail; never sent)."""
     body = text_option(text, "--text")
-    env = env_of(ctx)
-    person = env.person()
-    summary = run(env.desk.comment(person, ref, body, request_id=request_id(ctx, person.username)))
-    if as_json:
-        emit_json(summary)
-    else:
-        click.echo(f"{ref}: comment added")
+    _recorded_directly(ctx, as_json, lambda desk, person, key: desk.comment(
+        person, ref, body, request_id=key), lambda _: f"{ref}: comment added")
 
 
 @case.command("claim")
@@ -727,14 +737,8 @@ def case_comment(ctx: click.Context, ref: str, text: str | None, as_json: bool) 
 @click.pass_context
 def case_claim(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Take case REF: you (a case officer) hold it from now on (recorded on the case)."""
-    env = env_of(ctx)
-    person = env.person()
-    key = request_id(ctx, person.username)
-    summary = run(env.desk.claim(person, ref, request_id=key))
-    if as_json:
-        emit_json(summary)
-    else:
-        click.echo(f"{ref}: held by {summary['assignee']}")
+    _recorded_directly(ctx, as_json, lambda desk, person, key: desk.claim(
+        person, ref, request_id=key), lambda summary: f"{ref}: held by {summary['assignee']}")
 
 
 @case.command("assign")
@@ -745,14 +749,8 @@ def case_claim(ctx: click.Context, ref: str, as_json: bool) -> None:
 @click.pass_context
 def case_assign(ctx: click.Context, ref: str, user: str, as_json: bool) -> None:
     """Hand case REF to USER, an active case officer (a head, or the officer holding it)."""
-    env = env_of(ctx)
-    person = env.person()
-    key = request_id(ctx, person.username)
-    summary = run(env.desk.reassign(person, ref, user, request_id=key))
-    if as_json:
-        emit_json(summary)
-    else:
-        click.echo(f"{ref}: held by {summary['assignee']}")
+    _recorded_directly(ctx, as_json, lambda desk, person, key: desk.reassign(
+        person, ref, user, request_id=key), lambda summary: f"{ref}: held by {summary['assignee']}")
 
 
 @case.command("show")

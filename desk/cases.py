@@ -592,7 +592,7 @@ class Desk:
         roles = await self.roles(person)
         if OFFICER not in roles:
             raise NotAllowed("Only a case officer may hold a case; nothing was recorded.")
-        return await asyncio.to_thread(self._hold, person, reference, "claim", {}, request_id)
+        return await asyncio.to_thread(self._direct, person, reference, "claim", {}, request_id)
 
     async def reassign(self, person: Person, reference: str, holder: str, *,
                        request_id: str) -> dict[str, Any]:
@@ -613,7 +613,7 @@ class Desk:
         if OFFICER not in await asyncio.to_thread(self.store.user_roles, holder):
             raise InvalidRequest("case officer", f"{_one_line(holder)[:60]} is not an active "
                                  "case officer")
-        return await asyncio.to_thread(self._hold, person, reference, "reassign",
+        return await asyncio.to_thread(self._direct, person, reference, "reassign",
                                        {"holder": holder}, request_id)
 
     async def comment(self, person: Person, reference: str, text: str, *,
@@ -629,11 +629,12 @@ class Desk:
         if not set(roles) & set(COMMENTERS):
             raise NotAllowed("Only a case officer, a ministry liaison or a head may comment on a "
                              "case; nothing was recorded.")
-        return await asyncio.to_thread(self._hold, person, reference, "comment",
+        return await asyncio.to_thread(self._direct, person, reference, "comment",
                                        {"text": text}, request_id)
 
-    def _hold(self, person: Person, reference: str, command: str, args: dict[str, Any],
-              request_id: str) -> dict[str, Any]:
+    def _direct(self, person: Person, reference: str, command: str, args: dict[str, Any],
+                request_id: str) -> dict[str, Any]:
+        """Record a command on the case directly (no workflow step: claim, reassign, comment)."""
         from domain.tracked import TrackedCase
         from store.app import ConcurrentWriteError
 

@@ -791,7 +791,7 @@ class WebApp:
         return self.render(request, ctx, "case.html", status_code, case=case, status=status,
                            view=view, tracked=bool(view.get("tracked")), advice=advice,
                            overdue=bool(deadline and deadline < now),
-                           applications=applications, trail=redaction.redact(trail, reveal=False),
+                           applications=applications,
                            chain=chain, forms=forms,
                            reference=reference, rejected=rejected,
                            may_audit=bool(ctx.roles & AUDIT_ROLES), now=now,

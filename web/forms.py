@@ -34,7 +34,6 @@ from workflows.inputs import (
 # per-action tracks, UrgentCaseTracks since): the tracked type's methods address either.
 from workflows.tracks import TrackedCaseWorkflow as CaseWorkflow
 
-DEFENDER_SLOTS = 3
 MAX_PEOPLE = 100  # consent records read from one form at most
 OFFICER, LIAISON, HEAD = Role.CASE_OFFICER.value, Role.MINISTRY_LIAISON.value, Role.HEAD.value
 THREAT_QUESTIONS = {
@@ -84,16 +83,14 @@ def defender_count(form: Any) -> int:
     return max(1, min(DEFENDERS_MAX, max(found, default=0) + 1))
 
 
-def intake_from_form(form: Any, problems: dict[str, str] | None = None) -> dict[str, Any]:
-    """The raw intake dict that domain.intake.parse_intake validates. A number that is not one
-    raises InvalidInput, or with `problems` is noted there (field -> reason) and left out, so that
-    every other field is still checked."""
+def intake_from_form(form: Any, problems: dict[str, str]) -> dict[str, Any]:
+    """The raw intake dict that domain.intake.parse_intake validates. A number that is not one is
+    noted in `problems` (field -> reason) and left out, so that every other field is still
+    checked."""
     def number(name: str) -> int | None:
         try:
             return _int(form, name)
         except InvalidInput as err:
-            if problems is None:
-                raise
             problems.setdefault(err.field, err.reason)
             return None
 
