@@ -76,3 +76,27 @@ async def signed_in_page(browser: Any, base: str, username: str, width: int = 12
     await page.click("button[type=submit]")
     await expect(page.locator("header.top")).to_contain_text("Sign out")
     return page
+
+
+# Screenshots of the situations the daily pages must resolve, at a desk and on a phone (kept
+# after the run, e.g. as CI artifacts; tests/artifacts/ is not committed).
+SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+WIDTHS = (1280, 390)
+
+
+async def shots(page: Any, name: str, element: str | None = None) -> list[Path]:
+    """Screenshots of the page (or of one element of it) at each of WIDTHS px, written as
+    `<name>-<width>.png`; the page is left at 1280 px."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for width in WIDTHS:
+        await page.set_viewport_size({"width": width, "height": 900 if width > 600 else 844})
+        path = SCREENSHOTS / f"{name}-{width}.png"
+        if element is None:
+            await page.screenshot(path=str(path), full_page=True)
+        else:
+            await page.locator(element).screenshot(path=str(path))
+        assert path.stat().st_size > 1000, path
+        paths.append(path)
+    await page.set_viewport_size({"width": 1280, "height": 900})
+    return paths

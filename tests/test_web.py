@@ -70,6 +70,22 @@ class Clock:
         return datetime.now(UTC) + self.offset
 
 
+class BrowserClient(httpx.AsyncClient):
+    """A client that, as a browser does, follows the redirect a refused form (or a preview)
+    answers with (post/redirect/get to `...?form=<token>`): its POSTs return the page shown
+    then, with the status code kept for it, and the redirect in `history`. Tests of the redirect
+    itself look at `history[0]`."""
+
+    async def post(self, url: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        response = await super().post(url, **kwargs)
+        location = response.headers.get("location", "")
+        if response.status_code == 303 and "?form=" in location:
+            page = await self.get(location.split("#", 1)[0])
+            page.history = [response]
+            return page
+        return response
+
+
 @dataclass
 class Web:
     stack: Stack
@@ -78,7 +94,7 @@ class Web:
     outbox: Path
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver")
+        return BrowserClient(transport=httpx.ASGITransport(app=self.app), base_url="http://testserver")
 
     @contextlib.asynccontextmanager
     async def signed_in(self, username: str, code: str = "") -> AsyncIterator[httpx.AsyncClient]:

@@ -15,14 +15,13 @@ from typing import Any
 import pytest
 
 from desk.redaction import REDACTED
-from tests.browser import CHROMIUM, served, signed_in_page
+from tests.browser import CHROMIUM, SCREENSHOTS, served, shots, signed_in_page
 from tests.dev_stack import Stack
 from tests.factories import DEFENDER_NAME
 from tests.test_web import PASSWORD, set_passwords
 
 SOURCE = "Trusted partner at the bar association"
 CONFIDENTIAL_NOTE = "Her cousin at the port authority passed on the charge sheet"
-SCREENSHOTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is "
                                 "not installed; .ci/run installs it")
@@ -212,11 +211,11 @@ async def test_a_case_from_opening_to_the_outbox_in_chromium(maildir_stack: tupl
 
 
 async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
-        maildir_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+        maildir_stack: tuple[Stack, Path]) -> None:
     """A message held for a missing intake field: the case page asks for exactly that field, and
     once it is given the message goes out (the SMTP sink receives it). Closing without an
     outcome, a summary and the confirmation is refused, naming all three. Screenshots of the
-    held-message form at 1280 and 390 px go to the test's tmp path."""
+    held-message form and the refused closing at 1280 and 390 px go to tests/artifacts/."""
     import mailbox
 
     from playwright.async_api import async_playwright, expect
@@ -256,10 +255,7 @@ async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
             await expect(page.locator("#action-mfa .held")).to_contain_text("incident.ongoing_risk")
             await expect(page.locator("#action-eu_delegation")).to_contain_text(
                 "not sent: consent refused")
-            await held.screenshot(path=str(tmp_path / "held-form-1280.png"))
-            await page.set_viewport_size({"width": 390, "height": 844})
-            await held.screenshot(path=str(tmp_path / "held-form-390.png"))
-            await page.set_viewport_size({"width": 1280, "height": 900})
+            await shots(page, "held-form", "#held")
             # Sent empty: refused, the field named, nothing sent.
             await held.locator("button").click()
             await expect(page.locator("#held-error")).to_be_visible()
@@ -284,6 +280,7 @@ async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
             error = page.locator("#form-close .error")
             for words in ("choose the outcome", "summary: write", "confirmation: tick the box"):
                 await expect(error).to_contain_text(words)
+            await shots(page, "close-refused", "#form-close")
             assert "Closed" not in [e.event for e in stack.store.trail(ref)]
             form = page.locator("#form-close")
             await form.locator('[name="outcome"]').select_option("resolved")
@@ -294,13 +291,11 @@ async def test_a_held_message_is_released_and_closing_is_guarded_in_chromium(
             assert await page.locator(".badge.held").count() == 0
         finally:
             await browser.close()
-    for width in (1280, 390):
-        assert (tmp_path / f"held-form-{width}.png").stat().st_size > 1000
     assert [e.event for e in stack.store.trail(ref)][-1] == "Closed"
 
 
-async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack: tuple[Stack, Path],
-                                                                   tmp_path: Path) -> None:
+async def test_an_officer_searches_filters_and_claims_in_the_queue(
+        maildir_stack: tuple[Stack, Path]) -> None:
     """Seven Kenyan cases and one Ugandan one, straight in the store (the queue reads the case
     index): omar narrows the list down, claims the Ugandan case and sees himself as its holder;
     the inbox is read at 1280 and 390 px wide, the narrow one without sideways scrolling."""
@@ -327,7 +322,7 @@ async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack
             await expect(queue).to_contain_text("KE")
             await expect(queue).to_contain_text("arbitrary arrest or detention")
             await expect(queue).not_to_contain_text(DEFENDER_NAME)
-            await page.screenshot(path=str(tmp_path / "queue-1280.png"), full_page=True)
+            await page.screenshot(path=str(SCREENSHOTS / "queue-1280.png"), full_page=True)
 
             # Search by country, then filter by threat type and sort by reference.
             await page.fill("#f-q", "UG")
@@ -342,6 +337,7 @@ async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack
             await expect(page.locator(".flash")).to_contain_text(f"{refs[7]} is now held by omar")
             assert "q=UG" in page.url  # back to the same filtered list
             await expect(queue.locator("td.holder")).to_contain_text("omar")
+            await shots(page, "queue-search-claim")
 
             # Closed cases are reachable; "held by me" shows the claimed case alone.
             await page.goto(f"{base}/?state=closed")
@@ -366,9 +362,9 @@ async def test_an_officer_searches_filters_and_claims_in_the_queue(maildir_stack
                 "[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1], widths
             assert await page.locator("#queue thead").is_hidden()
-            await page.screenshot(path=str(tmp_path / "queue-390.png"), full_page=True)
+            await page.screenshot(path=str(SCREENSHOTS / "queue-390.png"), full_page=True)
         finally:
             await browser.close()
     for name in ("queue-1280.png", "queue-390.png"):
-        assert (tmp_path / name).stat().st_size > 10_000
+        assert (SCREENSHOTS / name).stat().st_size > 10_000
     assert [e.event for e in stack.store.trail(refs[7])][-1] == "CaseClaimed"

@@ -19,7 +19,9 @@ from domain.view import shown_track
 from tests.dev_stack import Stack
 from tests.factories import DEFENDER_NAME, T0, intake, verification
 from tests.test_web import (
+    REQUEST_ID,
     Web,
+    csrf_of,
     events,
     open_case,
     post_form,
@@ -263,3 +265,50 @@ async def test_the_liaison_sees_the_letter_and_further_information_is_previewed(
         assert response.status_code == 303
     further = [m for _, _, m in web.stack.sink.messages if m["X-Appeal-Kind"] == "further_information"]
     assert len(further) == 1 and str(further[0]["Subject"]) in shown.replace("&#39;", "'")
+
+
+async def test_refused_forms_come_back_through_a_redirect_for_their_owner_only(web: Web) -> None:  # noqa: F811
+    """Post/redirect/get, errors included: a refused decision answers with a redirect to the case
+    page, which shows the form as typed with the error (and its status code) as often as it is
+    reloaded, to its owner only; once a form of the page goes through, the old link shows the page
+    as it is now. The new-case form does the same."""
+    web.stack.start_worker()
+    ref = await open_case(web)
+    url = f"/cases/{ref}"
+    typed = "Threatened by phone after the hearing"
+    async with web.signed_in("olga") as olga, web.signed_in("hana") as hana:
+        data = {k: v for k, v in verification_form().items() if k != "probability"}
+        data["vulnerabilities"] = typed
+        shown = await post_form(olga, url, f"{url}/decide/verification", data, "form-verification")
+        [redirect] = shown.history
+        location = redirect.headers["location"]
+        assert redirect.status_code == 303 and location.startswith(f"{url}?form=")
+        assert location.endswith("#form-verification") and DEFENDER_NAME not in location
+        link = location.split("#")[0]
+        for _ in range(2):  # shown again on reload, with the status of the refusal
+            again = await olga.get(link)
+            assert again.status_code == 422
+            assert "probability: choose a number from 1 to 5" in again.text and typed in again.text
+        other = await hana.get(link)  # someone else's link shows the page as it is
+        assert other.status_code == 200 and typed not in other.text
+        assert "choose a number" not in other.text
+        assert events(web, ref)[-1] == "Opened"
+        done = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
+                               "form-verification")
+        assert done.status_code == 303 and done.headers["location"] == url
+        after = await olga.get(link)  # Back to the refused page: the case as it is now
+        assert after.status_code == 200 and typed not in after.text
+        assert "was not recorded" not in after.text
+
+        # The new-case form: refused by a redirect too, with every field kept.
+        page = await olga.get("/cases/new")
+        match = REQUEST_ID.search(page.text)
+        assert match is not None
+        shown = await olga.post("/cases/new", data={
+            "csrf_token": csrf_of(page.text), "request_id": match.group(1),
+            "organisation.name": "Observatoire Vrennick", "country": "Kenya"})
+        [redirect] = shown.history
+        assert redirect.headers["location"].startswith("/cases/new?form=")
+        assert redirect.headers["location"].endswith("#error-summary")
+        assert shown.status_code == 422 and "Observatoire Vrennick" in shown.text
+        assert 'id="error-summary"' in shown.text

@@ -1,20 +1,20 @@
 """Forms people can finish (Chromium): every error of the new-case form at once in plain words,
 in a summary that takes the focus and links to each field; over-long text refused with the text
 kept; more defender sections on request; ISO dates as typed. Screenshots at 1280 and 390 px go to
-the test's temporary directory."""
+tests/artifacts/screenshots/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.browser import CHROMIUM, served, signed_in_page
+from tests.browser import CHROMIUM, SCREENSHOTS, served, shots, signed_in_page
 from tests.dev_stack import Stack
 from tests.test_web import PASSWORD, set_passwords
 from tests.test_web_browser import pytestmark  # noqa: F401 - skipped without Chromium
 
 
 async def test_five_errors_at_once_the_summary_focused_and_long_text_kept(
-        maildir_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+        maildir_stack: tuple[Stack, Path]) -> None:
     from playwright.async_api import async_playwright, expect
 
     stack, outbox = maildir_stack
@@ -62,13 +62,13 @@ async def test_five_errors_at_once_the_summary_focused_and_long_text_kept(
                 await expect(page.locator('[name="defenders[0].name"]')).to_have_value("Amina Example")
                 await expect(page.locator('[name="incident.date"]')).to_have_value("11/02/2026")
                 assert await page.locator('[name="incident.date"]').get_attribute("type") == "text"
-                await page.screenshot(path=str(tmp_path / f"form-errors-{width}.png"), full_page=True)
+                await page.screenshot(path=str(SCREENSHOTS / f"form-errors-{width}.png"), full_page=True)
                 await page.close()
         finally:
             await browser.close()
     assert stack.store.list_cases() == []
     for width in (1280, 390):
-        assert (tmp_path / f"form-errors-{width}.png").stat().st_size > 1000
+        assert (SCREENSHOTS / f"form-errors-{width}.png").stat().st_size > 1000
 
 
 def expire_sessions(stack: Stack, username: str) -> None:
@@ -85,7 +85,7 @@ def expire_sessions(stack: Stack, username: str) -> None:
 
 
 async def test_a_form_sent_after_the_session_ended_comes_back_after_signing_in(
-        maildir_stack: tuple[Stack, Path], tmp_path: Path) -> None:
+        maildir_stack: tuple[Stack, Path]) -> None:
     from playwright.async_api import async_playwright, expect
 
     stack, outbox = maildir_stack
@@ -120,7 +120,7 @@ async def test_a_form_sent_after_the_session_ended_comes_back_after_signing_in(
             await expect(page.locator('[name="organisation.name"]')).to_have_value(
                 "Observatoire Vrennick")
             await expect(page.locator(surveillance)).to_be_checked()
-            await page.screenshot(path=str(tmp_path / "draft-back-1280.png"), full_page=True)
+            await shots(page, "draft-back")
             # It comes back once: the same link again shows an empty form.
             await page.goto(page.url)
             await expect(page.locator('[name="incident.description"]')).to_have_value("")

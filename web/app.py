@@ -155,6 +155,8 @@ MAX_FORM_FIELDS = 1000
 _DRAFTABLE = re.compile(r"^/cases/(new|[A-Za-z0-9-]{1,40}/(decide/[a-z_]{1,40}|comment))$")
 DRAFT_KEPT = ("Your session had ended, so the form you sent was not recorded. It is kept: sign in "
               "again and it comes back as you left it.")
+# A decision form's id (web.forms.available_forms), used as the fragment of a redirect.
+_ANCHOR = re.compile(r"^form-[a-z0-9_-]{1,120}$")
 DRAFT_BACK = "Here is the form you were sending when your session ended; nothing of it was recorded."
 DRAFT_NOT_SENT = ("Not sent yet: your session had ended. Check what you wrote and send it again.")
 _REQUEST_ID = _UPDATE_ID
@@ -397,6 +399,29 @@ class WebApp:
         fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"]
         return await asyncio.to_thread(drafts.save_draft, self.store, self.gate.totp_key, owner,
                                        request.url.path, fields, self.clock())
+
+    async def _send_back(self, ctx: Ctx, path: str, kind: str, state: dict[str, Any], code: int,
+                         anchor: str = "") -> Response:
+        """Post/redirect/get for a form that was refused (or a preview): what its page shows is
+        kept (web.drafts.save_returned) and the browser is sent to `path?form=<token>`, which
+        shows it with `code`. Back or Reload then never sends the form again."""
+        token = await asyncio.to_thread(drafts.save_returned, self.store, self.gate.totp_key,
+                                        ctx.username, path, {"kind": kind, **state}, code,
+                                        self.clock())
+        return RedirectResponse(f"{path}?form={token}" + (f"#{anchor}" if anchor else ""),
+                                status_code=303)
+
+    async def _forget_returned(self, ctx: Ctx, path: str) -> None:
+        """A form of the page at `path` went through: its earlier refusals no longer hold."""
+        await asyncio.to_thread(drafts.drop_returned, self.store, ctx.username, path)
+
+    async def _returned(self, request: Request, ctx: Ctx) -> tuple[dict[str, Any], int] | None:
+        """The state a refused form left for this page (`?form=`), if it is this person's."""
+        token = request.query_params.get("form")
+        if request.method != "GET" or not token:
+            return None
+        return await asyncio.to_thread(drafts.read_returned, self.store, self.gate.totp_key, token,
+                                       ctx.username, request.url.path, self.clock())
 
     async def _draft(self, request: Request, ctx: Ctx) -> tuple[str, FormData] | None:
         """The draft named in the query (`?draft=`), if it is this person's: its path and fields
@@ -661,6 +686,15 @@ class WebApp:
                            limits={"line": LINE_MAX, "text": TEXT_MAX, "name": NAME_MAX})
 
     async def new_case_page(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        returned = await self._returned(request, ctx)
+        if returned is not None:  # the form as it was sent, refused (new_case's `again`)
+            state, code = returned
+            given = state.get("request_id")
+            return self.intake_form(
+                request, ctx, code, values=state.get("values") or {},
+                lists=state.get("lists") or {}, errors=state.get("errors") or {},
+                request_id=given if isinstance(given, str) and _REQUEST_ID.match(given)
+                else new_request_id(), slots=int(state.get("slots") or 1))
         draft = await self._draft(request, ctx)
         if draft is not None and draft[0] == "/cases/new":
             kept = draft[1]
@@ -684,42 +718,45 @@ class WebApp:
         lists = {k: form.getlist(k) for k in form if k.endswith(("at_risk_groups", "threat_types",
                                                                 "rights_affected"))}
         given = form.get("request_id")
-        if not isinstance(given, str) or not _REQUEST_ID.match(given):
-            return self.intake_form(request, ctx, 422, request_id=new_request_id(), values=values,
-                                    lists=lists, errors={"_form": (
-                                        "The form had no valid request id (it may be an old copy "
-                                        "of the page); nothing was opened. Check the fields and "
-                                        "open the case again.")})
-        request_id = given
-
+        valid_id = isinstance(given, str) and bool(_REQUEST_ID.match(given))
+        request_id = given if isinstance(given, str) and valid_id else new_request_id()
         slots = defender_count(form)
 
-        def again(code: int, errors: dict[str, str], *, fresh: bool = False) -> HTMLResponse:
-            """The form again, as typed, with its request id (a new one when `fresh`)."""
-            return self.intake_form(request, ctx, code, values=values, lists=lists, errors=errors,
-                                    request_id=new_request_id() if fresh else request_id,
-                                    slots=slots)
+        def again(code: int, errors: dict[str, str], *, fresh: bool = False,
+                  anchor: str = "") -> Awaitable[Response]:
+            """The form again, as typed, with its request id (a new one when `fresh`), through
+            a redirect (post/redirect/get: Back or Reload never sends it again)."""
+            if errors:
+                anchor = "form-error" if "_form" in errors else "error-summary"
+            return self._send_back(ctx, "/cases/new", "intake", {
+                "values": values, "lists": lists, "errors": errors, "slots": slots,
+                "request_id": new_request_id() if fresh else request_id}, code, anchor)
 
+        if not valid_id:
+            return await again(422, {"_form": (
+                "The form had no valid request id (it may be an old copy of the page); nothing "
+                "was opened. Check the fields and open the case again.")})
         if form.get("add_defender"):  # one more defender section; nothing is checked yet
             slots = min(slots + 1, DEFENDERS_MAX)
-            return again(200, {})
+            return await again(200, {}, anchor=f"defender-{slots}")
         problems: dict[str, str] = {}
         raw = intake_from_form(form, problems)
         for problem in intake_problems(raw, today=self.clock().date()):
             problems.setdefault(intake_error_field(problem.field), problem.reason)
         if problems:
-            return again(422, problems)
+            return await again(422, problems)
         key = request_key("web", ctx.username, OPEN_COMMAND, {}, given=request_id)
         try:
             opened = await self.desk.open_case(Person(ctx.username), raw, request_id=key)
         except InvalidRequest as exc:  # the intake, checked by the desk: nothing was opened
             if exc.field in _NOT_INTAKE_FIELDS:
-                return again(422, {"_form": desk_failure(exc)[2]})
-            return again(422, {intake_error_field(exc.field): exc.reason})
+                return await again(422, {"_form": desk_failure(exc)[2]})
+            return await again(422, {intake_error_field(exc.field): exc.reason})
         except Unreachable as exc:  # the same form again (same request id) is safe
-            return again(503, {"_form": desk_failure(exc)[2]})
+            return await again(503, {"_form": desk_failure(exc)[2]})
         except Rejected as exc:  # not opened: the form, corrected, is a new request
-            return again(409, {"_form": desk_failure(exc)[2]}, fresh=True)
+            return await again(409, {"_form": desk_failure(exc)[2]}, fresh=True)
+        await self._forget_returned(ctx, "/cases/new")
         request.session["flash"] = (
             f"This form was sent before: it opened case {opened.reference}, and nothing new was "
             "opened." if opened.repeated else f"Case {opened.reference} opened.")
@@ -742,6 +779,23 @@ class WebApp:
                         comment: dict[str, Any] | None = None) -> Response:
         reference = request.path_params["reference"]
         case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
+        returned = await self._returned(request, ctx)
+        if returned is not None:  # a refused form (or a preview) sent back here (_send_back)
+            state, status_code = returned
+            kind = state.pop("kind", "")
+            if kind == "decision":
+                form_error = state
+            elif kind == "held":
+                held_error = state
+            elif kind == "comment":
+                comment = state
+            elif kind == "preview":
+                preview = {**state, "letters": None}
+                if state.get("compose"):
+                    _, composer = self._preview_tools()
+                    preview["letters"] = information_letters(
+                        case, state["values"].get("send_to") or [],
+                        str(state["values"].get("information") or "").strip(), composer)
         draft = await self._draft(request, ctx) if request.method == "GET" else None
         if draft is not None:
             path, kept = draft
@@ -842,11 +896,14 @@ class WebApp:
         values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
 
         def failed(message: str, code: int, update: str = update_id) -> Awaitable[Response]:
-            """The case page with the message at the decision's form; the form keeps what was
-            typed, and its update id unless `update` gives a new one."""
+            """Back to the case page (post/redirect/get) with the message at the decision's
+            form; the form keeps what was typed, and its update id unless `update` gives a new
+            one."""
             error = {"name": decision.name, "action": action or None, "fund": fund or None,
                      "message": message, "values": values, "update_id": update}
-            return self.case_page(request, ctx, None, status_code=code, form_error=error)
+            anchor = "form-" + "-".join(str(k) for k in (decision.name, action, fund) if k)
+            return self._send_back(ctx, f"/cases/{reference}", "decision", error, code,
+                                   anchor if _ANCHOR.match(anchor) else "")
 
         try:
             update, arg = decision.build(form, ctx.username)
@@ -861,6 +918,7 @@ class WebApp:
             return await failed(desk_failure(exc)[2], 422)
         except Unreachable as exc:  # the same form again (same update id) is safe
             return await failed(desk_failure(exc)[2], 503)
+        await self._forget_returned(ctx, f"/cases/{reference}")
         request.session["flash"] = f"Recorded: {decision.label.lower()}."
         return RedirectResponse(f"/cases/{reference}", status_code=303)
 
@@ -911,9 +969,10 @@ class WebApp:
             code = {NotAllowed: 403, InvalidRequest: 422}.get(type(exc), 409)
             message = (f"the {_label(exc.field)} {exc.reason}." if isinstance(exc, InvalidRequest)
                        else exc.message)
-            return await self.case_page(request, ctx, None, status_code=code, comment={
+            return await self._send_back(ctx, f"/cases/{reference}", "comment", {
                 "text": text, "error": f"The comment was not added: {message}",
-                "request_id": request_id})
+                "request_id": request_id}, code, "comment-form")
+        await self._forget_returned(ctx, f"/cases/{reference}")
         request.session["flash"] = "Your comment is added to the case's activity."
         return RedirectResponse(f"/cases/{reference}#activity", status_code=303)
 
@@ -932,8 +991,8 @@ class WebApp:
             update_id = uuid.uuid4().hex
 
         def failed(errors: dict[str, str], code: int) -> Awaitable[Response]:
-            return self.case_page(request, ctx, None, status_code=code, held_error={
-                "errors": errors, "values": values, "update_id": update_id})
+            return self._send_back(ctx, f"/cases/{reference}", "held", {
+                "errors": errors, "values": values, "update_id": update_id}, code, "form-held")
 
         if not fields:
             request.session["flash"] = "No message of this case is held for missing fields."
@@ -968,6 +1027,7 @@ class WebApp:
         except (InvalidRequest, Unreachable) as exc:  # the same form again is safe
             code, _, message = desk_failure(exc)
             return await failed({"_form": message}, code)
+        await self._forget_returned(ctx, f"/cases/{reference}")
         request.session["flash"] = await self._after_release(reference, actions)
         return RedirectResponse(f"/cases/{reference}#actions", status_code=303)
 
@@ -1001,7 +1061,7 @@ class WebApp:
         shown before it is sent (the form then sends exactly this, or goes back to editing)."""
         assert form is not None
         reference = request.path_params["reference"]
-        case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
+        await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
         values: dict[str, Any] = {k: v for k, v in form.items()
                                   if isinstance(v, str) and k != "csrf_token"}
         values["send_to"] = [v for v in form.getlist("send_to") if isinstance(v, str)]
@@ -1010,17 +1070,12 @@ class WebApp:
             update_id = uuid.uuid4().hex
         information = str(values.get("information") or "").strip()
         error = None
-        letters: list[Any] | None = None
-        if form.get("edit") == "yes":
-            letters = None
-        elif not information:
+        if form.get("edit") != "yes" and not information:
             error = "information: write the information first"
-        else:
-            _, composer = self._preview_tools()
-            letters = information_letters(case, values["send_to"], information, composer)
-        return await self.case_page(request, ctx, None, status_code=422 if error else 200,
-                                    preview={"values": values, "update_id": update_id,
-                                             "letters": letters, "error": error})
+        return await self._send_back(ctx, f"/cases/{reference}", "preview", {
+            "values": values, "update_id": update_id, "error": error,
+            "compose": form.get("edit") != "yes" and error is None},
+            422 if error else 200, "form-information")
 
     # ------------------------------------------------------------------------------ audit
     async def audit_index(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:

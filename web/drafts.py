@@ -28,6 +28,7 @@ from store import schema
 
 DRAFT_LIFETIME = timedelta(hours=24)
 MAX_DRAFT_FIELDS = 1000
+_RETURNED = "returned:"
 
 
 def _id(token: str) -> str:
@@ -69,9 +70,9 @@ def take_draft(store: Any, key: bytes, token: str, username: str,
         return None
     d = schema.drafts
     with store.engine.begin() as conn:
-        row = conn.execute(select(d.c.username, d.c.sealed, d.c.expires_at)
+        row = conn.execute(select(d.c.username, d.c.path, d.c.sealed, d.c.expires_at)
                            .where(d.c.id == _id(token))).first()
-        if row is None or row.username != username:
+        if row is None or row.username != username or str(row.path).startswith(_RETURNED):
             return None
         conn.execute(delete(d).where(d.c.id == _id(token)))
     expires = schema.utc(row.expires_at)
@@ -92,7 +93,9 @@ def draft_path(store: Any, token: str, username: str) -> str | None:
     d = schema.drafts
     with store.engine.connect() as conn:
         row = conn.execute(select(d.c.username, d.c.path).where(d.c.id == _id(token))).first()
-    return str(row.path) if row is not None and row.username == username else None
+    if row is None or row.username != username or str(row.path).startswith(_RETURNED):
+        return None
+    return str(row.path)
 
 
 def prune_drafts(store: Any, now: datetime) -> int:
@@ -100,3 +103,59 @@ def prune_drafts(store: Any, now: datetime) -> int:
     with store.engine.begin() as conn:
         return int(conn.execute(delete(schema.drafts)
                                 .where(schema.drafts.c.expires_at < now)).rowcount)
+
+
+# ------------------------------------------------------------------ forms sent back (PRG)
+# A form the web refused (or a preview it showed) comes back through a redirect, so that the
+# browser's history holds only pages fetched with GET: Back or Reload never sends a form again.
+# What the page needs to show it again (the fields as typed, the message, the status code) is kept
+# like a draft, sealed and bound to its owner, under a token that the redirect's URL carries; it is
+# read as often as the page is reloaded, for RETURNED_LIFETIME, and only by its owner.
+RETURNED_LIFETIME = timedelta(hours=2)
+
+
+def save_returned(store: Any, key: bytes, username: str, path: str, state: dict[str, Any],
+                  code: int, now: datetime) -> str:
+    """Keep what a refused form's page shows (`state`, JSON-able) for `username`; its token."""
+    token = secrets.token_urlsafe(18)
+    body = json.dumps({"path": path, "state": state, "code": code}, ensure_ascii=False)
+    sealed = seal(key, body, context=f"{_RETURNED}{username}:{_id(token)}")
+    with store.engine.begin() as conn:
+        conn.execute(insert(schema.drafts).values(
+            id=_id(token), username=username, path=(_RETURNED + path)[:300], sealed=sealed,
+            expires_at=now + RETURNED_LIFETIME))
+    return token
+
+
+def read_returned(store: Any, key: bytes, token: str, username: str, path: str,
+                  now: datetime) -> tuple[dict[str, Any], int] | None:
+    """The state and status code kept under `token`, if it is `username`'s, for this page, and not
+    expired; None otherwise (the page then shows as it is now). Not deleted: a reload shows it
+    again."""
+    if not isinstance(token, str) or not token or len(token) > 100:
+        return None
+    d = schema.drafts
+    with store.engine.connect() as conn:
+        row = conn.execute(select(d.c.username, d.c.path, d.c.sealed, d.c.expires_at)
+                           .where(d.c.id == _id(token))).first()
+    if row is None or row.username != username or not str(row.path).startswith(_RETURNED):
+        return None
+    expires = schema.utc(row.expires_at)
+    if expires is None or expires <= now:
+        return None
+    try:
+        body = json.loads(unseal(key, row.sealed, context=f"{_RETURNED}{username}:{_id(token)}"))
+    except (SealError, ValueError):
+        return None
+    if body.get("path") != path or not isinstance(body.get("state"), dict):
+        return None
+    return body["state"], int(body.get("code") or 200)
+
+
+def drop_returned(store: Any, username: str, path: str) -> int:
+    """Forget what refused forms of `username` left for the page at `path`, once a form of that
+    page went through: Back then shows the page as it is now, not an error that no longer holds."""
+    d = schema.drafts
+    with store.engine.begin() as conn:
+        return int(conn.execute(delete(d).where(d.c.username == username,
+                                                d.c.path == (_RETURNED + path)[:300])).rowcount)
