@@ -449,6 +449,22 @@ class Composer:
         }
         return self._compose("waiting", view)
 
+    def reprisal(self, *, reference: str, level_before: str | None, level: str,
+                 held: list[str], at: datetime) -> Composed:
+        """To the heads: a check-in reported a reprisal. Codes only (the reference, the risk
+        levels, the held channels, where to act): no name, no incident text, no country."""
+        ref = one_line(reference)
+        view = {
+            "reference": ref,
+            "level_before": one_line(level_before or "not assessed"),
+            "level": one_line(level),
+            "held": [label(one_line(a), ACTION_LABELS) for a in held],
+            "at": stamp(at),
+            "web": f"/cases/{ref}",
+            "command": f"appeals case confirm-public {ref} --reason TEXT",
+        }
+        return self._compose("reprisal", view)
+
     # ------------------------------------------------------------------------------- views
     def _case_view(self, case: MessageCase, action: str, people: _People) -> dict[str, Any]:
         """What every message about the case may say, for one action whose consent is granted."""

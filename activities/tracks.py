@@ -19,7 +19,7 @@ from activities.case import SYSTEM, CaseActivities, _mandates, _refused, update_
 from activities.mail import OutgoingMessage, make_message_id
 from desk.assertions import OPEN
 from domain import addressbook
-from domain.decisions import OFFICER
+from domain.decisions import HEAD, OFFICER
 from domain.errors import CaseRuleError, UnconfirmedAddress
 from domain.funds import (
     Fund,
@@ -40,7 +40,8 @@ from workflows.inputs import ChooseFunds, OpenCase, TrackEvent, WaitingNotice
 class TrackActivities(CaseActivities):
     def all(self) -> list[Callable[..., Any]]:
         return [*super().all(), self.open_tracked_case, self.choose_funds, self.dispatch_track,
-                self.escalate_track, self.remind_track, self.notify_waiting]
+                self.escalate_track, self.remind_track, self.notify_waiting,
+                self.alert_reprisal]
 
     async def _tracked(self, reference: str) -> TrackedCase:
         case = await self._store(self.store.get, reference)
@@ -212,6 +213,32 @@ class TrackActivities(CaseActivities):
             sender=self.config.mail_from, to=to, subject=composed.subject, text=composed.text,
             message_id=make_message_id(req.reference, req.command_id, self.config.message_id_domain),
             headers=headers))
+
+    @activity.defn(name="alert_reprisal")
+    async def alert_reprisal(self, req: TrackEvent) -> dict[str, Any]:
+        """Tell the heads that a check-in reported a reprisal (codes only), then record that
+        they were told (ReprisalAlertSent): until then the workflow tries again. Transient mail
+        failures retry (same Message-ID); a refusal for good becomes a staff warning and the
+        alert counts as given (the warning shows in every inbox)."""
+        case = await self._tracked(req.reference)
+        if not case.reprisal_alert_pending:
+            return case.summary()  # told already
+        users = await asyncio.to_thread(self.store.list_users)
+        heads = [u for u in users if u["active"] and u["email"] and HEAD in u["roles"]]
+        to = list(dict.fromkeys(u["email"] for u in heads)) or list(
+            self.config.escalation_contacts[max(self.config.escalation_contacts)])
+        last = case.last_reprisal or {}
+        composed = self._compose(lambda: self.composer.reprisal(
+            reference=req.reference, level_before=last.get("level_before"),
+            level=case.risk_level or case.urgency, held=list(last.get("held") or []),
+            at=last.get("at") or req.at))
+        await self._notify_staff(req.reference, req.command_id, {}, OutgoingMessage(
+            sender=self.config.mail_from, to=to, subject=composed.subject, text=composed.text,
+            message_id=make_message_id(req.reference, req.command_id, self.config.message_id_domain),
+            headers={"X-Appeal-Kind": "reprisal"}))
+        return await self._store(self.store.execute, req.reference, "record_reprisal_alert",
+                                 {"notified": [u["username"] for u in heads], "at": req.at},
+                                 SYSTEM, req.command_id)
 
     async def _takers(self, req: WaitingNotice) -> list[str]:
         """Who is told: the active users holding one of the decision's roles, as the web inbox

@@ -440,6 +440,31 @@ def case_respond(ctx: click.Context, ref: str, action: str, summary: str | None,
              as_json, tracks_only="--recipient" if recipient.strip() else None)
 
 
+def risk_options(fn: Any) -> Any:
+    """--probability, --impact and --risk-reason: a re-assessment of the risk (all three)."""
+    fn = click.option("--risk-reason", "risk_reason", help="Why the risk is re-assessed.")(fn)
+    fn = click.option("--impact", type=int, help="New impact, 1-5 (with --probability).")(fn)
+    fn = click.option("--probability", type=int,
+                      help="New probability, 1-5: re-assesses the risk (with --impact and "
+                           "--risk-reason).")(fn)
+    return fn
+
+
+def reassessment_of(probability: int | None, impact: int | None,
+                    risk_reason: str | None) -> dict[str, Any] | None:
+    """The re-assessment the three options give, None when none is given; all three or none."""
+    if probability is None and impact is None and not (risk_reason or "").strip():
+        return None
+    for value, name in ((probability, "--probability"), (impact, "--impact")):
+        if value is None:
+            raise BadInput(name, "is required to re-assess the risk (a whole number from 1 to 5)")
+        if not 1 <= value <= 5:
+            raise BadInput(name, "must be between 1 and 5")
+    if not (risk_reason or "").strip():
+        raise BadInput("--risk-reason", "is required: say why the risk is re-assessed")
+    return {"probability": probability, "impact": impact, "reason": (risk_reason or "").strip()}
+
+
 @case.command("inform")
 @click.argument("ref", metavar="REF")
 @click.option("--text", "information", help="The further information.")
@@ -449,15 +474,19 @@ def case_respond(ctx: click.Context, ref: str, action: str, summary: str | None,
               help="Mail it to the earlier recipients of ACTION only (repeat for more actions).")
 @click.option("--changes", metavar="FILE",
               help="Intake fields to complete or correct (.json, .yaml or .yml).")
+@risk_options
 @request_option
 @json_option
 @click.pass_context
 def case_inform(ctx: click.Context, ref: str, information: str | None, send: bool,
-                send_to: tuple[str, ...], changes: str | None, as_json: bool) -> None:
-    """Add further information to a case (and send it on with --send or --send-to)."""
+                send_to: tuple[str, ...], changes: str | None, probability: int | None,
+                impact: int | None, risk_reason: str | None, as_json: bool) -> None:
+    """Add further information to a case (and send it on with --send or --send-to; re-assess
+    the risk with it with --probability, --impact and --risk-reason)."""
     from workflows.inputs import InformationInput
 
     text = text_option(information, "--text")
+    again = reassessment_of(probability, impact, risk_reason)
     intake_changes = None
     if changes is not None:
         intake_changes = load_file(changes, "--changes")
@@ -475,7 +504,8 @@ def case_inform(ctx: click.Context, ref: str, information: str | None, send: boo
     person = env.person()
     key = request_id(ctx, person.username, files=("changes",))
     arg = InformationInput(person.username, text, send, intake_changes,
-                           list(dict.fromkeys(send_to)) if send_to else None)
+                           list(dict.fromkeys(send_to)) if send_to else None,
+                           reassessment=again)
 
     async def inform() -> dict[str, Any]:
         if send_to:
@@ -498,16 +528,56 @@ def case_inform(ctx: click.Context, ref: str, information: str | None, send: boo
 @case.command("checkin")
 @click.argument("ref", metavar="REF")
 @click.option("--summary", help="What the defender reported.")
-@click.option("--reprisals", is_flag=True, help="The defender reports reprisals.")
+@click.option("--reprisals", is_flag=True, help="The defender reports reprisals: the risk rises "
+              "one level, the heads are alerted and messages to channels that may act in public "
+              "wait for `appeals case confirm-public`.")
+@risk_options
 @request_option
 @json_option
 @click.pass_context
-def case_checkin(ctx: click.Context, ref: str, summary: str | None, reprisals: bool, as_json: bool) -> None:
-    """Record a check-in with the defenders."""
+def case_checkin(ctx: click.Context, ref: str, summary: str | None, reprisals: bool,
+                 probability: int | None, impact: int | None, risk_reason: str | None,
+                 as_json: bool) -> None:
+    """Record a check-in with the defenders (and re-assess the risk with it)."""
     from workflows.inputs import CheckinInput
 
     text = text_option(summary, "--summary")
-    decision(ctx, ref, "record_checkin", CheckinInput(me(ctx), text, reprisals), as_json)
+    again = reassessment_of(probability, impact, risk_reason)
+    decision(ctx, ref, "record_checkin", CheckinInput(me(ctx), text, reprisals,
+                                                      reassessment=again), as_json)
+
+
+@case.command("reassess")
+@click.argument("ref", metavar="REF")
+@risk_options
+@request_option
+@json_option
+@click.pass_context
+def case_reassess(ctx: click.Context, ref: str, probability: int | None, impact: int | None,
+                  risk_reason: str | None, as_json: bool) -> None:
+    """Re-assess the risk: probability x impact again, with the reason; the deadlines of what
+    the case waits for follow the new level."""
+    from workflows.inputs import ReassessInput
+
+    again = reassessment_of(probability, impact, risk_reason)
+    if again is None:
+        raise BadInput("--probability", "is required (with --impact and --risk-reason)")
+    decision(ctx, ref, "reassess_risk", ReassessInput(me(ctx), again["probability"],
+                                                      again["impact"], again["reason"]), as_json)
+
+
+@case.command("confirm-public")
+@click.argument("ref", metavar="REF")
+@click.option("--reason", help="Why public actions may go on after the reprisal (required).")
+@request_option
+@json_option
+@click.pass_context
+def case_confirm_public(ctx: click.Context, ref: str, reason: str | None, as_json: bool) -> None:
+    """After a reprisal: confirm that messages to channels that may act in public may go on."""
+    from workflows.inputs import ConfirmPublicInput
+
+    text = text_option(reason, "--reason")
+    decision(ctx, ref, "confirm_public_actions", ConfirmPublicInput(me(ctx), text), as_json)
 
 
 @case.command("close")

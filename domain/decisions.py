@@ -45,6 +45,9 @@ DECISIONS: dict[str, Decision] = {d.name: d for d in (
     Decision("record_checkin", (OFFICER,), "Record a check-in with the defenders", "any",
              ("DefenderCheckInRecorded",)),
     Decision("close", (OFFICER, HEAD), "Close the case", "any", ("Closed",)),
+    Decision("reassess_risk", (OFFICER,), "Re-assess the risk", "any", ("RiskReassessed",)),
+    Decision("confirm_public_actions", (OFFICER,), "Confirm that public actions may go on",
+             "any", ("PublicActionsResumed",)),
 )}
 
 

@@ -256,3 +256,31 @@ def stage_detail_of(steps: Iterable[str]) -> str:
     return ", ".join(f"{step.replace('_', '-')}: {counts[step]}" for step in
                      ("consent", "clearance", "fund_choice", "dispatch", "follow_up", "ended")
                      if step in counts)
+
+
+# ------------------------------------------------------------------------------ risk re-assessment
+REASON_MAX = 2_000
+
+
+def reassessment(data: Any) -> dict[str, Any]:
+    """A re-assessment of the risk: probability and impact (whole numbers 1-5, as at
+    verification) and the reason, required."""
+    if not isinstance(data, Mapping):
+        raise errors.InvalidInput("reassessment", "must be an object with probability, impact "
+                                  "and reason")
+    unknown = sorted(set(data) - {"probability", "impact", "reason"})
+    if unknown:
+        raise errors.InvalidInput(f"reassessment.{unknown[0]!s:.40}", "is not a field of a "
+                                  "re-assessment")
+    out: dict[str, Any] = {}
+    for name in ("probability", "impact"):
+        value = data.get(name)
+        if value is None:
+            raise errors.InvalidInput(name, "is required (a whole number from 1 to 5)")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise errors.InvalidInput(name, "must be a whole number")
+        if not 1 <= value <= 5:
+            raise errors.InvalidInput(name, "must be between 1 and 5")
+        out[name] = value
+    out["reason"] = text(data.get("reason"), "reason", limit=REASON_MAX).strip()
+    return out

@@ -48,6 +48,19 @@ from domain.view import (
 from domain.vocab import Action, Outcome, Verdict
 
 COMMENT_MAX = 5_000  # characters of one internal comment
+# Risk levels from lowest to highest (a reprisal moves one up, at most to critical).
+LEVEL_ORDER = ("low", "medium", "high", "critical")
+# Channels that may act in public (statements, public reports): after a reprisal their messages
+# wait until a case officer confirms. Emergency fund applications are confidential and go on.
+PUBLIC_CHANNELS = frozenset({Action.RAPPORTEUR.value, Action.MFA.value, Action.EU_DELEGATION.value})
+# The track steps at which the case waits for a person's decision: their deadlines follow the risk.
+AWAITED_STEPS = frozenset({"consent", "clearance", "fund_choice"})
+
+
+def raised(level: str) -> str:
+    """One risk level up (critical stays critical)."""
+    i = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else 0
+    return LEVEL_ORDER[min(i + 1, len(LEVEL_ORDER) - 1)]
 
 
 class TrackedCase(Aggregate):
@@ -78,6 +91,14 @@ class TrackedCase(Aggregate):
         self.checkins: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.outcome: str | None = None
+        # Risk that moves (re-assessments, reprisals): each re-assessment, the reprisals reported,
+        # whether messages to channels that may act in public wait for an officer's go-ahead, and
+        # whether the heads are still to be alerted of a reprisal.
+        self.reassessments: list[dict[str, Any]] = []
+        self.reprisals = 0
+        self.last_reprisal: dict[str, Any] | None = None
+        self.public_hold = False
+        self.reprisal_alert_pending = False
 
     @staticmethod
     def create_id(reference: str) -> UUID:
@@ -334,7 +355,8 @@ class TrackedCase(Aggregate):
 
     def add_further_information(self, information: str, at: datetime, actor: str,
                                 command_id: str, intake_changes: Mapping[str, Any] | None = None,
-                                send_to: list[str] | None = None) -> None:
+                                send_to: list[str] | None = None,
+                                reassessment: Mapping[str, Any] | None = None) -> None:
         """New information in words, corrections or completions of the intake (which release
         held messages), and the earlier recipients (by action) who are to receive it."""
         view = self.view()
@@ -349,9 +371,15 @@ class TrackedCase(Aggregate):
                 raise errors.InvalidInput(f"intake_changes.{unknown[0]!s:.40}",
                                           "cannot be changed after intake")
             intake = parse_intake(merge_changes(self.intake, intake_changes), today=at.date())
+        checked = None
+        if reassessment is not None:
+            rules.require_verified(view, "a re-assessment of the risk")
+            checked = rules.reassessment(reassessment)
         self._further_information_added(information=information, intake=intake,
                                         send_to=list(send_to or []), at=at, actor=actor,
                                         command_id=command_id)
+        if checked is not None:
+            self._reassess(checked, at, actor, command_id)
 
     @event("FurtherInformationAdded")
     def _further_information_added(self, information: str, intake: dict[str, Any] | None,
@@ -366,13 +394,110 @@ class TrackedCase(Aggregate):
                     t.held, t.dispatch = [], "pending"
 
     def record_checkin(self, summary: str, reprisals: bool, at: datetime, actor: str,
-                       command_id: str) -> None:
+                       command_id: str, reassessment: Mapping[str, Any] | None = None) -> None:
+        """A check-in with the defenders. A reprisal reported raises the risk one level, moves
+        the deadlines of what waits, holds every message to a channel that may act in public
+        until a case officer confirms, and has the heads alerted; a re-assessment given with it
+        is recorded after it."""
         rules.require_checkin_allowed(self.view())
         rules.text(summary, "summary")
         if not isinstance(reprisals, bool):
             raise errors.InvalidInput("reprisals", "must be true or false")
+        checked = rules.reassessment(reassessment) if reassessment is not None else None
         self._checkin_recorded(summary=summary, reprisals=reprisals, at=at, actor=actor,
                                command_id=command_id)
+        if reprisals:
+            level = raised(self.risk_level or self.urgency)
+            self._reprisal_reported(level_before=self.risk_level, level=level,
+                                    held=self._public_tracks(), at=at, actor=actor,
+                                    command_id=command_id)
+        if checked is not None:
+            self._reassess(checked, at, actor, command_id)
+
+    # -------------------------------------------------------------------------- risk that moves
+    def reassess_risk(self, probability: Any, impact: Any, reason: Any, at: datetime, actor: str,
+                      command_id: str) -> None:
+        """Probability × impact again, with the reason: the risk level follows, and so do the
+        deadlines of the decisions the case waits for."""
+        rules.require_verified(self.view(), "a re-assessment of the risk")
+        checked = rules.reassessment({"probability": probability, "impact": impact,
+                                      "reason": reason})
+        self._reassess(checked, at, actor, command_id)
+
+    def _reassess(self, checked: dict[str, Any], at: datetime, actor: str,
+                  command_id: str) -> None:
+        level = risk_level(checked["probability"], checked["impact"]).value
+        self._risk_reassessed(probability=checked["probability"], impact=checked["impact"],
+                              reason=checked["reason"], level_before=self.risk_level,
+                              level=level, at=at, actor=actor, command_id=command_id)
+
+    @event("RiskReassessed")
+    def _risk_reassessed(self, probability: int, impact: int, reason: str,
+                         level_before: str | None, level: str, at: datetime, actor: str,
+                         command_id: str) -> None:
+        self.reassessments.append({"probability": probability, "impact": impact,
+                                   "reason": reason, "level": level, "at": at, "by": actor})
+        self._move_risk(level, at)
+
+    @event("ReprisalReported")
+    def _reprisal_reported(self, level_before: str | None, level: str, held: list[str],
+                           at: datetime, actor: str, command_id: str) -> None:
+        self.reprisals += 1
+        self.last_reprisal = {"level_before": level_before, "level": level, "held": list(held),
+                              "at": at}
+        self.public_hold = True
+        self.reprisal_alert_pending = True
+        self._move_risk(level, at)
+
+    def record_reprisal_alert(self, notified: list[str], at: datetime, actor: str,
+                              command_id: str) -> None:
+        """The heads were told of the reprisal (their user names; the mail holds codes only)."""
+        if not self.reprisal_alert_pending:
+            return  # told already (a retry after a crash): nothing new
+        self._reprisal_alert_sent(notified=list(notified), at=at, actor=actor,
+                                  command_id=command_id)
+
+    @event("ReprisalAlertSent")
+    def _reprisal_alert_sent(self, notified: list[str], at: datetime, actor: str,
+                             command_id: str) -> None:
+        self.reprisal_alert_pending = False
+
+    def confirm_public_actions(self, reason: str, at: datetime, actor: str,
+                               command_id: str) -> None:
+        """A case officer confirms, after a reprisal, that messages to channels that may act
+        in public may go on (with the reason)."""
+        view = self.view()
+        rules.require_open(view)
+        if not self.public_hold:
+            raise errors.CaseRuleError("No public action of this case is held: there is "
+                                       "nothing to confirm.")
+        rules.text(reason, "reason")
+        self._public_actions_resumed(reason=reason, at=at, actor=actor, command_id=command_id)
+
+    @event("PublicActionsResumed")
+    def _public_actions_resumed(self, reason: str, at: datetime, actor: str,
+                                command_id: str) -> None:
+        self.public_hold = False
+
+    def _public_tracks(self) -> list[str]:
+        """The actions whose messages wait while public actions are held: channels that may act
+        in public, not sent yet and not ended."""
+        return sorted(a for a, t in self.tracks.items()
+                      if a in PUBLIC_CHANNELS and t.step != "ended" and t.dispatch != SENT)
+
+    def _move_risk(self, level: str, at: datetime) -> None:
+        """The new risk level; each decision still awaited gets the new level's time from now,
+        but a higher risk never moves a deadline later and a lower one never earlier."""
+        before = self.risk_level or self.urgency
+        self.risk_level = level
+        rose = LEVEL_ORDER.index(level) > LEVEL_ORDER.index(before)
+        for t in self.tracks.values():
+            if t.step not in AWAITED_STEPS or t.deadline is None:
+                continue
+            new = deadline_for(self.deadline_table, t.step, level, at)
+            if new is None:
+                continue
+            t.deadline = min(t.deadline, new) if rose else max(t.deadline, new)
 
     @event("DefenderCheckInRecorded")
     def _checkin_recorded(self, summary: str, reprisals: bool, at: datetime, actor: str,
@@ -506,9 +631,11 @@ class TrackedCase(Aggregate):
         return [dict(r) for r in self.consents.get(action, [])]
 
     def view(self) -> CaseView:
+        held_public = set(self._public_tracks()) if self.public_hold else set()
         tracks = {a: Track(**{**t.__dict__, "held": list(t.held),
                               "message_ids": list(t.message_ids),
-                              "recipients": list(t.recipients), "funds": dict(t.funds)})
+                              "recipients": list(t.recipients), "funds": dict(t.funds),
+                              "public_hold": a in held_public})
                   for a, t in self.tracks.items()}
         live = [t for t in tracks.values() if t.step != "ended"]
         deadlines = [d for d in [self.verification_deadline, *(t.deadline for t in live)] if d]
@@ -525,7 +652,9 @@ class TrackedCase(Aggregate):
             public_action_advised=(None if self.verification is None
                                    else self.public_action_advised()),
             represented=[cannot_consent_personally(d) for d in self.intake.get("defenders", [])],
-            outcome=self.outcome, warnings=len(self.warnings))
+            outcome=self.outcome, warnings=len(self.warnings),
+            public_hold=self.public_hold, reprisal_alert_pending=self.reprisal_alert_pending,
+            reprisals=self.reprisals)
 
     def summary(self) -> dict[str, Any]:
         """The view as plain JSON: what the store keeps beside the events (codes only)."""

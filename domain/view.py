@@ -56,6 +56,8 @@ class Track:
     failures: int = 0
     ended: str = ""  # why the track ended
     delivery: Delivery = field(default_factory=Delivery)
+    # After a reprisal: the message waits until a case officer confirms public actions may go on.
+    public_hold: bool = False
 
     @property
     def sendable(self) -> bool:
@@ -66,7 +68,7 @@ class Track:
     @property
     def ready_to_send(self) -> bool:
         """The system has something to send for this track now (not held, not sent)."""
-        if self.step != "dispatch" or not self.sendable or self.held:
+        if self.step != "dispatch" or not self.sendable or self.held or self.public_hold:
             return False
         if self.funds:
             return any(state == TO_SEND for state in self.funds.values())
@@ -96,6 +98,11 @@ class CaseView:
     outcome: str | None = None
     warnings: int = 0
     tracked: bool = True  # False for cases opened before per-action tracks
+    # Risk that moves (domain.tracked): public actions held after a reprisal, the heads still to
+    # be alerted of one, and how many reprisals were reported.
+    public_hold: bool = False
+    reprisal_alert_pending: bool = False
+    reprisals: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _jsonable(asdict(self))
@@ -148,6 +155,8 @@ def waiting_for(track: dict[str, Any]) -> str:
         return "choose_funds"
     if step == "dispatch" and track.get("held"):
         return "add_further_information"
+    if step == "dispatch" and track.get("public_hold"):
+        return "confirm_public_actions"
     if step == "dispatch" and TO_SUBMIT in (track.get("funds") or {}).values():
         return "record_fund_submission"
     if step == "follow_up":
@@ -178,4 +187,6 @@ def shown_track(track: dict[str, Any], *, closed: bool = False) -> dict[str, Any
         track.get("held") or [])
     if dispatch == HELD and not held and not stopped:
         dispatch = "not sent" if (closed or ended) else dispatch
+    if track.get("public_hold") and not (stopped or closed or ended) and dispatch != SENT:
+        dispatch = "held after a reprisal: waits for a case officer's go-ahead"
     return {"clearance": clearance, "dispatch": dispatch, "held": held, "stopped": stopped}

@@ -51,6 +51,9 @@ COMMANDS = frozenset({
     "claim", "reassign",
     # An internal comment by staff (desk.cases.Desk.comment): sent nowhere, changes no step.
     "comment",
+    # Risk that moves (domain.tracked): a re-assessment, the heads told of a reprisal, and an
+    # officer's go-ahead for public actions held after one.
+    "reassess_risk", "record_reprisal_alert", "confirm_public_actions",
 })
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30

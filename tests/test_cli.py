@@ -435,6 +435,16 @@ async def test_bad_files_give_exit_2_and_one_clear_line(stack: Stack, tmp_path: 
     assert fails(appeals(stack, "case", "list", "--colour"), 2) == "--colour: no such option"
     assert fails(appeals(stack, "audit", "UA-2026-0001", "--format", "pdf"), 2) == (
         "--format: must be one of table, json, csv, html")
+    # Re-assessing the risk: all three options, in range.
+    assert fails(appeals(stack, "case", "reassess", "UA-2026-0001"), 2) == (
+        "--probability: is required (with --impact and --risk-reason)")
+    assert fails(appeals(stack, "case", "reassess", "UA-2026-0001", "--probability", "6",
+                         "--impact", "2", "--risk-reason", "x"), 2) == (
+        "--probability: must be between 1 and 5")
+    assert fails(appeals(stack, "case", "checkin", "UA-2026-0001", "--summary", "ok",
+                         "--probability", "2"), 2) == (
+        "--impact: is required to re-assess the risk (a whole number from 1 to 5)")
+    assert fails(appeals(stack, "case", "confirm-public", "UA-2026-0001"), 2) == "--reason: is required"
 
 
 # ======================================================================================== outbox

@@ -16,7 +16,7 @@ from tests.dev_stack import FIXTURE_CODEC_KEY, HISTORIES
 from worker.codec import make_data_converter
 from worker.keys import KeyRing, decode_key
 from workflows.case import CaseWorkflow
-from workflows.tracks import WAITING_NOTICES_PATCH, TrackedCaseWorkflow
+from workflows.tracks import REPRISAL_ALERTS_PATCH, WAITING_NOTICES_PATCH, TrackedCaseWorkflow
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 
@@ -29,17 +29,18 @@ def test_there_are_recorded_histories() -> None:
                                           "tracks_clearance_escalated",
                                           "tracks_further_information",
                                           "tracks_waiting_notices",
-                                          "tracks_waiting_notices_retried"}
+                                          "tracks_waiting_notices_retried",
+                                          "tracks_reassessed", "tracks_reprisal"}
 
 
-def marked(path: Path) -> bool:
-    """Whether the run took the "waiting-notices" patch: its marker's id travels as a plain JSON
-    payload in the marker's details."""
+def marked(path: Path, patch: str = WAITING_NOTICES_PATCH) -> bool:
+    """Whether the run took a patch: its marker's id travels as a plain JSON payload in the
+    marker's details."""
     for event in json.loads(path.read_text())["events"]:
         marker = event.get("markerRecordedEventAttributes")
         if marker and marker.get("markerName") == "core_patch":
             for payload in marker["details"]["patch-data"]["payloads"]:
-                if json.loads(base64.b64decode(payload["data"]))["id"] == WAITING_NOTICES_PATCH:
+                if json.loads(base64.b64decode(payload["data"]))["id"] == patch:
                     return True
     return False
 
@@ -47,7 +48,16 @@ def marked(path: Path) -> bool:
 def test_histories_from_before_and_after_waiting_notices_are_kept() -> None:
     tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
     assert {p.stem for p in tracks if marked(p)} == {"tracks_waiting_notices",
-                                                    "tracks_waiting_notices_retried"}
+                                                    "tracks_waiting_notices_retried",
+                                                    "tracks_reassessed", "tracks_reprisal"}
+
+
+def test_histories_from_before_and_after_reprisal_alerts_are_kept() -> None:
+    tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
+    assert {p.stem for p in tracks if marked(p, REPRISAL_ALERTS_PATCH)} == {
+        "tracks_reassessed", "tracks_reprisal"}
+    assert {p.stem for p in tracks if not marked(p, REPRISAL_ALERTS_PATCH)} >= {
+        "tracks_waiting_notices", "tracks_clearance_escalated"}
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])

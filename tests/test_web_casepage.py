@@ -312,3 +312,40 @@ async def test_refused_forms_come_back_through_a_redirect_for_their_owner_only(w
         assert redirect.headers["location"].endswith("#error-summary")
         assert shown.status_code == 422 and "Observatoire Vrennick" in shown.text
         assert 'id="error-summary"' in shown.text
+
+
+async def test_an_officer_reassesses_the_risk_and_confirms_public_actions_after_a_reprisal(
+        web: Web) -> None:  # noqa: F811
+    web.stack.start_worker()
+    ref = await open_case(web)
+    url = f"/cases/{ref}"
+    async with web.signed_in("olga") as olga:
+        response = await post_form(olga, url, f"{url}/decide/verification", verification_form(),
+                                   "form-verification")
+        assert response.status_code == 303
+        page = (await olga.get(url)).text
+        assert 'id="form-reassess"' in page and 'id="form-confirm_public"' not in page
+        # Re-assessed without a reason: refused, both the reason and nothing else named.
+        response = await post_form(olga, url, f"{url}/decide/reassess",
+                                   {"probability": "2", "impact": "2"}, "form-reassess")
+        assert response.status_code == 422 and "reason: say why the risk is re-assessed" in response.text
+        response = await post_form(olga, url, f"{url}/decide/reassess", {
+            "probability": "2", "impact": "2", "risk_reason": "Charges dropped"}, "form-reassess")
+        assert response.status_code == 303
+        assert events(web, ref)[-1] == "RiskReassessed"
+        # A check-in reporting a reprisal: the page then asks for the go-ahead.
+        response = await post_form(olga, url, f"{url}/decide/checkin", {
+            "summary": "Her office was searched", "reprisals": "yes"}, "form-checkin")
+        assert response.status_code == 303
+        assert events(web, ref)[-2:] == ["DefenderCheckInRecorded", "ReprisalReported"]
+        page = (await olga.get(url)).text
+        assert 'id="form-confirm_public"' in page and "held after a reprisal" in page
+        response = await post_form(olga, url, f"{url}/decide/confirm_public", {},
+                                   "form-confirm_public")
+        assert response.status_code == 422
+        assert "reason: say why" in response.text and "confirmation: tick the box" in response.text
+        response = await post_form(olga, url, f"{url}/decide/confirm_public", {
+            "reason": "The defender asks us to go on", "confirm": "yes"}, "form-confirm_public")
+        assert response.status_code == 303
+        assert "PublicActionsResumed" in events(web, ref)
+        assert 'id="form-confirm_public"' not in (await olga.get(url)).text

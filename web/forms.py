@@ -21,11 +21,13 @@ from workflows.inputs import (
     CheckinInput,
     ClearanceInput,
     CloseInput,
+    ConfirmPublicInput,
     ConsentInput,
     ExtensionInput,
     FundChoiceInput,
     FundSubmissionInput,
     InformationInput,
+    ReassessInput,
     ResponseInput,
     VerificationInput,
 )
@@ -338,8 +340,47 @@ def _information(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
 
 
 def _checkin(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    """A check-in; with a new probability and impact (both, and the reason) it re-assesses the
+    risk as well."""
+    reassessment = None
+    if any(_s(form, k) for k in ("probability", "impact", "risk_reason")):
+        reassessment = _reassessment(form)
     return CaseWorkflow.record_checkin, CheckinInput(actor, _s(form, "summary"),
-                                                     _s(form, "reprisals") == "yes")
+                                                     _s(form, "reprisals") == "yes",
+                                                     reassessment=reassessment)
+
+
+def _reassessment(form: Mapping[str, Any]) -> dict[str, Any]:
+    errors: dict[str, str] = {}
+    scores: dict[str, int] = {}
+    for name in ("probability", "impact"):
+        try:
+            scores[name] = _score(form, name)
+        except FormError as err:
+            errors[name] = err.message
+    reason = _s(form, "risk_reason")
+    if not reason:
+        errors["reason"] = "say why the risk is re-assessed"
+    if errors:
+        raise FormErrors(errors)
+    return {**scores, "reason": reason}
+
+
+def _reassess(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    r = _reassessment(form)
+    return CaseWorkflow.reassess_risk, ReassessInput(actor, r["probability"], r["impact"],
+                                                     r["reason"])
+
+
+def _confirm_public(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
+    errors: dict[str, str] = {}
+    if not _s(form, "reason"):
+        errors["reason"] = "say why public actions may go on after the reprisal"
+    if _s(form, "confirm") != "yes":
+        errors["confirmation"] = "tick the box to confirm that public actions may go on"
+    if errors:
+        raise FormErrors(errors)
+    return CaseWorkflow.confirm_public_actions, ConfirmPublicInput(actor, _s(form, "reason"))
 
 
 def _close(form: Mapping[str, Any], actor: str) -> tuple[Any, Any]:
@@ -373,6 +414,9 @@ DECISIONS: dict[str, Decision] = {d.name: d for d in (
     Decision("information", (OFFICER,), "Add further information", _information),
     Decision("checkin", (OFFICER,), "Record a check-in with the defender", _checkin),
     Decision("close", (OFFICER, HEAD), "Close the case", _close),
+    Decision("reassess", (OFFICER,), "Re-assess the risk", _reassess),
+    Decision("confirm_public", (OFFICER,), "Confirm that public actions may go on",
+             _confirm_public),
 )}
 
 
@@ -422,8 +466,12 @@ def available_forms(status: Mapping[str, Any], roles: set[str], username: str) -
         recipients={a: list(t.get("recipients") or []) for a, t in tracks.items()})
     # A check-in once the case is verified (tracks), or once messages go out (older cases).
     checkin_open = stage != "verification" if tracked else stage in ("dispatch", "follow_up")
+    if status.get("public_hold"):
+        add("confirm_public", held=[a for a, t in tracks.items() if t.get("public_hold")])
     if checkin_open:
-        add("checkin")
+        add("checkin", reassess=tracked)
+    if tracked and checkin_open:
+        add("reassess", level=status.get("risk_level") or "")
     add("close")
     return forms
 

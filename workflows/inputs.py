@@ -117,6 +117,8 @@ class InformationInput:
     send_to: list[str] | None = None
     # Signed by the door that signed the person in (desk.signing); checked by the worker.
     assertion: str = ""
+    # Cases with tracks: a re-assessment of the risk with it ({probability, impact, reason}).
+    reassessment: dict[str, Any] | None = None
 
 
 @dataclass
@@ -147,6 +149,28 @@ class CheckinInput:
     summary: str
     reprisals: bool = False
     # Signed by the door that signed the person in (desk.signing); checked by the worker.
+    assertion: str = ""
+    # Cases with tracks: a re-assessment of the risk with it ({probability, impact, reason}).
+    reassessment: dict[str, Any] | None = None
+
+
+@dataclass
+class ReassessInput:
+    """Probability and impact again (1-5 each), with the reason (cases with tracks)."""
+
+    actor: str
+    probability: int
+    impact: int
+    reason: str
+    assertion: str = ""
+
+
+@dataclass
+class ConfirmPublicInput:
+    """A case officer's go-ahead for public actions held after a reprisal, with the reason."""
+
+    actor: str
+    reason: str
     assertion: str = ""
 
 

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ChooseFunds,
         ClearanceInput,
         CloseInput,
+        ConfirmPublicInput,
         ConsentInput,
         DispatchFailure,
         ExtensionInput,
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         FurtherInformation,
         InformationInput,
         OpenCase,
+        ReassessInput,
         ResponseInput,
         TrackEvent,
         TracksStart,
@@ -68,6 +70,10 @@ FIRST_RETRY, LAST_RETRY = timedelta(seconds=5), timedelta(minutes=10)
 # Cases started (or continued as new) from this patch on mail the staff who may take a decision
 # as soon as the case comes to wait for it; running cases replay without it until they continue.
 WAITING_NOTICES_PATCH = "waiting-notices"
+# Cases started (or continued as new) from this patch alert the heads when a check-in reports a
+# reprisal (the alert is sent until it is recorded, ReprisalAlertSent); running cases replay
+# without it until they continue as new.
+REPRISAL_ALERTS_PATCH = "reprisal-alerts"
 
 
 def _rejected(message: str) -> ApplicationError:
@@ -105,6 +111,10 @@ class TrackedCaseWorkflow:
         self.notified: set[str] | None = (None if start.notified is None
                                           else set(start.notified))
         self.noticing: dict[str, asyncio.Task[None]] = {}
+        # Reprisal alerts to the heads (see _alert_heads): whether this run sends them, and
+        # whether one is being sent.
+        self.alerts = False
+        self.alerting = False
         # One change at a time: an update, an escalation or a send attempt never interleave, so
         # consent withdrawn while a message is being prepared is seen before the send.
         self.lock = asyncio.Lock()
@@ -113,6 +123,7 @@ class TrackedCaseWorkflow:
     @workflow.run
     async def run(self, start: TracksStart) -> str:
         self.notices = workflow.patched(WAITING_NOTICES_PATCH)
+        self.alerts = workflow.patched(REPRISAL_ALERTS_PATCH)
         if self.notices and self.notified is None:
             # Continued from a run without notices: what it waited for was never mailed, but it
             # is not new either; only decisions that become pending from here on are.
@@ -130,11 +141,14 @@ class TrackedCaseWorkflow:
                 if t.ready_to_send and action not in self.sending:
                     self.sending.add(action)
                     asyncio.ensure_future(self._send_track(action))
+            if self.alerts and self.view.reprisal_alert_pending and not self.alerting:
+                self.alerting = True
+                asyncio.ensure_future(self._alert_heads())
             if self.next_checkin is None and any(t.step == "follow_up"
                                                  for t in self.view.tracks.values()):
                 self.next_checkin = workflow.now() + self.checkin_interval
             if (workflow.info().is_continue_as_new_suggested() and not self.sending
-                    and not self.noticing):
+                    and not self.noticing and not self.alerting):
                 await workflow.wait_condition(
                     lambda: workflow.all_handlers_finished() and not self.lock.locked())
                 workflow.continue_as_new(TracksStart(
@@ -148,7 +162,8 @@ class TrackedCaseWorkflow:
         for task in list(self.noticing.values()):
             task.cancel()  # closed: nothing waits any more
         await workflow.wait_condition(lambda: workflow.all_handlers_finished()
-                                      and not self.sending and not self.noticing)
+                                      and not self.sending and not self.noticing
+                                      and not self.alerting)
         return str(self.view.outcome)
 
     async def _call(self, activity: str, arg: Any, options: Options) -> CaseView:
@@ -193,7 +208,7 @@ class TrackedCaseWorkflow:
                     or any(t.ready_to_send and a not in self.sending
                            for a, t in self.view.tracks.items())
                     or (workflow.info().is_continue_as_new_suggested() and not self.sending
-                        and not self.noticing))
+                        and not self.noticing and not self.alerting))
 
         if due is not None:
             delay = (due - workflow.now()).total_seconds()
@@ -325,6 +340,35 @@ class TrackedCaseWorkflow:
             return  # the case closed
         finally:
             self.noticing.pop(key, None)
+
+    # ========================================================================= reprisal alerts
+    async def _alert_heads(self) -> None:
+        """Tell the heads of a reprisal (activity alert_reprisal), under the case's lock: it
+        records ReprisalAlertSent once the mail went. While mail fails it is tried again (ten
+        minutes at a time) for as long as the case is open."""
+        try:
+            while True:
+                async with self.lock:
+                    v = self.view
+                    if v.stage == "closed" or not v.reprisal_alert_pending:
+                        return
+                    try:
+                        self.state = await self._call("alert_reprisal", TrackEvent(
+                            self.reference, "", workflow.now(),
+                            f"{self.reference}/reprisal-alert/v{v.version}"), NOTIFY)
+                    except ActivityError:
+                        workflow.logger.warning("reprisal alert not delivered yet; will retry")
+                if not self.view.reprisal_alert_pending:
+                    self._publish()
+                    return
+                try:
+                    await workflow.wait_condition(lambda: self.view.stage == "closed",
+                                                  timeout=LAST_RETRY)
+                    return
+                except TimeoutError:
+                    continue
+        finally:
+            self.alerting = False
 
     # ================================================================================ dispatch
     async def _send_track(self, action: str) -> None:
@@ -548,6 +592,8 @@ class TrackedCaseWorkflow:
         args: dict[str, Any] = {"information": req.information, "send_to": self._send_to(req)}
         if req.intake_changes:
             args["intake_changes"] = req.intake_changes
+        if req.reassessment is not None:
+            args["reassessment"] = req.reassessment
         result = await self._decide("add_further_information", req.actor, args,
                                     lambda: self._validate_information(req), assertion=req.assertion)
         info = workflow.current_update_info()
@@ -589,11 +635,16 @@ class TrackedCaseWorkflow:
                 raise _rejected("send_to_recipients: no message has been sent yet, so there is "
                                 "no earlier recipient to inform.")
             _checked(lambda: rules.require_information_recipients(self.view, send_to))
+            if req.reassessment is not None:
+                _checked(lambda: rules.require_verified(self.view, "a re-assessment of the risk"))
+                _checked(lambda: rules.reassessment(req.reassessment))
 
     @workflow.update
     async def record_checkin(self, req: CheckinInput) -> dict[str, Any]:
-        result = await self._decide("record_checkin", req.actor,
-                                    {"summary": req.summary, "reprisals": req.reprisals},
+        args: dict[str, Any] = {"summary": req.summary, "reprisals": req.reprisals}
+        if req.reassessment is not None:
+            args["reassessment"] = req.reassessment
+        result = await self._decide("record_checkin", req.actor, args,
                                     lambda: self._validate_checkin(req), assertion=req.assertion)
         self.next_checkin = workflow.now() + self.checkin_interval
         return result
@@ -605,6 +656,39 @@ class TrackedCaseWorkflow:
             if not isinstance(req.reprisals, bool):
                 raise _rejected("reprisals: must be true or false.")
             _checked(lambda: rules.require_checkin_allowed(self.view))
+            if req.reassessment is not None:
+                _checked(lambda: rules.reassessment(req.reassessment))
+
+    # -- risk that moves
+    @workflow.update
+    async def reassess_risk(self, req: ReassessInput) -> dict[str, Any]:
+        return await self._decide("reassess_risk", req.actor,
+                                  {"probability": req.probability, "impact": req.impact,
+                                   "reason": req.reason},
+                                  lambda: self._validate_reassessment(req),
+                                  assertion=req.assertion)
+
+    @reassess_risk.validator
+    def _validate_reassessment(self, req: ReassessInput) -> None:
+        if self._ready(req, ReassessInput):
+            _checked(lambda: rules.require_verified(self.view, "a re-assessment of the risk"))
+            _checked(lambda: rules.reassessment({"probability": req.probability,
+                                                 "impact": req.impact, "reason": req.reason}))
+
+    @workflow.update
+    async def confirm_public_actions(self, req: ConfirmPublicInput) -> dict[str, Any]:
+        return await self._decide("confirm_public_actions", req.actor, {"reason": req.reason},
+                                  lambda: self._validate_confirmation(req),
+                                  assertion=req.assertion)
+
+    @confirm_public_actions.validator
+    def _validate_confirmation(self, req: ConfirmPublicInput) -> None:
+        if self._ready(req, ConfirmPublicInput):
+            _checked(lambda: rules.require_open(self.view))
+            if not self.view.public_hold:
+                raise _rejected("No public action of this case is held: there is nothing to "
+                                "confirm.")
+            _checked(lambda: rules.text(req.reason, "reason"))
 
     @workflow.update
     async def close(self, req: CloseInput) -> dict[str, Any]:
@@ -673,6 +757,8 @@ class TrackedCaseWorkflow:
                     if state == TO_SUBMIT:
                         add("record_fund_submission", DECISIONS["record_fund_submission"].roles,
                             action, fund=fund)
+        if v.public_hold:
+            add("confirm_public_actions", DECISIONS["confirm_public_actions"].roles)
         if any(t.step == "follow_up" for t in v.tracks.values()):
             add("record_response_or_checkin", (OFFICER,))
         if v.stage != "verification":
