@@ -21,11 +21,11 @@ import re
 from dataclasses import dataclass
 
 from eventsourcing.utils import Environment
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, Engine, make_url, text
 from sqlalchemy import exc as sa_exc
 
 from store import schema
-from store.recorder import AppealsFactory, SchemaNotReady
+from store.recorder import AppealsFactory, AuditingRecorder, SchemaNotReady
 
 # The application's name in store.app.CaseStore: eventsourcing names the events table after it.
 APPLICATION_NAME = "Appeals"
@@ -114,7 +114,7 @@ def set_up_database(owner_url: str, app_role: str) -> SetupReport:
     try:
         recorder = factory.application_recorder()
         engine = factory.datastore.engine
-        assert engine is not None
+        assert isinstance(engine, Engine) and isinstance(recorder, AuditingRecorder)
         with engine.begin() as conn:
             owner = _check_roles(conn, app_role)
         try:
