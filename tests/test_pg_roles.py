@@ -291,3 +291,16 @@ def test_the_schema_settings_are_documented_settings() -> None:
     settings = Settings(schema_database_url="postgresql+psycopg://owner@db/events",
                         schema_database_password=SecretStr("pw"))
     assert settings.schema_database_url == "postgresql+psycopg://owner:pw@db/events"
+
+
+# ======================================================================== starting before init-db
+def test_the_worker_started_as_the_app_role_before_init_db_says_what_to_run(
+        roles: Roles, tmp_path: Path) -> None:
+    """No traceback: one line naming the command to run, exit status 2."""
+    started = subprocess.run([sys.executable, "-m", "worker"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120,
+                             env={"PATH": os.environ["PATH"], "APPEALS_VAR_DIR": str(tmp_path),
+                                  "APPEALS_DATABASE_URL": roles.app_url})
+    assert started.returncode == 2, started.stderr
+    assert "worker: cannot start: the event store's tables are missing" in started.stderr
+    assert "appeals store init-db" in started.stderr and "Traceback" not in started.stderr
