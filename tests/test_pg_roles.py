@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pydantic import SecretStr, ValidationError
 from store.app import CaseStore
 from store.recorder import SchemaNotReady
 from store.roles import APPEND_ONLY_TABLES, RoleSetupError, set_up_database
-from tests.backends import PG_ADMIN_URL, PostgresRoles, fresh_postgres_roles, new_key
+from tests.backends import PG_ADMIN_URL, PostgresRoles, fresh_postgres_roles, new_key, postgres_reason
 from tests.factories import T0, open_args
 from worker.settings import SchemaSettings, Settings
 
@@ -304,3 +305,104 @@ def test_the_worker_started_as_the_app_role_before_init_db_says_what_to_run(
     assert started.returncode == 2, started.stderr
     assert "worker: cannot start: the event store's tables are missing" in started.stderr
     assert "appeals store init-db" in started.stderr and "Traceback" not in started.stderr
+
+
+# ============================================================== docs/operations.md's SQL, run as written
+def _documented_sql(after: str, index: int = 0) -> str:
+    """The `index`th ```sql block after the heading or sentence `after` in docs/operations.md."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    rest = guide[guide.index(after):]
+    blocks = re.findall(r"```sql\n(.*?)```", rest, re.S)
+    return str(blocks[index])
+
+
+def _psql(url: str, sql: str) -> None:
+    import shutil
+    if shutil.which("psql") is None:
+        pytest.skip("psql (PostgreSQL's client) is not installed")
+    done = subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-q", url], input=sql, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_store_the_application_user_made_is_handed_to_an_owner_as_documented(
+        roles: Roles) -> None:
+    """An event store written by the current code as a user who owns everything (before these
+    roles) keeps working after the documented SQL and init-db: the case loads and verifies, the
+    user becomes the application's role and can no longer rewrite the trail."""
+    import psycopg
+
+    _admin(f"GRANT CREATE ON DATABASE {roles.database} TO {roles.app}")
+    with roles.connect(roles.owner) as conn:
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {roles.app}")
+    with opened(roles.app_url) as store:  # the old way: the application creates its tables
+        record_a_case(store)
+    with roles.connect(roles.app) as conn:
+        assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'appeals_events'"
+                            ).fetchone()[0] == roles.app
+    new_owner = f"{roles.owner}_new"
+    sql = _documented_sql("### Setting the roles up by hand on an existing database")
+    for old, new in ((r"\bappeals_owner\b", new_owner), (r"\bappeals_events\b", roles.database),
+                     (r"\bappeals\b", roles.app)):
+        sql = re.sub(old, new, sql)
+    try:
+        _psql(PG_ADMIN_URL.rsplit("/", 1)[0] + "/postgres", sql)
+        set_up_database(roles.url(new_owner), roles.app)
+        with opened(roles.app_url) as store:
+            assert store.verify(REF).ok and len(store.trail(REF)) == 2
+            store.execute(REF, "add_further_information", {"at": T0, "information": "More."},
+                          "olga", "i2")
+        with roles.connect(roles.app) as conn:
+            for statement in ("DELETE FROM appeals_events", "UPDATE appeals_chain SET actor = 'x'",
+                              "CREATE TABLE appeals_scratch (n integer)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {roles.database} WITH (FORCE)",
+               f"DROP ROLE IF EXISTS {new_owner}")
+
+
+def test_temporal_databases_are_handed_to_their_own_user_as_documented() -> None:
+    """The documented SQL gives every table, view, sequence and function of a database the
+    superuser owned to Temporal's new user (an extension's functions stay with the extension)."""
+    if postgres_reason():
+        pytest.skip(str(postgres_reason()))
+    n = os.urandom(5).hex()
+    user, database = f"t_tsrv_{n}", f"t_temporal_{n}"
+    sql = _documented_sql("Temporal's databases of such a deployment")
+    head, block = sql.split("-- in each of the two databases", 1)
+    block = block.split("\n", 1)[1]
+    head = head.replace("temporal_server", user)
+    head = re.sub(r"\btemporal_visibility\b", database, re.sub(r"\btemporal\b", database, head))
+    head = head.replace(f"DATABASE {database}, {database}", f"DATABASE {database}")
+    block = block.replace("temporal_server", user)
+    assert "temporal_server" not in head + block and user in head
+    admin = PG_ADMIN_URL.rsplit("/", 1)[0]
+    _admin(f"CREATE DATABASE {database}")
+    try:
+        _psql(f"{admin}/{database}", """
+            CREATE EXTENSION IF NOT EXISTS btree_gin;
+            CREATE TABLE executions (id serial PRIMARY KEY, n integer);
+            CREATE SEQUENCE standalone_seq;
+            CREATE VIEW open_executions AS SELECT * FROM executions;
+            CREATE FUNCTION convert_ts(s VARCHAR) RETURNS TIMESTAMP AS $$
+            BEGIN RETURN s::timestamptz AT TIME ZONE 'UTC'; END $$ LANGUAGE plpgsql IMMUTABLE;
+        """)
+        _psql(f"{admin}/postgres", head)
+        _psql(f"{admin}/{database}", block)
+        import psycopg
+        with psycopg.connect(f"{admin}/{database}", autocommit=True) as conn:
+            owners = dict(conn.execute(
+                "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace "
+                "ns ON ns.oid = c.relnamespace WHERE ns.nspname = 'public' AND c.relkind <> 'i'"
+            ).fetchall())
+            function = conn.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc "
+                                    "WHERE proname = 'convert_ts'").fetchone()[0]
+            database_owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+            ).fetchone()[0]
+        assert set(owners) == {"executions", "executions_id_seq", "standalone_seq",
+                               "open_executions"}
+        assert set(owners.values()) == {user} and function == user and database_owner == user
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", f"DROP ROLE IF EXISTS {user}")
