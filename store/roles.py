@@ -100,9 +100,11 @@ def trigger_sql(table: str) -> list[str]:
 
 def set_up_database(owner_url: str, app_role: str) -> SetupReport:
     """As the schema owner (`owner_url`): create the store's missing tables, the append-only
-    triggers, and the grants of `app_role`. Idempotent. RoleSetupError when it cannot be done
-    safely (not PostgreSQL, the roles are the same, the app role is a superuser or may act as the
-    owner, ...); then nothing is changed."""
+    triggers, and the grants of `app_role` (triggers and grants in one transaction).
+    Idempotent. RoleSetupError when it cannot be done safely (not PostgreSQL, the roles are the
+    same, the app role is a superuser or may act as the owner, a table belongs to another role):
+    then nothing is changed, except, when the app role would keep a privilege through a role it
+    belongs to (found last), the missing tables, which are created before the grants."""
     if not is_postgres(owner_url):
         raise RoleSetupError("APPEALS_SCHEMA_DATABASE_URL: database roles exist on PostgreSQL "
                              "only (postgresql+psycopg://OWNER@HOST/DATABASE)")
@@ -187,8 +189,9 @@ def _apply(conn: Connection, owner: str, app_role: str) -> SetupReport:
         "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema() "
         "AND sequencename LIKE 'appeals\\_%' ORDER BY sequencename")).scalars())
     for sequence in sequences:
-        conn.execute(text(f"REVOKE ALL ON SEQUENCE {sequence} FROM {app_role}"))
-        conn.execute(text(f"GRANT USAGE ON SEQUENCE {sequence} TO {app_role}"))
+        quoted = conn.dialect.identifier_preparer.quote(sequence)
+        conn.execute(text(f"REVOKE ALL ON SEQUENCE {quoted} FROM {app_role}"))
+        conn.execute(text(f"GRANT USAGE ON SEQUENCE {quoted} TO {app_role}"))
     _check_result(conn, app_role, append_only, schema_name)
     return SetupReport(owner, app_role, schema_name, append_only, read_write, sequences)
 

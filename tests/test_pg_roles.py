@@ -30,6 +30,7 @@ from worker.settings import SchemaSettings, Settings
 ROOT = Path(__file__).resolve().parents[1]
 REF = "UA-2026-0001"
 Roles = PostgresRoles
+KEY = new_key()
 
 
 def _admin(*statements: str) -> None:
@@ -60,8 +61,6 @@ def opened(url: str) -> Iterator[CaseStore]:
     finally:
         store.close()
 
-
-KEY = new_key()
 
 
 def record_a_case(store: CaseStore) -> None:
