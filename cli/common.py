@@ -154,6 +154,9 @@ class Env:
                 if is_database_down(exc):
                     raise Unreachable(f"event store not reachable at {self.database_shown()}"
                                       ) from None
+                from store.recorder import SchemaNotReady
+                if isinstance(exc, SchemaNotReady):
+                    raise CliError(f"APPEALS_DATABASE_URL: {exc}") from None
                 raise
         return self._store
 

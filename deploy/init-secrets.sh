@@ -49,10 +49,12 @@ password() { openssl rand -hex 32; }
 codec_keys() { printf 'k1:%s\n' "$(openssl rand -base64 32)"; }
 nothing() { :; }
 
-# Passwords. PostgreSQL's own user (Temporal's databases) and the event store's user: read by the
-# postgres, temporal and admin-tools images (various users) and by the app, hence 0644 inside the
-# 0700 directory.
+# Passwords. PostgreSQL's superuser (used only to create the roles), Temporal's database user, the
+# event store's schema owner and the application's role: read by the postgres, temporal and
+# admin-tools images (various users) and by the app, hence 0644 inside the 0700 directory.
 secret postgres-password 0 644 password
+secret temporal-db-password 0 644 password
+secret events-db-owner-password 0 644 password
 secret events-db-password 0 644 password
 # The application's keys: read by the worker, the web interface and the CLI (uid 10001) only; the
 # key files must be 0600 (the application refuses others).

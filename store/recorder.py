@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 from eventsourcing.persistence import StoredEvent
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
-from sqlalchemy import CursorResult, delete, insert, select, update
+from sqlalchemy import CursorResult, delete, insert, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
@@ -50,6 +50,23 @@ class AuditContext:
     threat_types: Sequence[str] | None = None
 
 
+# PostgreSQL's SQLSTATE for "permission denied".
+INSUFFICIENT_PRIVILEGE = "42501"
+# The transaction-level advisory lock that serialises inserts into the events table on
+# PostgreSQL (see AuditingRecorder._lock_table): a fixed number, the same in every process.
+EVENTS_INSERT_LOCK = 0x61707065616C73  # "appeals"
+
+
+class SchemaNotReady(Exception):
+    """The event store's tables are missing and this database role may not create them."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the event store's tables are missing or incomplete and this database role may not "
+            "create them: run `appeals store init-db` as the schema owner "
+            "(APPEALS_SCHEMA_DATABASE_URL; docs/operations.md, \"Database roles\")")
+
+
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,15 +75,38 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
     def create_table(self) -> None:
         """Create what is missing. The worker and the web interface start together in
         production: on PostgreSQL two concurrent CREATE TABLEs of the same table collide
-        (pg_type's unique index) although both checked first, so the loser looks again."""
+        (pg_type's unique index) although both checked first, so the loser looks again.
+        The application's role on PostgreSQL (store.roles) may not create tables: when they all
+        exist nothing is created; when one is missing, SchemaNotReady says what to run."""
         for attempt in range(5):
             try:
                 super().create_table()
                 return
-            except (sa_exc.IntegrityError, sa_exc.ProgrammingError):
+            except sa_exc.ProgrammingError as exc:
+                if getattr(exc.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+                    raise SchemaNotReady() from None
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+            except sa_exc.IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _lock_table(self, session: Session) -> None:
+        """eventsourcing-sqlalchemy takes `LOCK TABLE <events> IN EXCLUSIVE MODE` on PostgreSQL
+        so that inserts commit in the order of their ids; PostgreSQL allows that lock only to a
+        role that may UPDATE, DELETE or TRUNCATE the table, which the application's role may
+        not (store.roles). A transaction-level advisory lock serialises the inserts the same
+        way (any role may take it; it is released at commit or rollback). A process of an older
+        version still locking the table is serialised with these too: its EXCLUSIVE lock and
+        the ROW EXCLUSIVE lock of an insert exclude each other."""
+        assert self.datastore.engine is not None
+        if self.datastore.engine.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                            {"key": EVENTS_INSERT_LOCK})
+        else:
+            super()._lock_table(session)
 
     def _insert_events(self, session: Session, stored_events: Sequence[StoredEvent],
                        **kwargs: Any) -> None:

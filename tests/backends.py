@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,53 @@ def store(backend: Backend) -> Iterator[CaseStore]:
         yield app
     finally:
         app.close()
+
+
+@dataclass
+class PostgresRoles:
+    """A fresh database owned by a fresh schema-owner role, and a fresh application role (ordinary
+    login roles; the test server trusts local connections, so no passwords)."""
+
+    database: str
+    owner: str
+    app: str
+
+    def url(self, role: str, driver: str = "+psycopg") -> str:
+        server = PG_ADMIN_URL.rsplit("/", 1)[0].removeprefix("postgresql://").split("@")[-1]
+        return f"postgresql{driver}://{role}@{server}/{self.database}"
+
+    @property
+    def owner_url(self) -> str:
+        return self.url(self.owner)
+
+    @property
+    def app_url(self) -> str:
+        return self.url(self.app)
+
+    def connect(self, role: str) -> Any:
+        import psycopg
+        return psycopg.connect(self.url(role, driver=""), autocommit=True)
+
+
+@contextlib.contextmanager
+def fresh_postgres_roles(set_up: bool = False) -> Iterator[PostgresRoles]:
+    """PostgresRoles with unique names, dropped afterwards; with `set_up`, already set up by the
+    schema owner (store.roles, as `appeals store init-db` does). Skipped, saying why, when no
+    PostgreSQL answers."""
+    reason = postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    n = uuid.uuid4().hex[:10]
+    roles = PostgresRoles(f"appeals_roles_{n}", f"appeals_owner_{n}", f"appeals_app_{n}")
+    _pg_exec(f"CREATE ROLE {roles.owner} LOGIN")
+    try:
+        _pg_exec(f"CREATE ROLE {roles.app} LOGIN")
+        _pg_exec(f"CREATE DATABASE {roles.database} OWNER {roles.owner}")
+        if set_up:
+            from store.roles import set_up_database
+            set_up_database(roles.owner_url, roles.app)
+        yield roles
+    finally:
+        _pg_exec(f"DROP DATABASE IF EXISTS {roles.database} WITH (FORCE)")
+        _pg_exec(f"DROP ROLE IF EXISTS {roles.app}")
+        _pg_exec(f"DROP ROLE IF EXISTS {roles.owner}")

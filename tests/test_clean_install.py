@@ -33,7 +33,7 @@ from typing import IO
 import pyotp
 import pytest
 
-from tests.backends import fresh_postgres_database, new_key, postgres_reason
+from tests.backends import PostgresRoles, fresh_postgres_roles, new_key, postgres_reason
 from tests.dev_stack import ROOT, free_port, running_dev_server
 from tests.smtp_sink import SmtpSink
 from tests.test_deployment import SERVICES, dockerfile_steps, image_install_commands
@@ -116,6 +116,7 @@ class Services:
     cwd: Path
     logs: Path
     sink: SmtpSink
+    roles: PostgresRoles
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     files: list[IO[bytes]] = field(default_factory=list)
     signed_in: set[str] = field(default_factory=set)
@@ -131,6 +132,16 @@ class Services:
         self.files.append(log)
         self.procs[service] = subprocess.Popen(self.command(SERVICES[service]["command"]), cwd=self.cwd,
                                                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def run_once(self, service: str, env: dict[str, str]) -> str:
+        """A one-shot compose service's command, run from the fresh environment with only `env`
+        besides; its output, after checking it succeeded."""
+        done = subprocess.run(self.command(SERVICES[service]["command"]), cwd=self.cwd,
+                              env={**fresh_environment(self.venv), **env}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, \
+            f"{service}: exit {done.returncode}\n{done.stderr}{done.stdout}"
+        return done.stdout
 
     def log(self, service: str) -> str:
         path = self.logs / f"{service}.log"
@@ -211,15 +222,18 @@ def services(tmp_path: Path) -> Iterator[Services]:
     (run_dir / "var").mkdir(parents=True)
     logs = tmp_path / "logs"
     logs.mkdir()
-    with fresh_postgres_database() as (url, _), SmtpSink() as sink, \
+    # As in docker-compose.yml: the event store has a schema owner (event-store-setup) and the
+    # services connect as the application's role.
+    with fresh_postgres_roles() as roles, SmtpSink() as sink, \
             running_dev_server(tmp_path, "--namespace", NAMESPACE) as server, \
             tls_in_front_of(server, tmp_path / "pki") as (terminator, ca):
         # Production reaches Temporal only over mutual TLS: a terminator with the services'
         # client certificate stands in front of the dev server (as in tests/test_temporal_tls.py).
         tls = tls_environment(terminator, ca, ca.issue("appeals-client"))
         env = {**fresh_environment(venv),
-               **production_settings(run_dir, tls.pop("APPEALS_TEMPORAL_ADDRESS"), url, sink), **tls}
-        running = Services(venv, env, run_dir, logs, sink)
+               **production_settings(run_dir, tls.pop("APPEALS_TEMPORAL_ADDRESS"), roles.app_url,
+                                     sink), **tls}
+        running = Services(venv, env, run_dir, logs, sink, roles)
         try:
             yield running
         finally:
@@ -332,8 +346,11 @@ def test_the_image_install_runs_a_case_in_production_mode(services: Services) ->
         assert Path(directory).is_relative_to(s.venv) and Path(directory).is_dir(), \
             f"{directory} is missing from the installed package (package data in pyproject.toml)"
 
-    # The worker first: it creates the event store's tables in the new database, which the web
-    # interface would otherwise try to create at the same moment (two CREATE TABLEs racing).
+    # The event store's tables, triggers and grants, by its owner, before anything connects as the
+    # application's role (which may create nothing), as the compose file's event-store-setup does.
+    setup = s.run_once("event-store-setup", {
+        "APPEALS_SCHEMA_DATABASE_URL": s.roles.owner_url, "APPEALS_DATABASE_URL": s.roles.app_url})
+    assert f"for {s.roles.app}:" in setup
     s.start("worker")
     s.wait("worker", lambda: "worker polling task queue" in s.log("worker"))
     for service in ("web", "codec-server"):

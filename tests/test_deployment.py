@@ -14,6 +14,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -48,7 +49,7 @@ LOCK_DIGEST_LINE = "# pyproject-sha256: "
 
 def test_the_services_of_the_design_exist() -> None:
     assert {"postgres", "temporal-admin-tools", "temporal", "temporal-setup", "temporal-ui",
-            "codec-server", "mailpit", "worker", "web"} <= set(SERVICES)
+            "codec-server", "mailpit", "worker", "web", "event-store-setup"} <= set(SERVICES)
     ui = SERVICES["temporal-ui"]["environment"]
     assert ui["TEMPORAL_CODEC_ENDPOINT"] and ui["TEMPORAL_CODEC_PASS_ACCESS_TOKEN"] == "true"
     setup = " ".join(SERVICES["temporal-setup"]["command"])
@@ -64,9 +65,10 @@ def test_every_image_tag_is_pinned() -> None:
 
 
 def test_worker_web_and_codec_server_run_the_project_image() -> None:
-    for name in ("worker", "web", "codec-server"):
+    for name in ("worker", "web", "codec-server", "event-store-setup"):
         assert SERVICES[name]["image"].startswith(PROJECT_IMAGE) and SERVICES[name]["build"] == "."
     assert SERVICES["worker"]["command"] == ["appeals", "worker"]
+    assert SERVICES["event-store-setup"]["command"] == ["appeals", "store", "init-db"]
 
 
 def test_only_the_tls_proxy_of_the_web_interface_is_published() -> None:
@@ -83,6 +85,11 @@ def test_services_wait_for_what_they_need_and_have_health_checks() -> None:
         "service_completed_successfully"
     assert SERVICES["temporal"]["depends_on"]["temporal-admin-tools"]["condition"] == \
         "service_completed_successfully"
+    # The event store's tables, triggers and grants exist before the application connects.
+    for name in ("worker", "web"):
+        assert SERVICES[name]["depends_on"]["event-store-setup"]["condition"] == \
+            "service_completed_successfully", name
+    assert SERVICES["event-store-setup"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 def test_every_setting_the_code_reads_is_provided_or_documented() -> None:
@@ -421,23 +428,183 @@ def test_the_certificates_init_secrets_makes_work_with_the_temporal_client(
         terminator.stop()
 
 
-def test_the_event_store_user_gets_its_password_from_the_secret_file(tmp_path: Path) -> None:
-    # A stand-in psql that keeps the SQL it is given.
+def _stand_in_psql(tmp_path: Path) -> Path:
+    """A psql that keeps the SQL it is given."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "psql").write_text(f"#!/bin/sh\ncat > {tmp_path / 'sql'}\n")
     (bin_dir / "psql").chmod(0o755)
-    password = tmp_path / "events-db-password"
-    password.write_text("it's-a-secret\n")
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "POSTGRES_USER": "temporal",
-           "EVENTS_DB_USER": "appeals", "EVENTS_DB_NAME": "appeals_events",
-           "EVENTS_DB_PASSWORD_FILE": str(password)}
+    return bin_dir
+
+
+def init_script_env(tmp_path: Path, **names: str) -> dict[str, str]:
+    """deploy/postgres-init.sh's environment as the postgres service gives it (.env.example's
+    names, unless given), with a password file per role, each with a quote in it."""
+    env_file = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.M))
+    postgres = SERVICES["postgres"]["environment"]
+    env = {"PATH": os.environ["PATH"]}
+    for key, value in postgres.items():
+        match = re.fullmatch(r"/run/secrets/([a-z_]+)", str(value))
+        if match:
+            path = tmp_path / match[1]
+            path.write_text(f"it's-{match[1]}\n")
+            env[key] = str(path)
+        else:
+            env[key] = re.sub(r"\$\{([A-Z_]+)\}", lambda m: env_file[m[1]], str(value))
+    env.update(names)
+    return env
+
+
+def test_each_database_role_gets_its_password_from_its_secret_file(tmp_path: Path) -> None:
+    env = init_script_env(tmp_path)
+    env["PATH"] = f"{_stand_in_psql(tmp_path)}:{env['PATH']}"
     run = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], env=env,
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
-    assert "CREATE USER \"appeals\" WITH PASSWORD 'it''s-a-secret';" in (tmp_path / "sql").read_text()
+    sql = (tmp_path / "sql").read_text()
+    for role, secret in (("temporal", "temporal_db_password"),
+                         ("appeals_owner", "events_db_owner_password"),
+                         ("appeals", "events_db_password")):
+        assert (f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '
+                f"'it''s-{secret}';") in sql, role
+    assert "SUPERUSER" not in sql.replace("NOSUPERUSER", "")
     postgres = SERVICES["postgres"]["environment"]
     assert postgres["EVENTS_DB_PASSWORD_FILE"] == COMPOSE["x-appeals-env"]["APPEALS_DATABASE_PASSWORD_FILE"]
+    assert postgres["EVENTS_DB_OWNER_PASSWORD_FILE"] == \
+        SERVICES["event-store-setup"]["environment"]["APPEALS_SCHEMA_DATABASE_PASSWORD_FILE"]
+
+
+def test_the_init_script_refuses_a_role_named_like_the_superuser(tmp_path: Path) -> None:
+    env = init_script_env(tmp_path, TEMPORAL_DB_USER="postgres")
+    env["PATH"] = f"{_stand_in_psql(tmp_path)}:{env['PATH']}"
+    run = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1 and "superuser" in run.stderr
+    assert not (tmp_path / "sql").exists()
+
+
+def test_no_service_but_postgres_uses_the_superuser_and_temporal_has_its_own_user() -> None:
+    """Temporal's database user is not the event store's and not the superuser; the worker and
+    the web interface connect as the application's role; only the one-shot set-up has the schema
+    owner's password."""
+    env_file = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE, re.M))
+    names = [env_file[k] for k in ("POSTGRES_USER", "TEMPORAL_DB_USER", "EVENTS_DB_OWNER",
+                                   "EVENTS_DB_USER")]
+    assert len(set(names)) == 4, names
+    for name, service in SERVICES.items():
+        mounted = {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+        text = yaml.safe_dump(service)
+        if name != "postgres":
+            assert "postgres_password" not in mounted and "POSTGRES_USER}" not in text, name
+        if name not in ("postgres", "event-store-setup"):
+            assert "events_db_owner_password" not in mounted and "EVENTS_DB_OWNER" not in text, name
+        if name not in ("postgres", "temporal", "temporal-admin-tools"):
+            assert "temporal_db_password" not in mounted and "TEMPORAL_DB_USER" not in text, name
+    assert SERVICES["temporal"]["environment"]["POSTGRES_USER"] == "${TEMPORAL_DB_USER}"
+    assert "temporal_db_password" in " ".join(SERVICES["temporal"]["entrypoint"])
+    tools = " ".join(SERVICES["temporal-admin-tools"]["command"])
+    assert tools.count("-u $$TEMPORAL_DB_USER") == tools.count("temporal-sql-tool") == 4
+    app_url = COMPOSE["x-appeals-env"]["APPEALS_DATABASE_URL"]
+    assert make_url(app_url).username == "${EVENTS_DB_USER}"
+    for name in ("worker", "web"):
+        assert SERVICES[name]["environment"]["APPEALS_DATABASE_URL"] == app_url
+        assert "APPEALS_SCHEMA_DATABASE_URL" not in SERVICES[name]["environment"]
+    setup = SERVICES["event-store-setup"]["environment"]
+    assert make_url(setup["APPEALS_SCHEMA_DATABASE_URL"]).username == "${EVENTS_DB_OWNER}"
+    assert setup["APPEALS_DATABASE_URL"] == app_url
+
+
+def test_the_event_store_setup_reads_the_owner_and_the_app_role_from_the_compose_file(
+        clean_env: pytest.MonkeyPatch, secrets_dir: Path) -> None:
+    from store.roles import role_of
+    from worker.settings import load_schema_settings
+
+    env = service_environment("event-store-setup", secrets_dir)
+    assert set(SERVICES["event-store-setup"]["secrets"]) == {"events_db_owner_password"}
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    settings = load_schema_settings()
+    assert settings.schema_database_url is not None and settings.database_url is not None
+    owner = make_url(settings.schema_database_url)
+    assert owner.username == "appeals_owner" and owner.database == "appeals_events"
+    assert owner.password == (secrets_dir / "events-db-owner-password").read_text().strip()
+    assert role_of(settings.database_url) == "appeals"
+
+
+def test_the_init_script_and_init_db_on_the_real_postgres(tmp_path: Path) -> None:
+    """deploy/postgres-init.sh run by the real psql against the real PostgreSQL (unique names),
+    then `appeals store init-db` as the owner it made: no role it made is a superuser or may create
+    roles or databases; Temporal's user owns Temporal's databases and the application's role cannot
+    even connect to them; the application's role records a case."""
+    import psycopg
+
+    from tests.backends import PG_ADMIN_URL, _pg_exec, new_key, postgres_reason
+
+    reason = postgres_reason()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("psql") is None:
+        pytest.skip("psql (PostgreSQL's client) is not installed; the init script needs it")
+    admin = make_url(PG_ADMIN_URL)
+    n = os.urandom(5).hex()
+    names = {"TEMPORAL_DB_USER": f"t_temporal_{n}", "EVENTS_DB_OWNER": f"t_owner_{n}",
+             "EVENTS_DB_USER": f"t_app_{n}", "EVENTS_DB_NAME": f"t_events_{n}",
+             "TEMPORAL_DB_NAME": f"t_temporal_db_{n}",
+             "TEMPORAL_VISIBILITY_DB_NAME": f"t_visibility_{n}",
+             "POSTGRES_USER": admin.username or "postgres"}
+    env = init_script_env(tmp_path, **names, PGHOST=admin.host or "127.0.0.1",
+                          PGPORT=str(admin.port or 5432))
+    server = f"{admin.host or '127.0.0.1'}:{admin.port or 5432}"
+    try:
+        run = subprocess.run(["sh", str(ROOT / "deploy" / "postgres-init.sh")], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for role in (names["TEMPORAL_DB_USER"], names["EVENTS_DB_OWNER"], names["EVENTS_DB_USER"]):
+                flags = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                                     "WHERE rolname = %s", (role,)).fetchone()
+                assert flags == (False, False, False), role
+            owners = dict(conn.execute(
+                "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname = ANY(%s)",
+                ([names["TEMPORAL_DB_NAME"], names["TEMPORAL_VISIBILITY_DB_NAME"],
+                  names["EVENTS_DB_NAME"]],)).fetchall())
+        assert owners == {names["TEMPORAL_DB_NAME"]: names["TEMPORAL_DB_USER"],
+                          names["TEMPORAL_VISIBILITY_DB_NAME"]: names["TEMPORAL_DB_USER"],
+                          names["EVENTS_DB_NAME"]: names["EVENTS_DB_OWNER"]}
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(f"postgresql://{names['EVENTS_DB_USER']}@{server}/"
+                            f"{names['TEMPORAL_DB_NAME']}").close()
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(f"postgresql://{names['TEMPORAL_DB_USER']}@{server}/"
+                            f"{names['EVENTS_DB_NAME']}").close()
+        # Temporal's user can make its schema in its own database (as the admin tools do).
+        with psycopg.connect(f"postgresql://{names['TEMPORAL_DB_USER']}@{server}/"
+                             f"{names['TEMPORAL_VISIBILITY_DB_NAME']}", autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
+            conn.execute("CREATE TABLE schema_version (n integer)")
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "store", "init-db"], cwd=ROOT, capture_output=True,
+            text=True, timeout=120, env={
+                "PATH": os.environ["PATH"],
+                "APPEALS_SCHEMA_DATABASE_URL":
+                    f"postgresql+psycopg://{names['EVENTS_DB_OWNER']}@{server}/{names['EVENTS_DB_NAME']}",
+                "APPEALS_DATABASE_URL":
+                    f"postgresql+psycopg://{names['EVENTS_DB_USER']}@{server}/{names['EVENTS_DB_NAME']}"})
+        assert done.returncode == 0, done.stderr
+        from store.app import CaseStore
+        from tests.factories import open_args
+        store = CaseStore(f"postgresql+psycopg://{names['EVENTS_DB_USER']}@{server}/"
+                          f"{names['EVENTS_DB_NAME']}", new_key())
+        try:
+            store.open_case(**open_args("UA-2026-0001", actions=["mfa"]))
+            assert store.verify("UA-2026-0001").ok
+        finally:
+            store.close()
+    finally:
+        for database in ("EVENTS_DB_NAME", "TEMPORAL_DB_NAME", "TEMPORAL_VISIBILITY_DB_NAME"):
+            _pg_exec(f'DROP DATABASE IF EXISTS "{names[database]}" WITH (FORCE)')
+        for role in ("EVENTS_DB_USER", "EVENTS_DB_OWNER", "TEMPORAL_DB_USER"):
+            _pg_exec(f'DROP ROLE IF EXISTS "{names[role]}"')
 
 
 # ------------------------------------------------------------------ the TLS proxy of the web interface

@@ -1,7 +1,10 @@
 """The production topology without Docker: the event store on the real PostgreSQL, the Temporal dev
 server, two worker processes and an SMTP server on loopback. Fifty cases; one worker is killed
 mid-run; every case finishes on the other, with no duplicate event and every audit chain intact.
-Also: the worker serves Temporal SDK metrics for Prometheus on its configured port."""
+As in docker-compose.yml, the schema owner sets the event store up (`appeals store init-db`) and
+the workers and the test's own store connect as the application's role, which may not update or
+delete the audit trail. Also: the worker serves Temporal SDK metrics for Prometheus on its
+configured port."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.backends import fresh_postgres_database
+from tests.backends import fresh_postgres_roles
 from tests.dev_stack import DevServer, free_port, running_stack
 from tests.factories import intake, verification
 from tests.smtp_sink import SmtpSink
@@ -25,7 +28,8 @@ CASES = 50
 
 async def test_fifty_cases_on_postgres_survive_losing_one_of_two_workers(
         dev_server: DevServer, tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    with fresh_postgres_database() as (url, _):
+    with fresh_postgres_roles(set_up=True) as roles:
+        url = roles.app_url
         async with running_stack(dev_server, tmp_path, smtp_sink, database_url=url) as stack:
             stack.start_worker()
             stack.start_worker()
@@ -75,6 +79,11 @@ async def test_fifty_cases_on_postgres_survive_losing_one_of_two_workers(
                 if not stack.store.verify(ref).ok:
                     unverified.append(ref)
             assert duplicates == 0 and unverified == []
+            with roles.connect(roles.app) as conn:
+                events = conn.execute("SELECT count(*) FROM appeals_events").fetchone()[0]
+                assert conn.execute("SELECT count(*) FROM appeals_chain").fetchone()[0] == events
+                assert not conn.execute("SELECT has_table_privilege(current_user, "
+                                        "'appeals_events', 'UPDATE')").fetchone()[0]
             received = Counter(m["Message-ID"] for _, _, m in stack.sink.messages)
             assert set(received) == recorded  # every message went out, under its recorded id
             print(f"{CASES} cases on PostgreSQL with 2 workers (one killed) in {elapsed:.1f} s; "

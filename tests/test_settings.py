@@ -593,15 +593,20 @@ def test_every_secret_can_be_given_as_a_file(env: pytest.MonkeyPatch, tmp_path: 
                                              field: str) -> None:
     value = {"database_url": "postgresql+psycopg://appeals:Qwox-pass@db/appeals",
              "database_password": "Qwox-pass", "codec_keys": f"k1:{new_key_text()}",
-             "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32}[field]
-    if field == "database_password":
-        env.setenv("APPEALS_DATABASE_URL", "postgresql+psycopg://appeals@db/appeals")
+             "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32,
+             "schema_database_url": "postgresql+psycopg://owner:Qwox-pass@db/appeals",
+             "schema_database_password": "Qwox-pass"}[field]
+    # A password goes into its URL.
+    into = {"database_password": "database_url",
+            "schema_database_password": "schema_database_url"}.get(field)
+    if into:
+        env.setenv(f"APPEALS_{into.upper()}", "postgresql+psycopg://appeals@db/appeals")
     # A final line break (as editors and `echo` write) is not part of the secret.
     env.setenv(f"APPEALS_{field.upper()}_FILE", str(secret_file(tmp_path, value + "\n")))
     settings = load_settings()
-    got = getattr(settings, field if field != "database_password" else "database_url")
+    got = getattr(settings, into or field)
     got = got.get_secret_value() if hasattr(got, "get_secret_value") else got
-    if field == "database_password":
+    if into:
         assert got == "postgresql+psycopg://appeals:Qwox-pass@db/appeals"
     else:
         assert got == value

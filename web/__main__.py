@@ -9,6 +9,7 @@ import sys
 from pydantic import ValidationError
 
 from store.app import CaseStore
+from store.recorder import SchemaNotReady
 from web.app import serve
 from worker.keys import KeyMaterialError
 from worker.main import connect
@@ -20,7 +21,7 @@ async def main() -> None:
         settings = load_settings()
         totp_key = settings.totp_key()  # production: the key file must be there (no new key)
         store = CaseStore(settings.database_url, settings.event_store_cipher_key())
-    except (ValidationError, KeyMaterialError) as exc:
+    except (ValidationError, KeyMaterialError, SchemaNotReady) as exc:
         print(f"web: cannot start: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
     client = await connect(settings)

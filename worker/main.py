@@ -26,6 +26,7 @@ from activities.messages import Composer
 from activities.tracks import TrackActivities
 from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
+from store.recorder import SchemaNotReady
 from worker.codec import make_data_converter
 from worker.keys import KeyMaterialError
 from worker.search import register_search_attributes
@@ -125,7 +126,7 @@ async def main() -> None:
     try:
         settings = load_settings()
         activities = build_activities(settings)
-    except (ValidationError, ConfigurationError, KeyMaterialError) as exc:
+    except (ValidationError, ConfigurationError, KeyMaterialError, SchemaNotReady) as exc:
         # A clear message and exit status 2, never a traceback (and never a secret's value:
         # the settings hide input values in their errors).
         print(f"worker: cannot start: {error_line(exc)}", file=sys.stderr)

@@ -140,7 +140,7 @@ class Settings(SecretFileSettings):
     )
     # Each may be given as `APPEALS_<NAME>_FILE` instead (the key files have their own settings).
     secret_file_fields = ("database_url", "database_password", "codec_keys", "smtp_password",
-                          "codec_server_token")
+                          "codec_server_token", "schema_database_url", "schema_database_password")
 
     environment: Literal["development", "production"] = "development"
     """`development` (embedded stack, keys created on first use) or `production` (everything
@@ -188,6 +188,16 @@ class Settings(SecretFileSettings):
     database_password: SecretStr | None = None
     """Password of the event store's PostgreSQL user, put into `database_url` (which then names
     none): lets the password come from a file while the URL stays in the environment."""
+
+    schema_database_url: str | None = None
+    """PostgreSQL URL of the event store's schema owner, read only by `appeals store init-db`
+    (which creates the tables, the append-only triggers and the grants of the application's role,
+    the user of `database_url`); the worker and the web interface never use it. No password in
+    it: see `schema_database_password`."""
+
+    schema_database_password: SecretStr | None = None
+    """Password of the schema owner, put into `schema_database_url`. Only the one-shot set-up
+    should have it, never the worker or the web interface."""
 
     event_cipher_key: SecretStr | None = None
     """Event store AES key: base64 of 32 bytes. Takes precedence over the key file."""
@@ -349,6 +359,7 @@ class Settings(SecretFileSettings):
         return value
 
     @field_validator("smtp_username", "smtp_password", "smtp_capture_host", "database_password",
+                     "schema_database_url", "schema_database_password",
                      "temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file",
                      "temporal_tls_server_name", "config_dir", mode="before")
     @classmethod
@@ -448,6 +459,9 @@ class Settings(SecretFileSettings):
     def _database_password_goes_into_the_url(self) -> Settings:
         if self.database_password is not None:
             self.database_url = url_with_password(self.database_url, self.database_password)
+        if self.schema_database_password is not None:
+            self.schema_database_url = schema_url_with_password(self.schema_database_url,
+                                                                self.schema_database_password)
         return self
 
     @model_validator(mode="after")
@@ -521,7 +535,8 @@ def _require_key_file(path: Path, key_field: str, file_field: str) -> None:
         raise ValueError(str(exc)) from None
 
 
-def url_with_password(url: str, password: SecretStr) -> str:
+def url_with_password(url: str, password: SecretStr, url_field: str = "database_url",
+                      password_field: str = "database_password") -> str:
     """`url` with `password` put in; ValueError (one line, no secret) when it cannot take one."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -529,14 +544,52 @@ def url_with_password(url: str, password: SecretStr) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ValueError(f"{_env('database_url')}: not a database URL") from None
+        raise ValueError(f"{_env(url_field)}: not a database URL") from None
     if parsed.get_backend_name() == "sqlite":
-        raise ValueError(f"{_env('database_password')}: an SQLite event store has no password; "
+        raise ValueError(f"{_env(password_field)}: an SQLite event store has no password; "
                          "unset it")
     if parsed.password is not None:
-        raise ValueError(f"{_env('database_password')}: {_env('database_url')} already names a "
+        raise ValueError(f"{_env(password_field)}: {_env(url_field)} already names a "
                          "password; give it in one place only")
     return str(parsed.set(password=password.get_secret_value()).render_as_string(hide_password=False))
+
+
+def schema_url_with_password(url: str | None, password: SecretStr) -> str:
+    if url is None:
+        raise ValueError(f"{_env('schema_database_password')}: set "
+                         f"{_env('schema_database_url')} too (the password goes into it)")
+    return url_with_password(url, password, "schema_database_url", "schema_database_password")
+
+
+class SchemaSettings(SecretFileSettings):
+    """What `appeals store init-db` reads (each field is documented in Settings): the database
+    URLs only, so that the one-shot set-up needs no key and no mail setting, and the worker's
+    and web interface's settings need not be complete where it runs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, hide_input_in_errors=True,
+                                      extra="ignore")
+    secret_file_fields = ("database_url", "schema_database_url", "schema_database_password")
+
+    database_url: str | None = None
+    schema_database_url: str | None = None
+    schema_database_password: SecretStr | None = None
+
+    @field_validator("database_url", "schema_database_url", "schema_database_password",
+                     mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _password_goes_into_the_url(self) -> SchemaSettings:
+        if self.schema_database_password is not None:
+            self.schema_database_url = schema_url_with_password(self.schema_database_url,
+                                                                self.schema_database_password)
+        return self
+
+
+def load_schema_settings() -> SchemaSettings:
+    return SchemaSettings()
 
 
 TLS_FILE_FIELDS = ("temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file")
