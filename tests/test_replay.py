@@ -16,7 +16,12 @@ from tests.dev_stack import FIXTURE_CODEC_KEY, HISTORIES
 from worker.codec import make_data_converter
 from worker.keys import KeyRing, decode_key
 from workflows.case import CaseWorkflow
-from workflows.tracks import REPRISAL_ALERTS_PATCH, WAITING_NOTICES_PATCH, TrackedCaseWorkflow
+from workflows.tracks import (
+    LOCAL_RECORDS_PATCH,
+    REPRISAL_ALERTS_PATCH,
+    WAITING_NOTICES_PATCH,
+    TrackedCaseWorkflow,
+)
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 
@@ -30,7 +35,8 @@ def test_there_are_recorded_histories() -> None:
                                           "tracks_further_information",
                                           "tracks_waiting_notices",
                                           "tracks_waiting_notices_retried",
-                                          "tracks_reassessed", "tracks_reprisal"}
+                                          "tracks_reassessed", "tracks_reprisal",
+                                          "tracks_local_records"}
 
 
 def marked(path: Path, patch: str = WAITING_NOTICES_PATCH) -> bool:
@@ -49,13 +55,23 @@ def test_histories_from_before_and_after_waiting_notices_are_kept() -> None:
     tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
     assert {p.stem for p in tracks if marked(p)} == {"tracks_waiting_notices",
                                                     "tracks_waiting_notices_retried",
-                                                    "tracks_reassessed", "tracks_reprisal"}
+                                                    "tracks_reassessed", "tracks_reprisal",
+                                                    "tracks_local_records"}
+
+
+def test_histories_from_before_and_after_local_records_are_kept() -> None:
+    """Decisions recorded by regular activities (every history before the patch) and by local
+    activities (LOCAL_RECORDS_PATCH) both replay."""
+    tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
+    assert {p.stem for p in tracks if marked(p, LOCAL_RECORDS_PATCH)} == {"tracks_local_records"}
+    assert {p.stem for p in tracks if not marked(p, LOCAL_RECORDS_PATCH)} >= {
+        "tracks_reprisal", "tracks_waiting_notices", "tracks_clearance_escalated"}
 
 
 def test_histories_from_before_and_after_reprisal_alerts_are_kept() -> None:
     tracks = [p for p in RECORDED if p.stem.startswith("tracks_")]
     assert {p.stem for p in tracks if marked(p, REPRISAL_ALERTS_PATCH)} == {
-        "tracks_reassessed", "tracks_reprisal"}
+        "tracks_reassessed", "tracks_reprisal", "tracks_local_records"}
     assert {p.stem for p in tracks if not marked(p, REPRISAL_ALERTS_PATCH)} >= {
         "tracks_waiting_notices", "tracks_clearance_escalated"}
 

@@ -136,3 +136,46 @@ async def test_a_reprisal_alerts_the_heads_and_holds_public_actions_until_confir
     assert "nothing to confirm" in str(caught.value.cause)
     assert tracked_env.store.get(tracked_env.ref).reprisals == 1
     await keep_history(handle, "tracks_reprisal")
+
+
+async def test_a_decision_recorded_as_a_local_activity_is_recorded_once_under_retries(
+        tracked_env: CaseEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decisions are recorded by local activities (LOCAL_RECORDS_PATCH): the store commits, then
+    the answer is lost (as a dropped connection would lose it); the local activity runs again with
+    the same command id, finds the first result, and the decision is recorded once."""
+    from sqlalchemy.exc import OperationalError
+
+    store = tracked_env.activities.store
+    handle = await tracked_env.start(**TWO_ACTIONS)
+    real = store.execute
+    lost: list[str] = []
+
+    def committed_then_lost(reference: str, command: str, *args: Any, **kwargs: Any) -> Any:
+        result = real(reference, command, *args, **kwargs)
+        if command == "record_verification" and not lost:
+            lost.append(command)
+            raise OperationalError("commit answer", {}, Exception("connection dropped"))
+        return result
+
+    monkeypatch.setattr(store, "execute", committed_then_lost)
+    status = await verify(handle, 2, 3)
+    assert status["stage"] == "consent" and lost == ["record_verification"]
+    assert tracked_env.events().count("VerificationRecorded") == 1
+    history = await handle.fetch_history()
+    kinds = {e.event_type for e in history.events}
+    from temporalio.api.enums.v1 import EventType
+
+    # Recorded through markers of the workflow task, not a scheduled activity task.
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert "apply_command" not in scheduled and "open_tracked_case" not in scheduled
+    await grant(handle, "mfa")
+    await clear(handle, "mfa")
+    await settle(handle, lambda s: s["tracks"]["mfa"]["step"] == "follow_up", "mfa sent")
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in (await handle.fetch_history()).events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert "dispatch_track" in scheduled  # sends stay regular activities
+    await keep_history(handle, "tracks_local_records")

@@ -74,6 +74,11 @@ WAITING_NOTICES_PATCH = "waiting-notices"
 # reprisal (the alert is sent until it is recorded, ReprisalAlertSent); running cases replay
 # without it until they continue as new.
 REPRISAL_ALERTS_PATCH = "reprisal-alerts"
+# Cases started (or continued as new) from this patch record decisions, the opening and a failed
+# dispatch as local activities: a short, idempotent write (its command id records it once however
+# often it runs) done by the worker that runs the workflow task, without a round trip through the
+# task queue. Sends and staff mail stay regular activities (they heartbeat and retry for long).
+LOCAL_RECORDS_PATCH = "local-records"
 
 
 def _rejected(message: str) -> ApplicationError:
@@ -115,6 +120,9 @@ class TrackedCaseWorkflow:
         # whether one is being sent.
         self.alerts = False
         self.alerting = False
+        # Whether this run records as local activities (LOCAL_RECORDS_PATCH); set first in run,
+        # before any handler can record.
+        self.local = False
         # One change at a time: an update, an escalation or a send attempt never interleave, so
         # consent withdrawn while a message is being prepared is seen before the send.
         self.lock = asyncio.Lock()
@@ -122,6 +130,7 @@ class TrackedCaseWorkflow:
     # ===================================================================================== run
     @workflow.run
     async def run(self, start: TracksStart) -> str:
+        self.local = workflow.patched(LOCAL_RECORDS_PATCH)
         self.notices = workflow.patched(WAITING_NOTICES_PATCH)
         self.alerts = workflow.patched(REPRISAL_ALERTS_PATCH)
         if self.notices and self.notified is None:
@@ -132,7 +141,7 @@ class TrackedCaseWorkflow:
             async with self.lock:
                 self.state = await self._call("open_tracked_case", OpenCase(
                     self.reference, start.intake, start.actor, workflow.now(),
-                    f"{self.reference}/open", assertion=start.assertion), RECORD)
+                    f"{self.reference}/open", assertion=start.assertion), RECORD, local=True)
         self._publish()
         while self.view.stage != "closed":
             if self.notices:
@@ -166,8 +175,15 @@ class TrackedCaseWorkflow:
                                       and not self.alerting)
         return str(self.view.outcome)
 
-    async def _call(self, activity: str, arg: Any, options: Options) -> CaseView:
-        """Run an activity that records in the store; it returns the case view."""
+    async def _call(self, activity: str, arg: Any, options: Options, *,
+                    local: bool = False) -> CaseView:
+        """Run an activity that records in the store; it returns the case view. `local`: a
+        recording that runs as a local activity in runs that took LOCAL_RECORDS_PATCH."""
+        if local and self.local:
+            recorded: CaseView = await workflow.execute_local_activity(
+                activity, arg, result_type=CaseView, start_to_close_timeout=options.timeout,
+                schedule_to_close_timeout=options.schedule_to_close, retry_policy=options.retry)
+            return recorded
         view: CaseView = await workflow.execute_activity(
             activity, arg, result_type=CaseView, start_to_close_timeout=options.timeout,
             schedule_to_close_timeout=options.schedule_to_close,
@@ -409,7 +425,7 @@ class TrackedCaseWorkflow:
         cause = err.cause
         text = cause.message if isinstance(cause, ApplicationError) else str(err.message)
         self.state = await self._call("record_dispatch_failure", DispatchFailure(
-            self.reference, action, f"{kind}: {text}"[:300], workflow.now()), RECORD)
+            self.reference, action, f"{kind}: {text}"[:300], workflow.now()), RECORD, local=True)
 
     # ============================================================================ the decisions
     async def _decide(self, command: str, actor: str, args: dict[str, Any],
@@ -429,7 +445,7 @@ class TrackedCaseWorkflow:
             try:
                 self.state = await self._call(activity, arg(command_id) if arg else ApplyCommand(
                     self.reference, command, args, actor, workflow.now(), command_id,
-                    roles_for(command), new_deadline, assertion), RECORD)
+                    roles_for(command), new_deadline, assertion), RECORD, local=True)
             except ActivityError as err:
                 cause = err.cause
                 if isinstance(cause, ApplicationError):
