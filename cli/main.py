@@ -30,6 +30,7 @@ from cli.common import (
     is_database_down,
     one_line,
 )
+from cli.keys import keys
 from cli.outbox import outbox
 from cli.services import worker
 from cli.session import login, logout, whoami
@@ -51,7 +52,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (case, audit, outbox, users, login, logout, whoami, worker):
+for command in (case, audit, outbox, users, login, logout, whoami, worker, keys):
     cli.add_command(command)
 
 

@@ -593,7 +593,8 @@ def test_every_secret_can_be_given_as_a_file(env: pytest.MonkeyPatch, tmp_path: 
                                              field: str) -> None:
     value = {"database_url": "postgresql+psycopg://appeals:Qwox-pass@db/appeals",
              "database_password": "Qwox-pass", "codec_keys": f"k1:{new_key_text()}",
-             "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32}[field]
+             "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32,
+             "event_cipher_previous_keys": f"{new_key_text()},{new_key_text()}"}[field]
     if field == "database_password":
         env.setenv("APPEALS_DATABASE_URL", "postgresql+psycopg://appeals@db/appeals")
     # A final line break (as editors and `echo` write) is not part of the secret.
