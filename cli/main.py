@@ -144,6 +144,10 @@ def _unexpected(exc: Exception) -> int:
     if is_database_down(exc):
         click.echo("event store not reachable (see APPEALS_DATABASE_URL)", err=True)
         return 5
+    from store.cipher import MasterKeyError
+    if isinstance(exc, MasterKeyError):  # a data key no configured master key unwraps
+        click.echo(f"settings: {one_line(str(exc))}", err=True)
+        return 2
     if os.environ.get("APPEALS_DEBUG"):
         traceback.print_exception(exc)
     click.echo(f"appeals: unexpected error ({type(exc).__name__}); see the worker log", err=True)

@@ -5,6 +5,7 @@ before per-case keys still loads; master key rotation re-wraps; two heads erase 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from store.app import (
     CaseStore,
     CaseUnreadable,
     ErasureRefused,
+    sqlite_url,
     verifier_without_key,
 )
 from store.cipher import MAGIC, EventUnreadable, MasterKeyError
@@ -268,3 +270,46 @@ def test_only_heads_erase_through_the_desk(backend: Backend) -> None:
         asyncio.run(desk.erase(Person("hana"), REF))
     assert s.keys.state(str(case_id(REF))) == "live"
     s.close()
+
+
+# ============================================================== settings and the command line
+def test_previous_master_keys_follow_the_current_one_and_bad_ones_are_refused(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from worker.settings import error_line, load_settings
+
+    for name in list(os.environ):
+        if name.startswith("APPEALS_"):
+            monkeypatch.delenv(name)
+    current, old = new_key(), new_key()
+    settings = load_settings(var_dir=str(tmp_path), event_cipher_key=current,
+                             event_cipher_previous_keys=f"{old}, {current}")
+    assert settings.event_store_cipher_key() == f"{current},{old}"
+    assert load_settings(var_dir=str(tmp_path), event_cipher_key=current
+                         ).event_store_cipher_key() == current
+    assert settings.erasure_retention_days == 365
+    with pytest.raises(ValidationError) as info:
+        load_settings(var_dir=str(tmp_path), event_cipher_previous_keys=f"{old},Qwoxnotakey")
+    assert error_line(info.value).startswith("APPEALS_EVENT_CIPHER_PREVIOUS_KEYS")
+    assert "Qwox" not in str(info.value)
+
+
+def test_appeals_keys_rotate_master_rewraps_and_names_a_missing_key(tmp_path: Any) -> None:
+    from tests.dev_stack import appeals_command, fails, ok
+
+    url = sqlite_url(str(tmp_path / "events.sqlite"))
+    first, second = new_key(), new_key()
+    s = CaseStore(url, first)
+    every_event_kind(s)
+    s.close()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("APPEALS_")}
+    env = {**base, "APPEALS_VAR_DIR": str(tmp_path / "var"), "APPEALS_DATABASE_URL": url,
+           "APPEALS_EVENT_CIPHER_KEY": second}
+    assert fails(appeals_command(env, "keys", "rotate-master"), 2).startswith(
+        "settings: case ")
+    done = ok(appeals_command({**env, "APPEALS_EVENT_CIPHER_PREVIOUS_KEYS": first},
+                              "keys", "rotate-master"))
+    assert done.startswith("1 data keys re-wrapped under master key fp-")
+    assert ok(appeals_command(env, "keys", "rotate-master")).startswith("0 data keys")
+    assert CaseStore(url, second).get(REF).outcome == "resolved"
