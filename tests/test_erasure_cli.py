@@ -84,3 +84,19 @@ async def test_two_heads_erase_a_closed_case_from_the_command_line(stack: Stack,
     assert DEFENDER_NAME.encode() not in open(raw, "rb").read()  # noqa: SIM115 - read once
     # The other case is untouched.
     assert "stage verification" in ok(stack.appeals("case", "show", other))
+
+    # The web: the audit page shows the erasure; the case page says the case was erased.
+    from tests.test_web import SESSION_KEY, Web, set_passwords
+    from web import build_app
+
+    set_passwords(stack)
+    app = build_app(stack.settings, stack.plain, stack.store, session_key=SESSION_KEY,
+                    outbox=tmp_path / "outbox")
+    async with Web(stack, app, None, tmp_path / "outbox").signed_in("hana") as hana:  # type: ignore[arg-type]
+        audit = await hana.get(f"/cases/{ref}/audit")
+        assert audit.status_code == 200, audit.text
+        assert "Erasure confirmed" in audit.text and "hugo" in audit.text
+        assert "Erasure requested" in audit.text and "erasure-request" in audit.text
+        assert DEFENDER_NAME not in audit.text
+        page = await hana.get(f"/cases/{ref}")
+        assert page.status_code == 409 and "was erased" in page.text
