@@ -100,6 +100,22 @@ def test_a_moved_or_relabelled_event_fails_to_decrypt_naming_case_and_version(
     reader.close()
 
 
+def test_a_wrapped_key_copied_to_another_case_does_not_unwrap(backend: Backend) -> None:
+    s = backend.open()
+    every_event_kind(s)
+    s.open_case(**open_args(OTHER))
+    with s.engine.begin() as conn:
+        conn.execute(text("UPDATE appeals_case_keys SET wrapped_key = :w WHERE case_id = :c"),
+                     {"w": wrapped_key(s, REF), "c": str(case_id(OTHER))})
+    s.close()
+    reader = backend.open()
+    with pytest.raises(MasterKeyError, match=f"case {case_id(OTHER)}: its wrapped data key does "
+                                             "not unwrap"):
+        reader.get(OTHER)
+    assert reader.get(REF).outcome == "resolved"
+    reader.close()
+
+
 # ======================================================================= old databases still load
 def test_a_database_written_by_the_code_before_per_case_keys_still_loads_and_works(
         backend: Backend) -> None:
