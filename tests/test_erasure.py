@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,7 @@ from store.app import (
 )
 from store.cipher import MAGIC, EventUnreadable, MasterKeyError
 from tests.backends import Backend, new_key
+from tests.dev_stack import ROOT
 from tests.factories import DEFENDER_NAME, INCIDENT_TEXT, T0, open_args
 from tests.test_store import REF, every_event_kind
 
@@ -32,11 +37,39 @@ OTHER = "UA-2026-0002"
 LATER = T0 + timedelta(days=400)
 
 
-def old_code_store(backend: Backend) -> CaseStore:
-    """The store configured as before per-case keys: eventsourcing's Mapper with the AESCipher
-    under the master key (what main wrote)."""
-    return CaseStore(backend.url, backend.key,
-                     extra_env={"MAPPER_TOPIC": "eventsourcing.persistence:Mapper"})
+OLD_WRITER = """
+import sys
+from store.app import CaseStore
+from tests.factories import open_args
+from tests.test_store import every_event_kind
+store = CaseStore(sys.argv[1], sys.argv[2])
+for name, role in (("hana", "head"), ("hugo", "head"), ("olga", "case_officer")):
+    store.add_user(name, name.title(), name + "@secretariat.example.org", [role])
+every_event_kind(store)
+store.open_case(**open_args(sys.argv[3]))
+store.close()
+"""
+
+
+def write_with_the_code_before_per_case_keys(backend: Backend, tmp_path: Path) -> None:
+    """Run the code as it was before per-case keys (the parent of the commit that added
+    store/cipher.py, unpacked from git) to write a database: REF closed, OTHER open, users."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the code before per-case keys cannot be unpacked")
+    added = subprocess.run(["git", "log", "--format=%H", "-1", "--diff-filter=A", "--",
+                            "store/cipher.py"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    old = tmp_path / "old-code"
+    old.mkdir()
+    archive = subprocess.run(["git", "archive", f"{added}^"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    assert not (old / "store" / "cipher.py").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPEALS_")}
+    done = subprocess.run([sys.executable, "-c", OLD_WRITER, backend.url, backend.key, OTHER],
+                          cwd=old, env={**env, "PYTHONPATH": str(old)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def heads(store: CaseStore) -> None:
@@ -118,16 +151,11 @@ def test_a_wrapped_key_copied_to_another_case_does_not_unwrap(backend: Backend) 
 
 # ======================================================================= old databases still load
 def test_a_database_written_by_the_code_before_per_case_keys_still_loads_and_works(
-        backend: Backend) -> None:
-    old = old_code_store(backend)
-    heads(old)
-    every_event_kind(old)
-    old.open_case(**open_args(OTHER))
-    legacy = states(old, OTHER)
-    assert not any(state.startswith(MAGIC) for _, state in legacy.values())
-    old.close()
-
+        backend: Backend, tmp_path: Path) -> None:
+    write_with_the_code_before_per_case_keys(backend, tmp_path)
     new = backend.open()
+    legacy = states(new, OTHER)
+    assert legacy and not any(state.startswith(MAGIC) for _, state in legacy.values())
     assert new.get(REF).outcome == "resolved"
     assert [e.event for e in new.trail(REF)][-1] == "Closed"
     assert new.verify(REF).ok and new.verify_users().ok
