@@ -244,19 +244,18 @@ class CaseStore(Application[UUID]):
         return result
 
     def trail(self, reference: str) -> list[TrailEntry]:
-        """Every event of the case, decrypted, in order: the audit trail for staff. The events of
-        its erasure record (requested, confirmed) follow. An erased case's own events are shown
-        by their chain rows only (version, time, actor, event name; details `{"erased": true}`)."""
+        """Every event of the case, decrypted, in order: the audit trail for staff. An erased
+        case's own events are shown by their chain rows only (version, time, actor, event name;
+        details `{"erased": true}`), followed by the events of its erasure record (requested,
+        confirmed: who, when, why; their versions are the record's own)."""
         cid = case_id(reference)
-        entries = []
-        if self.keys.state(str(cid)) == "destroyed":
-            entries = self._erased_trail(str(cid))
-        else:
+        if self.keys.state(str(cid)) != "destroyed":
             with self._readable(reference):
                 events = list(self.repository.event_store.get(cid))
-            entries = [_trail_entry(ev) for ev in events]
-        if not entries:
-            raise CaseNotFound(reference)
+            if not events:
+                raise CaseNotFound(reference)
+            return [_trail_entry(ev) for ev in events]
+        entries = self._erased_trail(str(cid))
         entries.extend(_trail_entry(ev) for ev in
                        self.repository.event_store.get(erasure_id(reference)))
         return entries

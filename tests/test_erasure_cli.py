@@ -100,3 +100,50 @@ async def test_two_heads_erase_a_closed_case_from_the_command_line(stack: Stack,
         assert DEFENDER_NAME not in audit.text
         page = await hana.get(f"/cases/{ref}")
         assert page.status_code == 409 and "was erased" in page.text
+
+
+async def test_two_heads_erase_a_closed_case_on_the_web(stack: Stack, tmp_path: Path) -> None:
+    from tests.test_web import PASSWORD, SESSION_KEY, Web, post_form, set_passwords
+    from web import build_app, set_password
+
+    stack.store.add_user("hugo", "Hugo", "hugo@secretariat.example.org", ["head"])
+    stack.start_worker()
+    named = tmp_path / "intake.json"
+    named.write_text(json.dumps(intake()))
+    ref = ok(stack.appeals("case", "open", str(named))).strip()
+    ok(stack.appeals("case", "close", ref, "--outcome", "resolved", "--summary", "Released."))
+    assert await stack.plain.get_workflow_handle(ref).result() == "resolved"
+    set_passwords(stack)
+    set_password(stack.store, "hugo", PASSWORD)
+
+    def web(retention_days: int) -> Web:
+        settings = stack.settings.model_copy(update={"erasure_retention_days": retention_days})
+        app = build_app(settings, stack.plain, stack.store, session_key=SESSION_KEY,
+                        outbox=tmp_path / "outbox")
+        return Web(stack, app, None, tmp_path / "outbox")  # type: ignore[arg-type]
+
+    page_url, action = f"/cases/{ref}", f"/cases/{ref}/erase"
+    async with web(365).signed_in("hana") as hana:
+        refused = await post_form(hana, page_url, action, {"reason_code": "retention-expired",
+                                                           "reason": "Retention over"},
+                                  form_id="erase-form")
+        assert refused.status_code == 409 and "APPEALS_ERASURE_RETENTION_DAYS=365" in refused.text
+    async with web(0).signed_in("olga") as olga:
+        assert 'id="erase-form"' not in (await olga.get(page_url)).text  # heads only
+    async with web(0).signed_in("hana") as hana:
+        asked = await post_form(hana, page_url, action, {"reason_code": "retention-expired",
+                                                         "reason": "Retention over"},
+                                form_id="erase-form")
+        assert asked.status_code == 303 and asked.headers["location"] == f"{page_url}#erasure"
+        mine = (await hana.get(page_url)).text
+        assert "another head must confirm it" in mine and 'id="erase-form"' not in mine
+    async with web(0).signed_in("hugo") as hugo:
+        confirmed = await post_form(hugo, page_url, action, {}, form_id="erase-form")
+        assert confirmed.status_code == 303
+        assert confirmed.headers["location"] == f"/cases/{ref}/audit"
+        audit = await hugo.get(f"/cases/{ref}/audit")
+        assert "Erasure confirmed" in audit.text and "is erased" in audit.text
+        assert DEFENDER_NAME not in audit.text
+        gone = await hugo.get(page_url)
+        assert gone.status_code == 409 and "was erased" in gone.text
+    assert await _history_gone(stack, ref)
