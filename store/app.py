@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -296,6 +297,7 @@ class CaseStore(Application[UUID]):
             self._check_erasable(reference, cid, at, retention_days)
         try:
             if record is None:
+                self._check_names(reference, reason)
                 record = Erasure.request(reference, reason_code, reason, at, actor,
                                          f"erasure:{reference}:request")
                 self._save_erasure(record, reference, actor, "request")
@@ -337,6 +339,21 @@ class CaseStore(Application[UUID]):
                 f"Case {reference} closed on {closed_at:%Y-%m-%d}; the retention period "
                 f"(APPEALS_ERASURE_RETENTION_DAYS={retention_days}) allows its erasure from "
                 f"{allowed:%Y-%m-%d}; nothing was done.")
+
+    def _check_names(self, reference: str, reason: str) -> None:
+        """The reason stays readable for good: refuse one that names a person of the case (a
+        defender, the organisation's contact) or the organisation, by any word of four letters
+        or more of their names."""
+        intake = self.get(reference).intake
+        people = [d.get("name") for d in intake.get("defenders") or []]
+        organisation = intake.get("organisation") or {}
+        people += [organisation.get("name"), organisation.get("contact_name")]
+        words = {w.casefold() for name in people if isinstance(name, str)
+                 for w in re.findall(r"\w{4,}", name)}
+        said = {w.casefold() for w in re.findall(r"\w{4,}", reason or "")}
+        if words & said:
+            raise ErasureRefused("reason: it names someone of the case (or the organisation); "
+                                 "say why without names. Nothing was done.")
 
     def _save_erasure(self, record: Erasure, reference: str, actor: str, step: str) -> None:
         pending = record.collect_events()
