@@ -836,3 +836,44 @@ def case_show(ctx: click.Context, ref: str, as_json: bool) -> None:
         emit_json(status)
     else:
         print_status(status)
+
+
+@case.command("erase")
+@click.argument("ref", metavar="REF")
+@click.option("--reason-code", type=str, default=None,
+              help="Why: retention-expired or erasure-request (asked with the first request).")
+@click.option("--reason", type=str, default=None,
+              help="A short reason, at most 200 characters and NO NAMES (first request).")
+@json_option
+@click.pass_context
+def case_erase(ctx: click.Context, ref: str, reason_code: str | None, reason: str | None,
+               as_json: bool) -> None:
+    """Erase closed case REF's personal data (two heads; see docs/operations.md).
+
+    The first head's command records the request (with --reason-code and --reason); the same
+    command by a DIFFERENT head confirms it: the case's key is destroyed, so its events can no
+    longer be read, and its Temporal history is deleted. The trail keeps who, when and why.
+    Refused while the case is open or APPEALS_ERASURE_RETENTION_DAYS after its closing have not
+    passed, and once it is erased.
+    """
+    from domain.erasure import MAX_TEXT, REASONS
+
+    checked(lambda: check_reference(ref))
+    if reason_code is not None:
+        choice(reason_code, REASONS, "--reason-code")
+    if reason is not None and (not reason.strip() or len(" ".join(reason.split())) > MAX_TEXT):
+        raise BadInput("--reason", f"one short line of at most {MAX_TEXT} characters, no names")
+    env = env_of(ctx)
+    person = env.person()
+    result = run(env.desk.erase(person, ref, reason_code=reason_code or "",
+                                reason=reason or ""))
+    if as_json:
+        emit_json(result)
+    elif result["state"] == "requested":
+        click.echo(clean(f"{ref}: erasure requested by {result['requested_by']} "
+                         f"({result['reason_code']}); another head must confirm it with "
+                         f"`appeals case erase {ref}`"))
+    else:
+        click.echo(clean(f"{ref}: erased (asked by {result['requested_by']}, confirmed by "
+                         f"{result['confirmed_by']}): its key is destroyed and its Temporal "
+                         f"history deleted"))

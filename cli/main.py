@@ -30,6 +30,7 @@ from cli.common import (
     is_database_down,
     one_line,
 )
+from cli.keys import keys
 from cli.outbox import outbox
 from cli.services import worker
 from cli.session import login, logout, whoami
@@ -52,7 +53,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (case, audit, outbox, users, login, logout, whoami, worker, store):
+for command in (case, audit, outbox, users, login, logout, whoami, worker, store, keys):
     cli.add_command(command)
 
 
@@ -144,6 +145,10 @@ def _unexpected(exc: Exception) -> int:
     if is_database_down(exc):
         click.echo("event store not reachable (see APPEALS_DATABASE_URL)", err=True)
         return 5
+    from store.cipher import MasterKeyError
+    if isinstance(exc, MasterKeyError):  # a data key no configured master key unwraps
+        click.echo(f"settings: {one_line(str(exc))}", err=True)
+        return 2
     if os.environ.get("APPEALS_DEBUG"):
         traceback.print_exception(exc)
     click.echo(f"appeals: unexpected error ({type(exc).__name__}); see the worker log", err=True)

@@ -535,18 +535,24 @@ class Desk:
         return summary
 
     def stored_case(self, reference: str) -> Any:
+        from store.app import CaseErased, CaseUnreadable
         from store.app import CaseNotFound as StoredCaseNotFound
         try:
             return self.store.get(reference)
         except (StoredCaseNotFound, InvalidInput):
             raise CaseNotFound(reference) from None
+        except (CaseErased, CaseUnreadable) as exc:
+            raise Rejected(_one_line(str(exc))) from None
 
     def trail(self, reference: str) -> list[TrailEntry]:
         from store.app import CaseNotFound as StoredCaseNotFound
+        from store.app import CaseUnreadable
         try:
             return self.store.trail(reference)
         except (StoredCaseNotFound, InvalidInput):
             raise CaseNotFound(reference) from None
+        except CaseUnreadable as exc:
+            raise Rejected(_one_line(str(exc))) from None
 
     def cases(self, query: CaseQuery | None = None, person: Person | None = None, *,
               details: bool = False) -> list[dict[str, Any]]:
@@ -659,6 +665,9 @@ class Desk:
         from store.app import CaseNotFound as StoredCaseNotFound
         from store.audit import verify_case
 
+        erased = await asyncio.to_thread(self._erased_report, reference)
+        if erased is not None:
+            return erased
         client = await self.client()
         try:
             return await verify_case(self.store, client, reference)
@@ -668,6 +677,93 @@ class Desk:
             if rpc_status(exc) in _LOST:
                 raise self.temporal_down() from None
             raise
+
+    # --------------------------------------------------------------------------- erasure
+    async def erase(self, person: Person, reference: str, *, reason_code: str = "",
+                    reason: str = "") -> dict[str, Any]:
+        """Erase a closed case's personal data, by two heads (store.app.CaseStore.erase): the
+        first head's call records the request (reason code and a short text without names), a
+        different head's call confirms it: the case's key is destroyed and its Temporal history
+        deleted. Returns the erasure record with `state` ("requested" or "erased") and, once
+        erased, `temporal_runs_deleted`."""
+        from store.app import CaseNotFound as StoredCaseNotFound
+        from store.app import ErasureRefused
+
+        roles = await self.roles(person)
+        if HEAD not in roles:
+            raise NotAllowed("Only a head may ask for or confirm the erasure of a case; nothing "
+                             "was done.")
+        retention = getattr(self.settings, "erasure_retention_days", None)
+        retention = retention if isinstance(retention, int) else 365
+        try:
+            outcome = await asyncio.to_thread(
+                lambda: self.store.erase(reference, actor=person.username, at=self.clock(),
+                                         retention_days=retention, reason_code=reason_code,
+                                         reason=reason))
+        except (StoredCaseNotFound, InvalidInput):
+            raise CaseNotFound(reference) from None
+        except ErasureRefused as exc:
+            raise Rejected(_one_line(str(exc))) from None
+        result: dict[str, Any] = {**outcome.record, "state": outcome.state}
+        if outcome.state != "erased":
+            return result
+        try:
+            result["temporal_runs_deleted"] = await self._delete_history(reference)
+        except Exception as exc:
+            if rpc_status(exc) in _LOST or isinstance(exc, Unreachable):
+                raise Unreachable(
+                    f"{reference} is erased (its key is destroyed) but Temporal did not answer, "
+                    f"so its history was not deleted: delete it with `temporal workflow delete "
+                    f"--workflow-id {reference}` once the server is back") from None
+            raise
+        return result
+
+    async def _delete_history(self, reference: str) -> int:
+        """Delete every run of the case's workflow (its id is the reference) from Temporal;
+        Temporal removes them in the background. How many runs were asked to be deleted."""
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+        client = await self.client()
+        runs = {wf.run_id async for wf in client.list_workflows(f"WorkflowId = '{reference}'")}
+        runs.add("")  # the latest run, should the visibility store lag behind
+        deleted = 0
+        for run_id in sorted(runs, reverse=True):
+            try:
+                await client.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=client.namespace,
+                        workflow_execution=WorkflowExecution(workflow_id=reference,
+                                                             run_id=run_id)))
+                deleted += 1 if run_id else 0
+            except Exception as exc:
+                if rpc_status(exc) != "NOT_FOUND":
+                    raise
+        return deleted
+
+    def _erased_report(self, reference: str) -> dict[str, Any] | None:
+        """For an erased case: its chain (over the ciphertext, which stays) and, instead of the
+        cross-check with Temporal, the erasure that deleted its history. None otherwise."""
+        from domain.case import case_id
+
+        try:
+            cid = str(case_id(reference))
+        except InvalidInput:
+            raise CaseNotFound(reference) from None
+        if self.store.keys.state(cid) != "destroyed":
+            return None
+        record = self.store.erasure(reference)
+        report = self.store.verify(reference)
+        chain = {"ok": bool(report.ok), "events": report.events,
+                 "broken_version": report.broken_version, "reason": report.reason,
+                 "text": report.describe()}
+        who = (f" (asked by {record.requested_by}, confirmed by {record.confirmed_by} on "
+               f"{_when(record.confirmed_at)})" if record is not None
+               and record.confirmed_at is not None else "")
+        history = {"ok": True, "erased": True,
+                   "text": f"{reference}: erased{who}; its Temporal history was deleted with it, "
+                           "so there is nothing to cross-check"}
+        return {"reference": reference, "ok": chain["ok"], "chain": chain, "history": history}
 
     # ------------------------------------------------------------------- emergency funds
     def funds(self) -> list[Fund]:

@@ -1,6 +1,8 @@
 """The event store: an eventsourcing application persisted through eventsourcing-sqlalchemy.
 
-Events are compressed and encrypted (AES-GCM) before they reach the database. Every save also
+Events are compressed and encrypted (AES-GCM) before they reach the database, each aggregate under
+its own data key wrapped by the master key and bound to its case, version and type (store.cipher);
+a closed case can be erased by two heads (`erase`), which destroys its key. Every save also
 writes the audit chain, the command's result (so a repeated command id records nothing new) and the
 case index, in the same transaction (see store.recorder).
 """
@@ -10,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +28,8 @@ from sqlalchemy import exc as sa_exc
 
 from domain.case import Case, case_id, new_case
 from domain.decisions import DECISIONS, OFFICER
+from domain.erasure import Erasure, erasure_id
+from domain.errors import CaseRuleError
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
 from domain.rules import stage_detail_of
@@ -32,6 +37,7 @@ from domain.tracked import TrackedCase, open_tracked_case
 from domain.users import UnknownRole, UsersRuleError
 from store import schema
 from store.chain import ChainReport, ChainVerifier, event_name
+from store.cipher import CaseKeyMapper, CaseKeys, EventUnreadable, MasterKeys, is_legacy
 from store.recorder import AppealsFactory, AuditContext
 from store.users import UsersLogEntry, UsersRegistry, UsersReport
 
@@ -78,6 +84,40 @@ class UnknownCommand(StoreError):
     pass
 
 
+class CaseErased(StoreError):
+    """The case's key was destroyed by an erasure: its events can no longer be read."""
+
+    def __init__(self, reference: str, erasure: Erasure | None = None) -> None:
+        when = (f" on {erasure.confirmed_at:%Y-%m-%d}" if erasure is not None
+                and erasure.confirmed_at is not None else "")
+        super().__init__(f"Case {reference} was erased{when}: its content can no longer be "
+                         "read; its trail shows the erasure.")
+        self.reference = reference
+
+
+class CaseUnreadable(StoreError):
+    """An event of the case does not decrypt (moved, relabelled or altered); names the case and
+    the version, nothing of the content."""
+
+    def __init__(self, reference: str, version: int, reason: str) -> None:
+        super().__init__(f"Case {reference} version {version} cannot be read: {reason}.")
+        self.reference = reference
+        self.version = version
+
+
+class ErasureRefused(StoreError):
+    """An erasure that the rules do not allow (open case, retention, already erased...)."""
+
+
+@dataclass(frozen=True)
+class ErasureOutcome:
+    """What `erase` did: "requested" (a second head must confirm) or "erased"."""
+
+    reference: str
+    state: str
+    record: dict[str, Any]
+
+
 class ConcurrentWriteError(StoreError):
     pass
 
@@ -101,17 +141,25 @@ class CaseStore(Application[UUID]):
 
     def __init__(self, database_url: str, cipher_key: str,
                  extra_env: Mapping[str, str] | None = None) -> None:
+        """`cipher_key`: the master key as base64, optionally followed by previous master keys
+        (`CURRENT,PREVIOUS,...`; worker.settings.Settings.event_store_cipher_key)."""
+        masters = MasterKeys.parse(cipher_key)
         env = {
             "PERSISTENCE_MODULE": "store.recorder:AppealsFactory",
             "SQLALCHEMY_URL": database_url,
+            "MAPPER_TOPIC": "store.cipher:CaseKeyMapper",
             "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
-            "CIPHER_KEY": cipher_key,
+            "CIPHER_KEY": cipher_key.split(",")[0].strip(),
             "COMPRESSOR_TOPIC": "eventsourcing.compressor:ZlibCompressor",
             "CREATE_TABLE": "y",
             **(extra_env or {}),
         }
         _private_sqlite_file(database_url)
         super().__init__(env=env)
+        # Each aggregate's data key (store.cipher); the mapper encrypts and decrypts with them.
+        self.keys = CaseKeys(self.engine, masters)
+        if isinstance(self.mapper, CaseKeyMapper):
+            self.mapper.attach(self.keys)
         # The users log and the sessions (store.users): the doors' API for users.
         self.users = UsersRegistry(self)
 
@@ -173,10 +221,23 @@ class CaseStore(Application[UUID]):
     # -------------------------------------------------------------------------------- reads
     def get(self, reference: str) -> Case | TrackedCase:
         try:
-            case: Case | TrackedCase = self.repository.get(case_id(reference))
+            with self._readable(reference):
+                case: Case | TrackedCase = self.repository.get(case_id(reference))
         except AggregateNotFoundError:
             raise CaseNotFound(reference) from None
         return case
+
+    @contextlib.contextmanager
+    def _readable(self, reference: str) -> Iterator[None]:
+        """The cipher's errors as the store's, by reference: erased, or an event that does not
+        decrypt (moved, relabelled, altered)."""
+        from store.cipher import CaseErased as KeyDestroyed
+        try:
+            yield
+        except KeyDestroyed:
+            raise CaseErased(reference, self.erasure(reference)) from None
+        except EventUnreadable as exc:
+            raise CaseUnreadable(reference, exc.version, exc.reason) from None
 
     def prior_result(self, command_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -187,19 +248,129 @@ class CaseStore(Application[UUID]):
         return result
 
     def trail(self, reference: str) -> list[TrailEntry]:
-        """Every event of the case, decrypted, in order: the audit trail for staff."""
-        entries = []
-        for ev in self.repository.event_store.get(case_id(reference)):
-            data = dict(ev.__dict__)
-            actor = data.pop("actor", "")
-            command = data.pop("command_id", "")
-            for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
-                data.pop(key, None)
-            entries.append(TrailEntry(ev.originator_version, ev.timestamp, actor,  # type: ignore[attr-defined]
-                                      event_name(type(ev).__qualname__), command, data))
-        if not entries:
-            raise CaseNotFound(reference)
+        """Every event of the case, decrypted, in order: the audit trail for staff. An erased
+        case's own events are shown by their chain rows only (version, time, actor, event name;
+        details `{"erased": true}`), followed by the events of its erasure record (requested,
+        confirmed: who, when, why; their versions are the record's own)."""
+        cid = case_id(reference)
+        if self.keys.state(str(cid)) != "destroyed":
+            with self._readable(reference):
+                events = list(self.repository.event_store.get(cid))
+            if not events:
+                raise CaseNotFound(reference)
+            return [_trail_entry(ev) for ev in events]
+        entries = self._erased_trail(str(cid))
+        entries.extend(_trail_entry(ev) for ev in
+                       self.repository.event_store.get(erasure_id(reference)))
         return entries
+
+    def _erased_trail(self, cid: str) -> list[TrailEntry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.chain).where(schema.chain.c.case_id == cid)
+                                .order_by(schema.chain.c.version)).mappings().all()
+        return [TrailEntry(r["version"], schema.utc(r["recorded_at"]) or datetime.now(UTC),
+                           r["actor"], r["event_name"], "", {"erased": True}) for r in rows]
+
+    # ------------------------------------------------------------------------------ erasure
+    def erasure(self, reference: str) -> Erasure | None:
+        """The case's erasure record (asked, confirmed), or None."""
+        try:
+            record: Erasure = self.repository.get(erasure_id(reference))
+        except AggregateNotFoundError:
+            return None
+        return record
+
+    def erase(self, reference: str, *, actor: str, at: datetime, retention_days: int,
+              reason_code: str = "", reason: str = "") -> ErasureOutcome:
+        """Erase a closed case, asked by one head and confirmed by another (the caller checks
+        that `actor` is an active head). The first call records the request (reason code and
+        text, no names); a call by a different head confirms it, destroys the case's data key
+        and returns "erased" (the caller then deletes the Temporal history). Refused
+        (ErasureRefused): an open case, the retention period not over, a case written (partly)
+        before per-case keys, already erased, the same head confirming her own request."""
+        check_reference(reference)
+        cid = str(case_id(reference))
+        record = self.erasure(reference)
+        key_state = self.keys.state(cid)
+        if key_state == "destroyed":
+            who = f" (asked by {record.requested_by}, confirmed by {record.confirmed_by})" \
+                if record is not None else ""
+            raise ErasureRefused(f"Case {reference} is already erased{who}; nothing was done.")
+        if record is None or record.confirmed_by is None:
+            self._check_erasable(reference, cid, at, retention_days)
+        try:
+            if record is None:
+                self._check_names(reference, reason)
+                record = Erasure.request(reference, reason_code, reason, at, actor,
+                                         f"erasure:{reference}:request")
+                self._save_erasure(record, reference, actor, "request")
+                return ErasureOutcome(reference, "requested", record.public())
+            if record.confirmed_by is None:
+                record.confirm(at, actor, f"erasure:{reference}:confirm")
+                self._save_erasure(record, reference, actor, "confirm")
+        except CaseRuleError as exc:
+            raise ErasureRefused(exc.message) from None
+        except IntegrityError:
+            raise ErasureRefused(f"Another head recorded a step of the erasure of {reference} "
+                                 "at the same time; look at its trail and try again.") from None
+        # Confirmed (now, or by an earlier call interrupted before the key was destroyed).
+        self.keys.destroy(cid, at)
+        return ErasureOutcome(reference, "erased", record.public())
+
+    def _check_erasable(self, reference: str, cid: str, at: datetime,
+                        retention_days: int) -> None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.case_index.c.stage)
+                               .where(schema.case_index.c.reference == reference)).first()
+        if row is None:
+            raise CaseNotFound(reference)
+        if row.stage != "closed":
+            raise ErasureRefused(f"Case {reference} is open: close it before erasing it; nothing "
+                                 "was done.")
+        stored = self.recorder.select_events(UUID(cid))
+        if any(is_legacy(e.state) for e in stored):
+            raise ErasureRefused(f"Case {reference} has events written before per-case keys "
+                                 "(under the master key): it cannot be erased alone; see "
+                                 "docs/operations.md, Keys and erasure. Nothing was done.")
+        closed = [e for e in self.trail(reference) if e.event == "Closed"]
+        if not closed:
+            raise ErasureRefused(f"Case {reference} has no closing in its trail; nothing was done.")
+        closed_at = closed[-1].details.get("at") or closed[-1].at  # when the case says it closed
+        allowed = closed_at + timedelta(days=retention_days)
+        if at < allowed:
+            raise ErasureRefused(
+                f"Case {reference} closed on {closed_at:%Y-%m-%d}; the retention period "
+                f"(APPEALS_ERASURE_RETENTION_DAYS={retention_days}) allows its erasure from "
+                f"{allowed:%Y-%m-%d}; nothing was done.")
+
+    def _check_names(self, reference: str, reason: str) -> None:
+        """The reason stays readable for good: refuse one that names a person of the case (a
+        defender, the organisation's contact) or the organisation, by any word of four letters
+        or more of their names."""
+        intake = self.get(reference).intake
+        people = [d.get("name") for d in intake.get("defenders") or []]
+        organisation = intake.get("organisation") or {}
+        people += [organisation.get("name"), organisation.get("contact_name")]
+        words = {w.casefold() for name in people if isinstance(name, str)
+                 for w in re.findall(r"\w{4,}", name)}
+        said = {w.casefold() for w in re.findall(r"\w{4,}", reason or "")}
+        if words & said:
+            raise ErasureRefused("reason: it names someone of the case (or the organisation); "
+                                 "say why without names. Nothing was done.")
+
+    def _save_erasure(self, record: Erasure, reference: str, actor: str, step: str) -> None:
+        pending = record.collect_events()
+        audit = AuditContext(reference=reference, actor=actor,
+                             command_id=f"erasure:{reference}:{step}",
+                             summary={"erasure": step, "reference": reference},
+                             timestamps=[e.timestamp for e in pending], kind="erasure")
+        self.save(*pending, audit=audit)
+
+    def rotate_master_key(self) -> int:
+        """Re-wrap every live data key under the current master key (the new key first in
+        APPEALS_EVENT_CIPHER_KEY, the old one in APPEALS_EVENT_CIPHER_PREVIOUS_KEYS). Events are
+        not re-encrypted. Returns how many keys were re-wrapped."""
+        return self.keys.rewrap()
 
     def verify(self, reference: str) -> ChainReport:
         return ChainVerifier(self.engine, self.recorder).verify_reference(reference)
@@ -507,6 +678,16 @@ class CaseStore(Application[UUID]):
                                 .where(schema.case_index.c.reference == reference)
                                 ).first() is not None
 
+
+
+def _trail_entry(ev: Any) -> TrailEntry:
+    data = dict(ev.__dict__)
+    actor = data.pop("actor", "")
+    command = data.pop("command_id", "")
+    for key in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+        data.pop(key, None)
+    return TrailEntry(ev.originator_version, ev.timestamp, actor,
+                      event_name(type(ev).__qualname__), command, data)
 
 
 @contextlib.contextmanager

@@ -42,8 +42,9 @@ class AuditContext:
     # The signed assertion behind a person's decision: id, username, decision, update_id,
     # expires_at (none for the system's own steps).
     proof: dict[str, Any] | None = None
-    # "case" writes the case index; "users" (the users log) does not.
-    kind: Literal["case", "users"] = "case"
+    # "case" writes the case index; "users" (the users log) and "erasure" (a case's erasure
+    # record, domain.erasure) do not.
+    kind: Literal["case", "users", "erasure"] = "case"
     # Further writes in the same transaction (the users log: the users table and sessions).
     apply: Callable[[Session], None] | None = None
     # The case's threat types (codes) for the queue (schema.case_threats); None: left as they are.

@@ -17,6 +17,9 @@
 - `appeals_sign_in_addresses`: per user, the client addresses (a keyed hash, never the address)
   of recent successful web sign-ins, which the per-account ceiling on failed sign-ins spares.
 
+- `appeals_case_keys`: each aggregate's data key, wrapped by the master key (store.cipher);
+  erasure destroys a case's.
+
 `appeals_users` is the read model of the users log (domain.users, store.users) and the place of the
 credential hashes; it is written only in the same transaction as the log's events.
 """
@@ -32,6 +35,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -195,6 +199,21 @@ requests = Table(
     Column("reference", String(40), nullable=False, unique=True),
     Column("username", String(100), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# One data key per aggregate (each case, the users log, each erasure record; store.cipher): 32
+# random bytes wrapped (AES-GCM) by the master key named by `key_id` (a fingerprint, not the key).
+# Erasure overwrites `wrapped_key` with NULL and sets `destroyed_at`; re-wrapping after a master key
+# rotation rewrites `key_id` and `wrapped_key`. The only table the application updates in place.
+case_keys = Table(
+    "appeals_case_keys",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("destroyed_at", DateTime(timezone=True), nullable=True),
 )
 
 

@@ -595,7 +595,8 @@ def test_every_secret_can_be_given_as_a_file(env: pytest.MonkeyPatch, tmp_path: 
              "database_password": "Qwox-pass", "codec_keys": f"k1:{new_key_text()}",
              "smtp_password": SECRET_PASSWORD, "codec_server_token": "t" * 32,
              "schema_database_url": "postgresql+psycopg://owner:Qwox-pass@db/appeals",
-             "schema_database_password": "Qwox-pass"}[field]
+             "schema_database_password": "Qwox-pass",
+             "event_cipher_previous_keys": f"{new_key_text()},{new_key_text()}"}[field]
     # A password goes into its URL.
     into = {"database_password": "database_url",
             "schema_database_password": "schema_database_url"}.get(field)

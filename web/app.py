@@ -70,6 +70,7 @@ from desk.requests import request_key
 from desk.secrets import SealError, seal, unseal
 from domain.addressbook import AddressBook
 from domain.decisions import HEAD, OFFICER
+from domain.erasure import REASONS as ERASURE_REASONS
 from domain.errors import CaseRuleError, InvalidInput
 from domain.funds import Fund, Purpose
 from domain.intake import (
@@ -776,7 +777,8 @@ class WebApp:
                         status_code: int = 200, form_error: dict[str, Any] | None = None,
                         held_error: dict[str, Any] | None = None,
                         preview: dict[str, Any] | None = None,
-                        comment: dict[str, Any] | None = None) -> Response:
+                        comment: dict[str, Any] | None = None,
+                        erase_error: str | None = None) -> Response:
         reference = request.path_params["reference"]
         case = await asyncio.to_thread(self.desk.stored_case, reference)  # CaseNotFound: 404
         returned = await self._returned(request, ctx)
@@ -853,7 +855,43 @@ class WebApp:
                            comment=comment or {"request_id": uuid.uuid4().hex},
                            may_comment=bool(ctx.roles & set(COMMENTERS)),
                            activity=activity(redaction.redact(trail, reveal=False)),
+                           erasure=await self._erasure(reference, ctx, view, erase_error),
                            **self._page_parts(case, status, forms, ctx, held_error, preview))
+
+    async def _erasure(self, reference: str, ctx: Ctx, view: dict[str, Any],
+                       error: str | None) -> dict[str, Any] | None:
+        """The erasure panel of a closed case, for heads: ask for it, or confirm another head's
+        request (desk.cases.Desk.erase); None for everyone else and for open cases."""
+        if HEAD not in ctx.roles or view.get("stage") != "closed":
+            return None
+        record = await asyncio.to_thread(self.store.erasure, reference)
+        return {"record": record.public() if record is not None else None, "error": error,
+                "reasons": list(ERASURE_REASONS),
+                "retention_days": getattr(self.settings, "erasure_retention_days", 365)}
+
+    async def erase(self, request: Request, ctx: Ctx, form: FormData | None) -> Response:
+        """A head asks for (or, another head having asked, confirms) the erasure of a closed
+        case; once erased, the case page cannot be read: on to its audit trail."""
+        assert form is not None
+        reference = request.path_params["reference"]
+        try:
+            result = await self.desk.erase(Person(ctx.username), reference,
+                                           reason_code=str(form.get("reason_code") or ""),
+                                           reason=str(form.get("reason") or ""))
+        except DeskNotFound:
+            return self.not_found(request, ctx, "This case")
+        except DeskError as exc:
+            code = {NotAllowed: 403, InvalidRequest: 422}.get(type(exc), 409)
+            # (An erased case's page says it was erased, whatever the form.)
+            return await self.case_page(request, ctx, None, status_code=code,
+                                        erase_error=f"Nothing was erased: {exc.message}")
+        if result["state"] == "erased":
+            request.session["flash"] = (f"{reference} is erased: its key is destroyed and its "
+                                        "Temporal history deleted; the trail shows the erasure.")
+            return RedirectResponse(f"/cases/{reference}/audit", status_code=303)
+        request.session["flash"] = (f"The erasure of {reference} is asked for; another head "
+                                    "must confirm it.")
+        return RedirectResponse(f"/cases/{reference}#erasure", status_code=303)
 
     def _applications(self, reference: str, track: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The prepared application (desk.fund_application) for each fund that staff submit
@@ -1339,6 +1377,7 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/cases/{reference}/preview/information", p(web.preview_information, officers),
               methods=["POST"]),
         Route("/cases/{reference}/comment", p(web.add_comment, COMMENTERS), methods=["POST"]),
+        Route("/cases/{reference}/erase", p(web.erase, [HEAD]), methods=["POST"]),
         Route("/cases/{reference}/holder", p(web.holder_page), methods=["GET"]),
         Route("/cases/{reference}/claim", p(web.claim, officers), methods=["POST"]),
         Route("/cases/{reference}/assign", p(web.assign, [*officers, REVEAL_ROLE]),

@@ -140,7 +140,8 @@ class Settings(SecretFileSettings):
     )
     # Each may be given as `APPEALS_<NAME>_FILE` instead (the key files have their own settings).
     secret_file_fields = ("database_url", "database_password", "codec_keys", "smtp_password",
-                          "codec_server_token", "schema_database_url", "schema_database_password")
+                          "codec_server_token", "schema_database_url", "schema_database_password",
+                          "event_cipher_previous_keys")
 
     environment: Literal["development", "production"] = "development"
     """`development` (embedded stack, keys created on first use) or `production` (everything
@@ -206,6 +207,16 @@ class Settings(SecretFileSettings):
         default_factory=lambda data: data["var_dir"] / "keys" / "event-store.key"
     )
     """File holding the event store key (base64, mode 0600). Created in development."""
+
+    event_cipher_previous_keys: SecretStr | None = None
+    """Previous event store master keys, comma-separated base64 (32 bytes each), kept after a
+    rotation: they still unwrap the data keys not yet re-wrapped (`appeals keys rotate-master`)
+    and decrypt events written before per-case keys. The current key is `event_cipher_key`
+    (or its file)."""
+
+    erasure_retention_days: int = Field(default=365, ge=0)
+    """Days after a case is closed before two heads may erase it (`appeals case erase`); 0: as
+    soon as it is closed."""
 
     decision_key_file: Path = Field(
         default_factory=lambda data: data["var_dir"] / "keys" / "decision-signing.key"
@@ -351,6 +362,15 @@ class Settings(SecretFileSettings):
             decode_key(value.get_secret_value(), setting=_env("event_cipher_key"))
         return value
 
+    @field_validator("event_cipher_previous_keys")
+    @classmethod
+    def _previous_keys_decode(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for part in value.get_secret_value().split(","):
+                if part.strip():
+                    decode_key(part, setting=_env("event_cipher_previous_keys"))
+        return value
+
     @field_validator("codec_keys")
     @classmethod
     def _codec_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
@@ -486,10 +506,16 @@ class Settings(SecretFileSettings):
         return parse_duration(self.checkin_interval)
 
     def event_store_cipher_key(self) -> str:
-        """The event store key as base64 text (what the eventsourcing cipher expects)."""
+        """The event store's master key as base64 text, followed by the previous master keys
+        (`CURRENT,PREVIOUS,...`) when there are any: what store.app.CaseStore takes."""
         if self.event_cipher_key is not None:
-            return self.event_cipher_key.get_secret_value().strip()
-        return encode_key(self._key_from_file(self.event_cipher_key_file))
+            current = self.event_cipher_key.get_secret_value().strip()
+        else:
+            current = encode_key(self._key_from_file(self.event_cipher_key_file))
+        previous = [part.strip() for part in (self.event_cipher_previous_keys.get_secret_value()
+                                              if self.event_cipher_previous_keys else "").split(",")
+                    if part.strip() and part.strip() != current]
+        return ",".join([current, *previous])
 
     def decision_signing_key(self) -> bytes:
         """The key that signs and checks decision assertions (desk.assertions)."""
