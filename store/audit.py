@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from domain.decisions import DECISIONS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from temporalio.client import Client
 
     from store.app import CaseStore, TrailEntry
@@ -117,9 +119,42 @@ async def cross_check(store: CaseStore, client: Client, reference: str) -> dict[
     return compare(reference, succeeded, runs, trail)
 
 
-async def verify_case(store: CaseStore, client: Client, reference: str) -> dict[str, Any]:
-    """The case's audit chain and the cross-check, as one report: `ok`, `chain` and `history`
-    (each with `ok` and a one-line `text`). Raises store.app.CaseNotFound for an unknown case."""
+def against_checkpoint(store: CaseStore, reference: str, trail: list[TrailEntry],
+                       checkpoint_dir: Path | None) -> dict[str, Any] | None:
+    """For a closed case whose history Temporal no longer holds (retention): the store's chain of
+    the case verified against the latest checkpoint (store.checkpoints) instead of the
+    cross-check. None when that does not apply (an open case, or no checkpoint directory or public
+    key known)."""
+    from domain.case import case_id
+    from store.checkpoints import verify_store
+
+    closed = any(entry.event == "Closed" for entry in trail)
+    if not closed or checkpoint_dir is None or store.chain_keys is None:
+        return None
+    report = verify_store(store.engine, store.recorder, store.chain_keys, checkpoint_dir,
+                          case_id=str(case_id(reference)))
+    where = report.checkpoint or "no checkpoint"
+    if report.checkpoint is None:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{reference}: Temporal holds no history for this closed case (retention "
+                        "may have expired) and there is no checkpoint to verify the store against"}
+    if not report.ok:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{reference}: Temporal holds no history for this closed case (retention "
+                        f"may have expired); against {where} the store fails: "
+                        f"{report.failures[0]}"}
+    return {"ok": True, "decisions": 0, "runs": 0, "checkpoint": where,
+            "text": f"{reference}: Temporal holds no history for this closed case (retention "
+                    f"may have expired); its decisions were not cross-checked, and the store was "
+                    f"verified against {where} instead"}
+
+
+async def verify_case(store: CaseStore, client: Client, reference: str,
+                      checkpoint_dir: Path | None = None) -> dict[str, Any]:
+    """The case's audit chain (with the links' signatures) and the cross-check, as one report:
+    `ok`, `chain` and `history` (each with `ok` and a one-line `text`). When Temporal holds no
+    history of a closed case, `history` is the store verified against the latest checkpoint in
+    `checkpoint_dir` (`against_checkpoint`). Raises store.app.CaseNotFound for an unknown case."""
     import asyncio
 
     trail = await asyncio.to_thread(store.trail, reference)  # CaseNotFound first
@@ -128,6 +163,11 @@ async def verify_case(store: CaseStore, client: Client, reference: str) -> dict[
              "broken_version": report.broken_version, "reason": report.reason,
              "text": report.describe()}
     succeeded, runs = await successful_updates(client, reference)
-    history = compare(reference, succeeded, runs, trail)
+    history = None
+    if runs == 0:
+        history = await asyncio.to_thread(against_checkpoint, store, reference, trail,
+                                          checkpoint_dir)
+    if history is None:
+        history = compare(reference, succeeded, runs, trail)
     return {"reference": reference, "ok": chain["ok"] and history["ok"], "chain": chain,
             "history": history}
