@@ -5,7 +5,10 @@ Every decision a person makes is a workflow update; its event in the store carri
 continue-as-new) and checks that each update that succeeded has its event in the store, of a kind
 that decision may record, and that every store event of an update has a successful update behind
 it. `verify_case` adds the chain verification (store.chain) and gives one report, as plain data,
-for `appeals audit --verify` and the web's audit page.
+for `appeals audit --verify` and the web's audit page; the chain verification checks each link's
+signature with the store's public keys. When Temporal holds no history of a case (its retention
+expired), the case is verified against the latest signed checkpoint instead (`against_checkpoint`):
+a closed case then passes, with the report saying that its decisions were not cross-checked.
 
 Temporal's RPC errors other than NOT_FOUND (no history: retention expired, or never started) are
 left to the caller (the desk turns an unreachable server into its own error).
@@ -121,32 +124,33 @@ async def cross_check(store: CaseStore, client: Client, reference: str) -> dict[
 
 def against_checkpoint(store: CaseStore, reference: str, trail: list[TrailEntry],
                        checkpoint_dir: Path | None) -> dict[str, Any] | None:
-    """For a closed case whose history Temporal no longer holds (retention): the store's chain of
-    the case verified against the latest checkpoint (store.checkpoints) instead of the
-    cross-check. None when that does not apply (an open case, or no checkpoint directory or public
-    key known)."""
+    """When Temporal holds no history of the case (retention): the store's chain of the case
+    verified against the latest checkpoint (store.checkpoints) instead of the cross-check; `ok`
+    only for a closed case whose store verifies. None without a checkpoint directory or public
+    key (the plain "no history" answer stands)."""
     from domain.case import case_id
     from store.checkpoints import verify_store
 
-    closed = any(entry.event == "Closed" for entry in trail)
-    if not closed or checkpoint_dir is None or store.chain_keys is None:
+    if checkpoint_dir is None or store.chain_keys is None:
         return None
+    closed = any(entry.event == "Closed" for entry in trail)
     report = verify_store(store.engine, store.recorder, store.chain_keys, checkpoint_dir,
                           case_id=str(case_id(reference)))
-    where = report.checkpoint or "no checkpoint"
-    if report.checkpoint is None:
-        return {"ok": False, "decisions": 0, "runs": 0,
-                "text": f"{reference}: Temporal holds no history for this closed case (retention "
-                        "may have expired) and there is no checkpoint to verify the store against"}
+    lost = (f"{reference}: Temporal holds no history for this "
+            f"{'closed' if closed else 'open'} case (retention may have expired)")
     if not report.ok:
         return {"ok": False, "decisions": 0, "runs": 0,
-                "text": f"{reference}: Temporal holds no history for this closed case (retention "
-                        f"may have expired); against {where} the store fails: "
-                        f"{report.failures[0]}"}
-    return {"ok": True, "decisions": 0, "runs": 0, "checkpoint": where,
-            "text": f"{reference}: Temporal holds no history for this closed case (retention "
-                    f"may have expired); its decisions were not cross-checked, and the store was "
-                    f"verified against {where} instead"}
+                "text": f"{lost}; against {report.checkpoint or 'no checkpoint'} the store "
+                        f"fails: {report.failures[0]}"}
+    if report.checkpoint is None:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{lost}; there is no checkpoint to verify the store against"}
+    if not closed:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{lost}; its decisions could not be cross-checked"}
+    return {"ok": True, "decisions": 0, "runs": 0, "checkpoint": report.checkpoint,
+            "text": f"{lost}; its decisions were not cross-checked, and the store was verified "
+                    f"against {report.checkpoint} instead"}
 
 
 async def verify_case(store: CaseStore, client: Client, reference: str,
@@ -164,7 +168,7 @@ async def verify_case(store: CaseStore, client: Client, reference: str,
              "text": report.describe()}
     succeeded, runs = await successful_updates(client, reference)
     history = None
-    if runs == 0:
+    if runs == 0:  # retention expired (or never started): the checkpoint speaks for the store
         history = await asyncio.to_thread(against_checkpoint, store, reference, trail,
                                           checkpoint_dir)
     if history is None:

@@ -20,11 +20,13 @@ from uuid import UUID
 
 import pytest
 from sqlalchemy import Engine, Table, delete, insert, select, update
+from temporalio.testing import WorkflowEnvironment
 
 from domain.case import case_id
 from domain.users import USERS_LOG_ID
 from store import schema
 from store.app import CaseStore, verifier_without_key
+from store.audit import verify_case
 from store.chain import GENESIS, event_hash, event_name, link_hash
 from store.checkpoints import (
     Checkpointer,
@@ -353,3 +355,31 @@ def test_the_command_needs_only_the_public_key_and_names_case_and_version(
     assert json.loads(bad.stdout)["failures"] == [
         f"{REF2}: the case was removed: checkpoint-0000000001.json sealed it at version 2"]
     assert not (tmp_path / "auditor-var" / "keys").exists()  # no key was created or needed
+
+
+# ------------------------------------------------------------ audit after Temporal's retention
+async def test_a_closed_case_temporal_no_longer_holds_is_verified_against_the_checkpoint(
+        signed: Signed, time_skipping: WorkflowEnvironment) -> None:
+    """The real Temporal test server holds no history of these cases (as after its retention):
+    the cross-check says so and the closed case is verified against the checkpoint instead."""
+    client = time_skipping.client
+    report = await verify_case(signed.store, client, REF, checkpoint_dir=signed.directory)
+    assert report["ok"], report
+    assert report["history"]["text"] == (
+        f"{REF}: Temporal holds no history for this closed case (retention may have expired); "
+        "its decisions were not cross-checked, and the store was verified against "
+        "checkpoint-0000000001.json instead")
+    # Without a checkpoint directory the old answer stands; an open case is not excused.
+    assert not (await verify_case(signed.store, client, REF))["ok"]
+    still_open = await verify_case(signed.store, client, REF2, checkpoint_dir=signed.directory)
+    assert not still_open["ok"] and "no history" in still_open["history"]["text"]
+    # Newest events deleted after the checkpoint: the closed case fails, naming the version.
+    engine, events = attacker(signed.backend)
+    with engine.begin() as conn:
+        conn.execute(delete(events).where((events.c.originator_id == UUID(CID))
+                                          & (events.c.originator_version == 19)))
+        for table in (schema.chain, schema.chain_signatures):
+            conn.execute(delete(table).where((table.c.case_id == CID) & (table.c.version == 19)))
+    failed = await verify_case(signed.store, client, REF, checkpoint_dir=signed.directory)
+    assert not failed["ok"] and "broken at version 19: events deleted" in \
+        failed["history"]["text"]
