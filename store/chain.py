@@ -62,26 +62,38 @@ def link_message(topic: str, case_id: str, version: int, recorded_at: datetime, 
     return bytes(out)
 
 
-def users_table_digest(conn: Connection | Any) -> str:
-    """SHA-256 over the users table as the users log decides it (username, name, address, roles,
-    active, and a fingerprint of each credential), in username order: signed with each users log
-    link, so that a row changed in the table alone shows without the cipher key."""
-    u = schema.users
-    digest = hashlib.sha256(b"appeals-users-table/1")
-    rows = conn.execute(select(u.c.username, u.c.display_name, u.c.email, u.c.roles, u.c.active,
-                               u.c.password_hash, u.c.totp_secret).order_by(u.c.username))
-    for row in rows:
-        roles = ",".join(sorted(filter(None, row.roles.split(","))))
-        parts = (row.username, row.display_name, row.email, roles, "1" if row.active else "0",
-                 _fp(row.password_hash), _fp(row.totp_secret))
+def users_digest(users: Mapping[str, Mapping[str, Any]]) -> str:
+    """SHA-256 over every user as the users log decides them (username, name, address, roles,
+    active, the fingerprint of each credential), in username order. Computed from the replayed
+    log by each save of the users log and signed with its links (never from the table, so that a
+    row tampered with before a later change is not signed along); compared by the verification with
+    `users_table_digest`, so that a row changed in the table alone shows without the cipher key."""
+    digest = hashlib.sha256(b"appeals-users/1")
+    for username in sorted(users):
+        user = users[username]
+        parts = (username, user["display_name"], user["email"], ",".join(sorted(user["roles"])),
+                 "1" if user["active"] else "0", user["password"] or "",
+                 user["second_factor"] or "")
         for part in parts:
-            data = part.encode()
+            data = str(part).encode()
             digest.update(len(data).to_bytes(4, "big") + data)
     return digest.hexdigest()
 
 
-def _fp(value: str | None) -> str:
-    return "" if value is None else hashlib.sha256(value.encode()).hexdigest()
+def users_table_digest(conn: Connection | Any) -> str:
+    """`users_digest` of the users table as it is (credentials by their SHA-256 fingerprint)."""
+    u = schema.users
+    rows = conn.execute(select(u.c.username, u.c.display_name, u.c.email, u.c.roles, u.c.active,
+                               u.c.password_hash, u.c.totp_secret))
+    return users_digest({row.username: {
+        "display_name": row.display_name, "email": row.email,
+        "roles": list(filter(None, row.roles.split(","))), "active": bool(row.active),
+        "password": _fp(row.password_hash), "second_factor": _fp(row.totp_secret)}
+        for row in rows})
+
+
+def _fp(value: str | None) -> str | None:
+    return None if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
 def event_name(topic: str) -> str:

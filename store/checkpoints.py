@@ -381,6 +381,9 @@ class Checkpointer:
             _log.error("checkpoint (%s) not written: directory %s: %s", why, self.directory,
                        type(exc).__name__)
             return None
+        except Exception as exc:  # noqa: BLE001 - never fail the close that triggered it
+            _log.error("checkpoint (%s) not written: %s", why, type(exc).__name__)
+            return None
         _log.info("checkpoint %s written (%s)", path.name, why)
         return path
 

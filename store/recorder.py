@@ -33,7 +33,6 @@ from store.chain import (
     event_name,
     link_hash,
     link_message,
-    users_table_digest,
 )
 from store.signing import ChainSigner
 
@@ -60,6 +59,9 @@ class AuditContext:
     apply: Callable[[Session], None] | None = None
     # The case's threat types (codes) for the queue (schema.case_threats); None: left as they are.
     threat_types: Sequence[str] | None = None
+    # The users log: `store.chain.users_digest` of every user after the change, as the replayed
+    # log says (signed with each of the save's links).
+    state_digest: str | None = None
 
 
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
@@ -101,7 +103,6 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             self._write_index(session, case_id, audit)
         if audit.apply is not None:
             audit.apply(session)
-        # After `apply`: the users log's links sign the users table as it is after the save.
         self._append_chain(session, case_id, stored_events, audit)
         if audit.proof is not None:
             session.execute(insert(schema.decision_proofs).values(
@@ -122,7 +123,7 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
                     "this chain's links are signed: writing to it needs the chain signing key "
                     "(APPEALS_CHAIN_SIGNING_KEY_FILE)")
         prev = prev or GENESIS
-        digest = users_table_digest(session) if audit.kind == "users" else None
+        digest = audit.state_digest if audit.kind == "users" else None
         rows, signatures = [], []
         for stored, at in zip(stored_events, audit.timestamps, strict=True):
             version = stored.originator_version

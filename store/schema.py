@@ -62,9 +62,9 @@ chain = Table(
 # (of the ciphertext) and previous link (store.chain.link_message). A new table so that chain rows
 # written before stay as they were; a link without a row here is "legacy unsigned", allowed only
 # before a chain's first signed link and sealed by the checkpoints (store.checkpoints).
-# `state_digest`: on the users log's links, the SHA-256 of the whole users table after the save
-# (store.chain.users_table_digest), so that a row changed in the table alone is detected with the
-# public key only.
+# `state_digest`: on the users log's links, the SHA-256 of every user as the replayed log says after
+# the save (store.chain.users_digest), so that a row changed in the users table alone is detected
+# with the public key only.
 chain_signatures = Table(
     "appeals_chain_signatures",
     metadata,

@@ -48,7 +48,7 @@ from domain.users import (
     public_details,
 )
 from store import schema
-from store.chain import USERS_LOG_NAME, ChainReport, event_name
+from store.chain import USERS_LOG_NAME, ChainReport, event_name, users_digest
 from store.recorder import AuditContext
 
 if TYPE_CHECKING:
@@ -369,7 +369,8 @@ class UsersRegistry:
                 summary={"users_log_version": log.version, "username": username,
                          "events": [event_name(type(e).__qualname__) for e in pending]},
                 timestamps=[e.timestamp for e in pending], kind="users",
-                apply=_writer(username, state, credentials or {}, revoke))
+                apply=_writer(username, state, credentials or {}, revoke),
+                state_digest=users_digest(log.users))
             try:
                 self.app.save(*pending, audit=audit)
                 return

@@ -7,6 +7,7 @@ PostgreSQL), and the store verification with the public key only must name the c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -241,6 +242,16 @@ def test_a_role_added_in_the_users_table_is_detected_and_not_granted(signed: Sig
     assert failure.startswith("users log: audit chain broken at version 3: the users table "
                               "differs from the state signed")
     assert signed.store.user_roles("olga") == {"case_officer"}  # the doors do not grant it
+    # A later, legitimate change of another user does not sign the tampered row along.
+    signed.store.users.add("lina", "Lina", "lina@secretariat.example.org", ["ministry_liaison"],
+                           actor="hana")
+    assert one_failure(signed.audit()).startswith(
+        "users log: audit chain broken at version 4: the users table differs")
+    signed.store.set_password("olga", "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA")
+    with engine.begin() as conn:  # a password hash of the attacker's choosing
+        conn.execute(update(schema.users).where(schema.users.c.username == "olga")
+                     .values(password_hash="$argon2id$v=19$m=65536,t=3,p=4$bWluZQ$bWluZQ"))
+    assert signed.store.password_hash("olga") is None  # not what the users log recorded
     assert [d.username for d in signed.store.verify_users().differences] == ["olga"]
 
 
@@ -383,3 +394,20 @@ async def test_a_closed_case_temporal_no_longer_holds_is_verified_against_the_ch
     failed = await verify_case(signed.store, client, REF, checkpoint_dir=signed.directory)
     assert not failed["ok"] and "broken at version 19: events deleted" in \
         failed["history"]["text"]
+
+
+async def test_the_worker_writes_a_checkpoint_at_each_interval(signed: Signed) -> None:
+    from worker.main import write_checkpoints
+
+    writer = Checkpointer(signed.store.engine, signed.store.recorder, signed.signer,
+                          signed.keys, signed.directory)
+    stop = asyncio.Event()
+    task = asyncio.create_task(write_checkpoints(writer, 0.05, stop))
+    for _ in range(200):
+        if len(checkpoint_files(signed.directory)) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert len(checkpoint_files(signed.directory)) >= 3
+    assert signed.audit().ok
