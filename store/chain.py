@@ -139,28 +139,44 @@ class ChainVerifier:
 
     def verify_links(self, case_id: str, reference: str | None = None
                      ) -> tuple[ChainReport, dict[int, str]]:
-        """The report, and the chain's link hashes by version (for the checkpoints)."""
-        events = self.recorder.select_events(UUID(case_id))
-        sg = schema.chain_signatures
-        with self.engine.connect() as conn:
-            links = conn.execute(
-                select(schema.chain).where(schema.chain.c.case_id == case_id)
-                .order_by(schema.chain.c.version)
-            ).mappings().all()
-            signatures = {row["version"]: dict(row) for row in conn.execute(
-                select(sg).where(sg.c.case_id == case_id)).mappings()}
-            table_digest = users_table_digest(conn) if case_id == str(USERS_LOG_ID) else None
-        report = check_chain(case_id, reference, events, [dict(row) for row in links],
-                             signatures=signatures, keys=self.keys)
-        hashes = {row["version"]: row["hash"] for row in links}
-        if report.ok and table_digest is not None and links:
+        """The report, and the chain's link hashes by version (for the checkpoints).
+
+        The store may be written meanwhile: links are read before the events, and when a save
+        committed in between (more events than links) once more, keeping the links of the events
+        read (a save writes its events, links and signatures in one transaction). The users
+        table is compared twice for the same reason before a difference is reported."""
+        users_log = case_id == str(USERS_LOG_ID)
+        for attempt in range(2):
+            links, signatures, table_digest = self._links(case_id, users_log)
+            events = self.recorder.select_events(UUID(case_id))
+            if len(events) > len(links):
+                links, signatures, table_digest = self._links(case_id, users_log)
+                links = [row for row in links if row["version"] <= len(events)]
+            report = check_chain(case_id, reference, events, links, signatures=signatures,
+                                 keys=self.keys)
+            if not (report.ok and users_log and links):
+                break
             head = signatures.get(links[-1]["version"])
-            if head is not None and head.get("state_digest") not in (None, table_digest):
+            if head is None or head.get("state_digest") in (None, table_digest):
+                break
+            if attempt == 1:
                 report = replace(report, ok=False, broken_version=links[-1]["version"],
                                  reason="the users table differs from the state signed with the "
                                         "users log's newest link (a row was changed in the "
                                         "table alone)")
-        return report, hashes
+        return report, {row["version"]: row["hash"] for row in links}
+
+    def _links(self, case_id: str, users_log: bool
+               ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], str | None]:
+        sg = schema.chain_signatures
+        with self.engine.connect() as conn:
+            links = [dict(row) for row in conn.execute(
+                select(schema.chain).where(schema.chain.c.case_id == case_id)
+                .order_by(schema.chain.c.version)).mappings()]
+            signatures = {row["version"]: dict(row) for row in conn.execute(
+                select(sg).where(sg.c.case_id == case_id)).mappings()}
+            table_digest = users_table_digest(conn) if users_log else None
+        return links, signatures, table_digest
 
     def verify_reference(self, reference: str) -> ChainReport:
         return self.verify(str(case_id_for(reference)), reference)

@@ -121,6 +121,15 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path.name}: cannot be read ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{path.name}: not a checkpoint of format {FORMAT}")
+    try:
+        int(doc["sequence"])
+        for entry in doc["chains"]:
+            str(entry["chain"]), int(entry["version"]), str(entry["hash"])
+            if entry["signed_from"] is not None:
+                int(entry["signed_from"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path.name}: a checkpoint with missing or malformed fields"
+                              ) from None
     return Checkpoint(path, doc, hashlib.sha256(data).hexdigest())
 
 

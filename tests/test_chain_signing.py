@@ -411,3 +411,29 @@ async def test_the_worker_writes_a_checkpoint_at_each_interval(signed: Signed) -
     await task
     assert len(checkpoint_files(signed.directory)) >= 3
     assert signed.audit().ok
+
+
+def test_verification_while_a_case_is_being_written_reports_nothing_false(signed: Signed) -> None:
+    """Links are read before events (and again when a save landed in between): a store in use
+    verifies."""
+    import threading
+
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for i in range(25):
+                signed.store.execute(REF2, "add_further_information",
+                                     {"at": T0, "information": f"Live {i}."}, "olga", f"live-{i}")
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    verifier = signed.store.chain_verifier()
+    reports = []
+    while not done.is_set():
+        reports.append(verifier.verify_reference(REF2))
+    thread.join()
+    assert reports and all(r.ok for r in reports), [r.describe() for r in reports if not r.ok]
+    assert verifier.verify_reference(REF2).events == 27
