@@ -7,7 +7,8 @@ cli.cases, cli.users, cli.audit, cli.outbox, cli.session and cli.services; this 
 them and turns every failure into one line on standard error and an exit code (cli.common).
 
 Only `appeals worker` (and `--help`) needs nobody signed in; `appeals users bootstrap` is the first
-setup, before anyone can sign in.
+setup, before anyone can sign in; `appeals audit store`, `public-key` and `checkpoint` show no
+personal data and need no sign-in (cli.audit).
 """
 
 from __future__ import annotations
