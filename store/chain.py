@@ -21,7 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import AggregateRecorder, StoredEvent
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, inspect, select
 
 from domain.case import case_id as case_id_for
 from domain.users import USERS_LOG_ID
@@ -133,6 +133,9 @@ class ChainVerifier:
         self.engine = engine
         self.recorder = recorder
         self.keys = keys
+        # A copy of a database that code from before signing wrote has no signature table (the
+        # auditor's verifier creates nothing): every link there is legacy unsigned.
+        self.signed_store = inspect(engine).has_table(schema.chain_signatures.name)
 
     def verify(self, case_id: str, reference: str | None = None) -> ChainReport:
         return self.verify_links(case_id, reference)[0]
@@ -174,7 +177,7 @@ class ChainVerifier:
                 select(schema.chain).where(schema.chain.c.case_id == case_id)
                 .order_by(schema.chain.c.version)).mappings()]
             signatures = {row["version"]: dict(row) for row in conn.execute(
-                select(sg).where(sg.c.case_id == case_id)).mappings()}
+                select(sg).where(sg.c.case_id == case_id)).mappings()} if self.signed_store else {}
             table_digest = users_table_digest(conn) if users_log else None
         return links, signatures, table_digest
 

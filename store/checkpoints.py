@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import AggregateRecorder
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select
 
 from domain.users import USERS_LOG_ID
 from store import schema
@@ -200,8 +200,10 @@ def chain_entries(engine: Engine) -> tuple[list[dict[str, Any]], dict[tuple[str,
     with engine.connect() as conn:
         hashes = {(cid, v): h for cid, v, h in conn.execute(
             select(c.c.case_id, c.c.version, c.c.hash))}
-        signed_from: dict[str, int] = {cid: int(v) for cid, v in conn.execute(
-            select(sg.c.case_id, func.min(sg.c.version)).group_by(sg.c.case_id))}
+        signed_from: dict[str, int] = {}
+        if inspect(conn).has_table(sg.name):  # not in a database from before signing
+            signed_from = {cid: int(v) for cid, v in conn.execute(
+                select(sg.c.case_id, func.min(sg.c.version)).group_by(sg.c.case_id))}
     heads: dict[str, int] = {}
     for cid, version in hashes:
         heads[cid] = max(version, heads.get(cid, 0))

@@ -437,3 +437,27 @@ def test_verification_while_a_case_is_being_written_reports_nothing_false(signed
     thread.join()
     assert reports and all(r.ok for r in reports), [r.describe() for r in reports if not r.ok]
     assert verifier.verify_reference(REF2).events == 27
+
+
+def test_a_database_from_before_signing_verifies_as_legacy(backend: Backend,
+                                                          tmp_path: Path) -> None:
+    """A copy written by the code before this change has no signature table: the auditor's
+    verifier (which creates nothing) reads every link as legacy unsigned."""
+    old = CaseStore(backend.url, backend.key)
+    second_case(old)
+    with old.engine.begin() as conn:
+        schema.chain_signatures.drop(conn)
+    old.close()
+    signer = ChainSigner.generate()
+    report = Signed(backend, signer, tmp_path / "none", old).audit()
+    assert report.ok, report.failures
+    assert f"{REF2}: audit chain verified (2 events; 2 unsigned links from before signing, " \
+           "covered only by a checkpoint) (no checkpoint yet: the unsigned links are not " \
+           "protected)" in report.lines
+    reopened = CaseStore(backend.url, backend.key, signer=signer)  # creates the table
+    try:
+        reopened.execute(REF2, "add_further_information", {"at": T0, "information": "z"},
+                         "olga", "r2-i2")
+        assert (reopened.verify(REF2).signed, reopened.verify(REF2).unsigned) == (1, 2)
+    finally:
+        reopened.close()
