@@ -151,6 +151,7 @@ class Env:
             try:
                 self._store = CaseStore(settings.database_url, key, signer=signer,
                                         public_keys=extra)
+                self._store.checkpoint_dir = settings.checkpoint_dir
             except ModuleNotFoundError:
                 scheme = str(settings.database_url).split(":", 1)[0]
                 raise BadInput("APPEALS_DATABASE_URL",

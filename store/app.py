@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +35,7 @@ from domain.tracked import TrackedCase, open_tracked_case
 from domain.users import USERS_LOG_ID, UnknownRole, UsersRuleError
 from store import schema
 from store.chain import ChainReport, ChainVerifier, event_name
+from store.checkpoints import sealed_chain
 from store.recorder import AppealsFactory, AuditContext
 from store.signing import ChainKeys, ChainSigner
 from store.users import UsersLogEntry, UsersRegistry, UsersReport, fingerprint
@@ -126,6 +128,9 @@ class CaseStore(Application[UUID]):
         self.after_close: Callable[[str], None] | None = None
         # The users log's replayed state by its version (user_roles).
         self._users_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        # The signed checkpoints (store.checkpoints; set by the processes that have them): a users
+        # log that a checkpoint sealed and that is now gone grants no roles at all.
+        self.checkpoint_dir: Path | None = None
         # The users log and the sessions (store.users): the doors' API for users.
         self.users = UsersRegistry(self)
 
@@ -395,6 +400,11 @@ class CaseStore(Application[UUID]):
         """The users log's replayed users (None before the log starts), cached by its version."""
         newest = self.recorder.select_events(USERS_LOG_ID, desc=True, limit=1)
         if not newest:
+            if self.checkpoint_dir is not None and sealed_chain(self.checkpoint_dir,
+                                                                str(USERS_LOG_ID)):
+                _log.error("the users log is gone although a checkpoint sealed it: no roles "
+                           "granted (see `appeals audit store`)")
+                return {}
             return None
         version = newest[0].originator_version
         cached_version, cached = self._users_cache

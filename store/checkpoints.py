@@ -184,6 +184,18 @@ def _write_new(directory: Path, sequence: int, data: bytes) -> Path | None:
     return path
 
 
+def sealed_chain(directory: Path, chain: str) -> bool:
+    """Whether the latest checkpoint lists this chain (True when the latest cannot be read: the
+    caller then assumes the worst)."""
+    files = checkpoint_files(directory)
+    if not files:
+        return False
+    try:
+        return chain in read_checkpoint(files[-1]).chains
+    except CheckpointError:
+        return True
+
+
 # ---------------------------------------------------------------------------- the store's heads
 def _references(engine: Engine) -> dict[str, str]:
     idx = schema.case_index
@@ -356,7 +368,8 @@ def _against_checkpoint(chain: ChainReport, hashes: Mapping[int, str],
         return None
     sealed_version = int(entry["version"])
     if chain.events == 0 and not hashes:
-        return (f"the case was removed: {latest.name} sealed it at version {sealed_version}")
+        what = "the users log" if entry.get("ref") == USERS_LOG_NAME else "the case"
+        return f"{what} was removed: {latest.name} sealed it at version {sealed_version}"
     if chain.events < sealed_version:
         return (f"audit chain broken at version {chain.events + 1}: events deleted, "
                 f"{latest.name} sealed version {sealed_version} and the chain now ends at "

@@ -255,6 +255,24 @@ def test_a_role_added_in_the_users_table_is_detected_and_not_granted(signed: Sig
     assert [d.username for d in signed.store.verify_users().differences] == ["olga"]
 
 
+def test_a_removed_users_log_grants_no_roles_once_a_checkpoint_sealed_it(signed: Signed) -> None:
+    """Deleting the whole users log would otherwise leave the table as the only registry (as
+    before the log existed)."""
+    engine, events = attacker(signed.backend)
+    with engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.originator_id == USERS_LOG_ID))
+        for table in (schema.chain, schema.chain_signatures):
+            conn.execute(delete(table).where(table.c.case_id == str(USERS_LOG_ID)))
+        conn.execute(update(schema.users).where(schema.users.c.username == "olga")
+                     .values(roles="case_officer,head"))
+    assert one_failure(signed.audit()) == (
+        "users log: the users log was removed: checkpoint-0000000001.json sealed it at version 3")
+    signed.store.checkpoint_dir = signed.directory
+    assert signed.store.user_roles("olga") == set() and signed.store.user_roles("hana") == set()
+    signed.store.checkpoint_dir = None  # a registry from before the log: the table decides
+    assert signed.store.user_roles("olga") == {"case_officer", "head"}
+
+
 # ------------------------------------------------------------------ downgrades and legacy links
 def test_removed_signatures_are_not_taken_for_legacy_links(signed: Signed) -> None:
     engine, _ = attacker(signed.backend)

@@ -108,8 +108,10 @@ def checked_address_book(settings: Settings) -> AddressBook:
 def store_for(settings: Settings) -> CaseStore:
     """The event store as the processes that write it open it: with the cipher key and the chain
     signing key (and the public keys of rotated signing keys)."""
-    return CaseStore(settings.database_url, settings.event_store_cipher_key(),
-                     signer=settings.chain_signer(), public_keys=settings.chain_public_keys())
+    store = CaseStore(settings.database_url, settings.event_store_cipher_key(),
+                      signer=settings.chain_signer(), public_keys=settings.chain_public_keys())
+    store.checkpoint_dir = settings.checkpoint_dir
+    return store
 
 
 def checkpointer(settings: Settings, store: CaseStore) -> Checkpointer:
