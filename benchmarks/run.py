@@ -9,7 +9,9 @@ Parts (all by default, in this order; results and targets in docs/performance.md
 - memory: resident memory of the worker process (`python -m worker`) with M open cases waiting
   for their verification;
 - chain: time to verify the audit chain of a case with 1,000 events;
-- list: time to list 10,000 cases from the case index.
+- list: time to list 10,000 cases from the case index;
+- checkpoint: time to verify a store of 10,000 signed events against a signed checkpoint with the
+  public key only (benchmarks/checkpoint.py; alone: `python -m benchmarks.checkpoint`).
 
 Both throughput workers run in this process (the pipeline's built with worker.main.build_activities
 and build_worker, the bare one a plain temporalio Worker), with the same worker options, the same
@@ -53,7 +55,7 @@ from worker.main import build_activities, build_worker
 from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, ClearanceInput, ConsentInput, VerificationInput
 
-PARTS = ("pipeline", "bare", "memory", "chain", "list")
+PARTS = ("pipeline", "bare", "memory", "chain", "list", "checkpoint")
 ACTIONS = ["rapporteur", "mfa"]
 INTAKE = intake(requested_actions=ACTIONS, refused_actions=[], eu_grant=None)
 
@@ -64,6 +66,8 @@ TARGET_CHAIN_MS = 200.0
 TARGET_CHAIN_EVENTS = 1000
 TARGET_LIST_MS = 1000.0
 TARGET_LIST_CASES = 10_000
+TARGET_CHECKPOINT_MS = 10_000.0
+TARGET_CHECKPOINT_EVENTS = 10_000
 
 
 def say(text: str) -> None:
@@ -465,6 +469,31 @@ def list_part(home: Path, args: argparse.Namespace, report: Report) -> None:
                                               miss_by(median_ms, TARGET_LIST_MS, higher_is_better=False)]))))
 
 
+def checkpoint_part(home: Path, args: argparse.Namespace, report: Report) -> None:
+    from benchmarks.checkpoint import EVENTS_PER_CASE, measure
+
+    events = args.checkpoint_events
+    say(f"\n[checkpoint] verify a store of {events} signed events ({EVENTS_PER_CASE} per case) "
+        "against a signed checkpoint, public key only (SQLite file)")
+    m = measure(home, events)
+    say(f"    setup: {m.events} events in {m.chains} chains in {m.setup_seconds:.1f} s; "
+        f"the first checkpoint (every chain verified first) took {m.checkpoint_ms:.0f} ms, "
+        f"the next one {m.next_checkpoint_ms:.0f} ms")
+    median_ms = statistics.median(m.verify_ms)
+    report.details["checkpoint"] = {"events": m.events, "chains": m.chains,
+                                    "times_ms": m.verify_ms, "setup_seconds": m.setup_seconds,
+                                    "first_checkpoint_ms": m.checkpoint_ms,
+                                    "next_checkpoint_ms": m.next_checkpoint_ms}
+    at_target = events == TARGET_CHECKPOINT_EVENTS
+    report.add(Figure(f"verify {events} events against a checkpoint (median of 3)", median_ms,
+                      "ms", f"< {TARGET_CHECKPOINT_MS:.0f} ms" if at_target else "",
+                      median_ms < TARGET_CHECKPOINT_MS if at_target else None,
+                      "; ".join(filter(None, [
+                          f"min {min(m.verify_ms):.0f}, max {max(m.verify_ms):.0f}; "
+                          f"{median_ms * 1000 / m.events:.0f} us per event",
+                          miss_by(median_ms, TARGET_CHECKPOINT_MS, higher_is_better=False)]))))
+
+
 # ============================================================================================= main
 async def temporal_parts(home: Path, parts: list[str], args: argparse.Namespace, report: Report) -> None:
     server_home = home / "temporal"
@@ -513,6 +542,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-batch", type=int, default=500, help="cases opened between memory samples")
     p.add_argument("--events", type=int, default=TARGET_CHAIN_EVENTS, help="events in the verified chain")
     p.add_argument("--index", type=int, default=TARGET_LIST_CASES, help="cases in the listed index")
+    p.add_argument("--checkpoint-events", type=int, default=TARGET_CHECKPOINT_EVENTS,
+                   help="signed events verified against a checkpoint")
     p.add_argument("--only", choices=[*PARTS, "throughput"],
                    help="run one part (throughput: pipeline and bare, with the ratio)")
     p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
@@ -549,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             chain_part(home, args, report)
         if "list" in parts:
             list_part(home, args, report)
+        if "checkpoint" in parts:
+            checkpoint_part(home, args, report)
     total = time.perf_counter() - started
     print_summary(report, total)
     if args.json:

@@ -144,7 +144,14 @@ class Env:
                 raise BadInput("settings", one_line(str(exc))) from None
             from store.app import CaseStore
             try:
-                self._store = CaseStore(settings.database_url, key)
+                signer = settings.chain_signer()
+                extra = settings.chain_public_keys()
+            except KeyMaterialError as exc:
+                raise BadInput("settings", one_line(str(exc))) from None
+            try:
+                self._store = CaseStore(settings.database_url, key, signer=signer,
+                                        public_keys=extra)
+                self._store.checkpoint_dir = settings.checkpoint_dir
             except ModuleNotFoundError:
                 scheme = str(settings.database_url).split(":", 1)[0]
                 raise BadInput("APPEALS_DATABASE_URL",

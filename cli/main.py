@@ -6,8 +6,10 @@ decisions for them and gives every change an idempotency key. The commands live 
 cli.cases, cli.users, cli.audit, cli.outbox, cli.session, cli.services and cli.store; this module assembles
 them and turns every failure into one line on standard error and an exit code (cli.common).
 
-Only `appeals worker`, `appeals store init-db` (and `--help`) need nobody signed in; `appeals
-users bootstrap` is the first setup, before anyone can sign in.
+Only `appeals worker`, `appeals store init-db` and `appeals keys rotate-master` (and `--help`)
+need nobody signed in; `appeals users bootstrap` is the first setup, before anyone can sign in;
+`appeals audit store`, `public-key` and `checkpoint` show no personal data and need no sign-in
+(cli.audit).
 """
 
 from __future__ import annotations

@@ -670,7 +670,8 @@ class Desk:
             return erased
         client = await self.client()
         try:
-            return await verify_case(self.store, client, reference)
+            return await verify_case(self.store, client, reference,
+                                     checkpoint_dir=self.settings.checkpoint_dir)
         except (StoredCaseNotFound, InvalidInput):
             raise CaseNotFound(reference) from None
         except Exception as exc:

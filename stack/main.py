@@ -32,7 +32,14 @@ from web import serve
 from worker.codec import EncryptionCodec
 from worker.codec_server import build_codec_app
 from worker.keys import KeyMaterialError
-from worker.main import ConfigurationError, build_activities, build_worker, connect
+from worker.main import (
+    ConfigurationError,
+    build_activities,
+    build_worker,
+    checkpointer,
+    connect,
+    write_checkpoints,
+)
 from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
 from worker.settings import Settings, error_line, load_settings
 
@@ -203,6 +210,9 @@ async def run(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Signed checkpoints of the audit chain, like the production worker writes them.
+        checkpoints = asyncio.create_task(write_checkpoints(
+            checkpointer(settings, activities.store), settings.checkpoint_interval_seconds, stop))
         async with worker:
             print(f"Temporal server  {settings.temporal_address}  "
                   f"(web UI http://{temporal_host}:{settings.temporal_ui_port})", flush=True)
@@ -210,7 +220,8 @@ async def run(settings: Settings) -> None:
                   "decoded; it answers that UI's page only)", flush=True)
             print(f"SMTP sink        {settings.smtp_host}:{settings.smtp_port}  "
                   f"(messages kept in {settings.var_dir / 'outbox'}; `appeals outbox list`)", flush=True)
-            print(f"Event store      {settings.database_url}", flush=True)
+            print(f"Event store      {settings.database_url}  (signed checkpoints in "
+                  f"{settings.checkpoint_dir})", flush=True)
             print(f"Worker           task queue {settings.task_queue}; logs in {logs}", flush=True)
             print(f"Web interface    http://{settings.web_host}:{settings.web_port}/  (sign in as a "
                   "user made with `appeals users add`, password set with `appeals users passwd`)",
@@ -220,6 +231,8 @@ async def run(settings: Settings) -> None:
             await asyncio.wait([asyncio.ensure_future(stop.wait()), web, codec],
                                return_when=asyncio.FIRST_COMPLETED)
             print("Stopping...", flush=True)
+            stop.set()
+            await checkpoints
             for task in (web, codec):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -10,16 +10,19 @@ case index, in the same transaction (see store.recorder).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
@@ -34,12 +37,14 @@ from domain.intake import parse_intake
 from domain.intake import reference as check_reference
 from domain.rules import stage_detail_of
 from domain.tracked import TrackedCase, open_tracked_case
-from domain.users import UnknownRole, UsersRuleError
+from domain.users import USERS_LOG_ID, UnknownRole, UsersRuleError
 from store import schema
 from store.chain import ChainReport, ChainVerifier, event_name
+from store.checkpoints import sealed_chain
 from store.cipher import CaseKeyMapper, CaseKeys, EventUnreadable, MasterKeys, is_legacy
 from store.recorder import AppealsFactory, AuditContext
-from store.users import UsersLogEntry, UsersRegistry, UsersReport
+from store.signing import ChainKeys, ChainSigner
+from store.users import UsersLogEntry, UsersRegistry, UsersReport, fingerprint
 
 # The commands a caller may apply to a case, by name (the workflow's activities send these).
 COMMANDS = frozenset({
@@ -61,6 +66,7 @@ COMMANDS = frozenset({
     # officer's go-ahead for public actions held after one.
     "reassess_risk", "record_reprisal_alert", "confirm_public_actions",
 })
+_log = logging.getLogger(__name__)
 # How often a save that lost a race (another writer took the version) is tried again.
 MAX_ATTEMPTS = 30
 
@@ -140,9 +146,13 @@ class CaseStore(Application[UUID]):
     name = "Appeals"
 
     def __init__(self, database_url: str, cipher_key: str,
-                 extra_env: Mapping[str, str] | None = None) -> None:
+                 extra_env: Mapping[str, str] | None = None, *,
+                 signer: ChainSigner | None = None,
+                 public_keys: Sequence[Ed25519PublicKey] = ()) -> None:
         """`cipher_key`: the master key as base64, optionally followed by previous master keys
-        (`CURRENT,PREVIOUS,...`; worker.settings.Settings.event_store_cipher_key)."""
+        (`CURRENT,PREVIOUS,...`; worker.settings.Settings.event_store_cipher_key). `signer`: the
+        key that signs each new chain link (store.signing; the processes that write hold it);
+        `public_keys`: further keys whose signatures verify (rotated keys)."""
         masters = MasterKeys.parse(cipher_key)
         env = {
             "PERSISTENCE_MODULE": "store.recorder:AppealsFactory",
@@ -160,6 +170,18 @@ class CaseStore(Application[UUID]):
         self.keys = CaseKeys(self.engine, masters)
         if isinstance(self.mapper, CaseKeyMapper):
             self.mapper.attach(self.keys)
+        self.recorder.signer = signer  # type: ignore[attr-defined]
+        self.chain_keys: ChainKeys | None = (
+            signer.verifier(public_keys) if signer is not None
+            else ChainKeys.of(public_keys) if public_keys else None)
+        # Called with the reference after a case's close is saved (a checkpoint is written then:
+        # store.checkpoints); errors are the hook's to handle.
+        self.after_close: Callable[[str], None] | None = None
+        # The users log's replayed state by its version (user_roles).
+        self._users_cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
+        # The signed checkpoints (store.checkpoints; set by the processes that have them): a users
+        # log that a checkpoint sealed and that is now gone grants no roles at all.
+        self.checkpoint_dir: Path | None = None
         # The users log and the sessions (store.users): the doors' API for users.
         self.users = UsersRegistry(self)
 
@@ -193,11 +215,15 @@ class CaseStore(Application[UUID]):
             case = self.get(reference)
             getattr(case, command)(**args, actor=actor, command_id=command_id)
             try:
-                return self._save(case, reference, actor, command_id, proof)
+                summary = self._save(case, reference, actor, command_id, proof)
             except IntegrityError:
                 # Someone else wrote first: wait a little (jittered, so racers spread out),
                 # then reload and apply the rules again to the fresh state.
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue
+            if command == "close" and self.after_close is not None:
+                self.after_close(reference)
+            return summary
         raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
 
     def _save(self, case: Case | TrackedCase, reference: str, actor: str, command_id: str,
@@ -373,7 +399,11 @@ class CaseStore(Application[UUID]):
         return self.keys.rewrap()
 
     def verify(self, reference: str) -> ChainReport:
-        return ChainVerifier(self.engine, self.recorder).verify_reference(reference)
+        return self.chain_verifier().verify_reference(reference)
+
+    def chain_verifier(self) -> ChainVerifier:
+        """Links and, with the public keys this store knows, their signatures."""
+        return ChainVerifier(self.engine, self.recorder, self.chain_keys)
 
     def verify_all(self) -> list[ChainReport]:
         return [self.verify(row["reference"]) for row in self.list_cases()]
@@ -517,13 +547,45 @@ class CaseStore(Application[UUID]):
             self.users.setup_roles(username, roles)
 
     def user_roles(self, username: str) -> set[str]:
-        """The roles of an active user; empty for unknown or inactive users."""
+        """The roles of an active user; empty for unknown or inactive users. Only roles that both
+        the users table and the users log (replayed; the log is chained and signed) give count:
+        a role granted by writing the table alone is not granted (and is reported by
+        `verify_users` and the store verification)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(schema.users.c.roles, schema.users.c.active)
                                .where(schema.users.c.username == username)).first()
         if row is None or not row.active:
             return set()
-        return set(filter(None, row.roles.split(",")))
+        roles = set(filter(None, row.roles.split(",")))
+        logged = self._logged_users()
+        if logged is None:  # a registry from before the users log: the table is all there is
+            return roles
+        state = logged.get(username)
+        if state is None or not state["active"]:
+            _log.warning("a users table row is not in the users log: no roles granted "
+                         "(see `appeals users verify`)")
+            return set()
+        if not roles <= set(state["roles"]):
+            _log.warning("a users table row has roles the users log does not give: not granted "
+                         "(see `appeals users verify`)")
+        return roles & set(state["roles"])
+
+    def _logged_users(self) -> dict[str, dict[str, Any]] | None:
+        """The users log's replayed users (None before the log starts), cached by its version."""
+        newest = self.recorder.select_events(USERS_LOG_ID, desc=True, limit=1)
+        if not newest:
+            if self.checkpoint_dir is not None and sealed_chain(self.checkpoint_dir,
+                                                                str(USERS_LOG_ID)):
+                _log.error("the users log is gone although a checkpoint sealed it: no roles "
+                           "granted (see `appeals audit store`)")
+                return {}
+            return None
+        version = newest[0].originator_version
+        cached_version, cached = self._users_cache
+        if cached_version != version:
+            cached = self.users._replayed()
+            self._users_cache = (version, cached)
+        return cached
 
     def list_users(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -618,6 +680,14 @@ class CaseStore(Application[UUID]):
         if row is None or not row.active:
             return None
         value: str | None = row[0]
+        logged = self._logged_users()
+        if logged is not None and value is not None:
+            state = logged.get(username)
+            name = "password" if column is schema.users.c.password_hash else "second_factor"
+            if state is None or not state["active"] or state.get(name) != fingerprint(value):
+                _log.warning("a users table credential differs from the users log: not used "
+                             "(see `appeals users verify`)")
+                return None
         return value
 
     # ------------------------------------------------------------- case-opening requests (desk)
@@ -712,11 +782,12 @@ def _private_sqlite_file(database_url: str) -> None:
     os.chmod(path, 0o600)
 
 
-def verifier_without_key(database_url: str) -> ChainVerifier:
-    """A chain verifier over the raw rows: what an auditor runs, with no cipher key at all."""
+def verifier_without_key(database_url: str, keys: ChainKeys | None = None) -> ChainVerifier:
+    """A chain verifier over the raw rows: what an auditor runs, with no cipher key at all (with
+    `keys`, the public keys, it checks the links' signatures too)."""
     factory = AppealsFactory(Environment(CaseStore.name, {"SQLALCHEMY_URL": database_url,
                                                           "CREATE_TABLE": "n"}))
     recorder = factory.application_recorder()
     engine = factory.datastore.engine
     assert isinstance(engine, Engine)
-    return ChainVerifier(engine, recorder)
+    return ChainVerifier(engine, recorder, keys)

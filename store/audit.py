@@ -5,7 +5,10 @@ Every decision a person makes is a workflow update; its event in the store carri
 continue-as-new) and checks that each update that succeeded has its event in the store, of a kind
 that decision may record, and that every store event of an update has a successful update behind
 it. `verify_case` adds the chain verification (store.chain) and gives one report, as plain data,
-for `appeals audit --verify` and the web's audit page.
+for `appeals audit --verify` and the web's audit page; the chain verification checks each link's
+signature with the store's public keys. When Temporal holds no history of a case (its retention
+expired), the case is verified against the latest signed checkpoint instead (`against_checkpoint`):
+a closed case then passes, with the report saying that its decisions were not cross-checked.
 
 Temporal's RPC errors other than NOT_FOUND (no history: retention expired, or never started) are
 left to the caller (the desk turns an unreachable server into its own error).
@@ -18,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from domain.decisions import DECISIONS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from temporalio.client import Client
 
     from store.app import CaseStore, TrailEntry
@@ -117,9 +122,43 @@ async def cross_check(store: CaseStore, client: Client, reference: str) -> dict[
     return compare(reference, succeeded, runs, trail)
 
 
-async def verify_case(store: CaseStore, client: Client, reference: str) -> dict[str, Any]:
-    """The case's audit chain and the cross-check, as one report: `ok`, `chain` and `history`
-    (each with `ok` and a one-line `text`). Raises store.app.CaseNotFound for an unknown case."""
+def against_checkpoint(store: CaseStore, reference: str, trail: list[TrailEntry],
+                       checkpoint_dir: Path | None) -> dict[str, Any] | None:
+    """When Temporal holds no history of the case (retention): the store's chain of the case
+    verified against the latest checkpoint (store.checkpoints) instead of the cross-check; `ok`
+    only for a closed case whose store verifies. None without a checkpoint directory or public
+    key (the plain "no history" answer stands)."""
+    from domain.case import case_id
+    from store.checkpoints import verify_store
+
+    if checkpoint_dir is None or store.chain_keys is None:
+        return None
+    closed = any(entry.event == "Closed" for entry in trail)
+    report = verify_store(store.engine, store.recorder, store.chain_keys, checkpoint_dir,
+                          case_id=str(case_id(reference)))
+    lost = (f"{reference}: Temporal holds no history for this "
+            f"{'closed' if closed else 'open'} case (retention may have expired)")
+    if not report.ok:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{lost}; against {report.checkpoint or 'no checkpoint'} the store "
+                        f"fails: {report.failures[0]}"}
+    if report.checkpoint is None:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{lost}; there is no checkpoint to verify the store against"}
+    if not closed:
+        return {"ok": False, "decisions": 0, "runs": 0,
+                "text": f"{lost}; its decisions could not be cross-checked"}
+    return {"ok": True, "decisions": 0, "runs": 0, "checkpoint": report.checkpoint,
+            "text": f"{lost}; its decisions were not cross-checked, and the store was verified "
+                    f"against {report.checkpoint} instead"}
+
+
+async def verify_case(store: CaseStore, client: Client, reference: str,
+                      checkpoint_dir: Path | None = None) -> dict[str, Any]:
+    """The case's audit chain (with the links' signatures) and the cross-check, as one report:
+    `ok`, `chain` and `history` (each with `ok` and a one-line `text`). When Temporal holds no
+    history of a closed case, `history` is the store verified against the latest checkpoint in
+    `checkpoint_dir` (`against_checkpoint`). Raises store.app.CaseNotFound for an unknown case."""
     import asyncio
 
     trail = await asyncio.to_thread(store.trail, reference)  # CaseNotFound first
@@ -128,6 +167,11 @@ async def verify_case(store: CaseStore, client: Client, reference: str) -> dict[
              "broken_version": report.broken_version, "reason": report.reason,
              "text": report.describe()}
     succeeded, runs = await successful_updates(client, reference)
-    history = compare(reference, succeeded, runs, trail)
+    history = None
+    if runs == 0:  # retention expired (or never started): the checkpoint speaks for the store
+        history = await asyncio.to_thread(against_checkpoint, store, reference, trail,
+                                          checkpoint_dir)
+    if history is None:
+        history = compare(reference, succeeded, runs, trail)
     return {"reference": reference, "ok": chain["ok"] and history["ok"], "chain": chain,
             "history": history}

@@ -27,7 +27,18 @@ from sqlalchemy.orm import Session
 
 from domain.view import waiting_for
 from store import schema
-from store.chain import GENESIS, event_hash, event_name, link_hash
+from store.chain import (
+    GENESIS,
+    event_hash,
+    event_name,
+    link_hash,
+    link_message,
+)
+from store.signing import ChainSigner
+
+
+class UnsignedWriteRefused(RuntimeError):
+    """A store without the signing key may not extend a chain whose links are signed."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ class AuditContext:
     apply: Callable[[Session], None] | None = None
     # The case's threat types (codes) for the queue (schema.case_threats); None: left as they are.
     threat_types: Sequence[str] | None = None
+    # The users log: `store.chain.users_digest` of every user after the change, as the replayed
+    # log says (signed with each of the save's links).
+    state_digest: str | None = None
 
 
 # PostgreSQL's SQLSTATE for "permission denied".
@@ -69,6 +83,11 @@ class SchemaNotReady(Exception):
 
 
 class AuditingRecorder(SQLAlchemyApplicationRecorder):
+    # The key that signs each new chain link (store.signing); set by store.app.CaseStore. Without
+    # one, links are written unsigned (test fixtures, a store opened by old code), and refused on
+    # a chain whose newest link is signed.
+    signer: ChainSigner | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tables.extend(schema.metadata.sorted_tables)
@@ -117,7 +136,6 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
         if not stored_events:
             return
         case_id = str(stored_events[0].originator_id)
-        self._append_chain(session, case_id, stored_events, audit)
         session.execute(insert(schema.commands).values(
             command_id=audit.command_id, case_id=case_id, result=audit.summary,
             recorded_at=datetime.now(UTC),
@@ -126,6 +144,7 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             self._write_index(session, case_id, audit)
         if audit.apply is not None:
             audit.apply(session)
+        self._append_chain(session, case_id, stored_events, audit)
         if audit.proof is not None:
             session.execute(insert(schema.decision_proofs).values(
                 command_id=audit.command_id, case_id=case_id, recorded_at=datetime.now(UTC),
@@ -137,8 +156,16 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             select(schema.chain.c.hash).where(schema.chain.c.case_id == case_id)
             .order_by(schema.chain.c.version.desc()).limit(1)
         ).scalar()
+        if prev is not None and self.signer is None:
+            sg = schema.chain_signatures
+            if session.execute(select(sg.c.version).where(sg.c.case_id == case_id)
+                               .limit(1)).first() is not None:
+                raise UnsignedWriteRefused(
+                    "this chain's links are signed: writing to it needs the chain signing key "
+                    "(APPEALS_CHAIN_SIGNING_KEY_FILE)")
         prev = prev or GENESIS
-        rows = []
+        digest = audit.state_digest if audit.kind == "users" else None
+        rows, signatures = [], []
         for stored, at in zip(stored_events, audit.timestamps, strict=True):
             version = stored.originator_version
             name = event_name(stored.topic)
@@ -148,8 +175,15 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
             rows.append(dict(case_id=case_id, version=version, event_name=name,
                              event_hash=ev_hash, prev_hash=prev, hash=link, actor=audit.actor,
                              recorded_at=at))
+            if self.signer is not None:
+                kid, signature = self.signer.sign(link_message(
+                    stored.topic, case_id, version, at, audit.actor, ev_hash, prev, link, digest))
+                signatures.append(dict(case_id=case_id, version=version, key_id=kid,
+                                       signature=signature, state_digest=digest))
             prev = link
         session.execute(insert(schema.chain), rows)
+        if signatures:
+            session.execute(insert(schema.chain_signatures), signatures)
 
     def _write_index(self, session: Session, case_id: str, audit: AuditContext) -> None:
         s = audit.summary

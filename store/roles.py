@@ -6,7 +6,7 @@ the audit trail (issue 13; docs/operations.md, "Database roles").
   creates what is missing and puts the triggers and grants back as they should be.
 - The application's role (the worker's and the web interface's `APPEALS_DATABASE_URL`) may only
   INSERT and SELECT on the append-only tables (APPEND_ONLY_TABLES: the events of cases and of the
-  users log, the audit chain, the decision proofs); on the other tables, which the application
+  users log, the audit chain and its signatures, the decision proofs); on the other tables, which the application
   keeps up to date (case index, sessions, sign-ins, drafts, ...), it may also UPDATE and DELETE.
   It may create nothing.
 - A trigger on each append-only table refuses UPDATE, DELETE and TRUNCATE, whoever asks, so that a
@@ -30,7 +30,8 @@ from store.recorder import AppealsFactory, AuditingRecorder, SchemaNotReady
 # The application's name in store.app.CaseStore: eventsourcing names the events table after it.
 APPLICATION_NAME = "Appeals"
 # Tables the application only ever adds rows to.
-APPEND_ONLY_TABLES = (schema.EVENTS_TABLE, schema.chain.name, schema.decision_proofs.name)
+APPEND_ONLY_TABLES = (schema.EVENTS_TABLE, schema.chain.name, schema.chain_signatures.name,
+                      schema.decision_proofs.name)
 TRIGGER_FUNCTION = "appeals_refuse_rewrite"
 TRIGGER = "appeals_append_only"
 # What the application's role may do on the other tables of the store.

@@ -3,6 +3,8 @@
 - `appeals_chain`: the audit chain. One row per stored event with the SHA-256 of the stored
   (encrypted, compressed) event and the hash of the previous row, so that any later edit, deletion
   or reordering is detectable without the cipher key.
+- `appeals_chain_signatures`: the Ed25519 signature of each link (store.signing), so that a link
+  recomputed by someone without the signing key is detected.
 - `appeals_commands`: the first result of each command id, so a repeated command records nothing.
 - `appeals_case_index`: the read model that lists and inboxes read.
 - `appeals_users`: the registry of staff and their roles that every decision is checked against.
@@ -57,6 +59,24 @@ chain = Table(
     Column("hash", String(64), nullable=False),
     Column("actor", String(100), nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# The Ed25519 signature of each chain link written since links are signed (store.signing): by the
+# key `key_id`, over the link's event type (full topic), case, version, time, actor, event hash
+# (of the ciphertext) and previous link (store.chain.link_message). A new table so that chain rows
+# written before stay as they were; a link without a row here is "legacy unsigned", allowed only
+# before a chain's first signed link and sealed by the checkpoints (store.checkpoints).
+# `state_digest`: on the users log's links, the SHA-256 of every user as the replayed log says after
+# the save (store.chain.users_digest), so that a row changed in the users table alone is detected
+# with the public key only.
+chain_signatures = Table(
+    "appeals_chain_signatures",
+    metadata,
+    Column("case_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("key_id", String(40), nullable=False),
+    Column("signature", String(100), nullable=False),
+    Column("state_digest", String(64), nullable=True),
 )
 
 commands = Table(

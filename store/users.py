@@ -48,7 +48,7 @@ from domain.users import (
     public_details,
 )
 from store import schema
-from store.chain import USERS_LOG_NAME, ChainReport, ChainVerifier, event_name
+from store.chain import USERS_LOG_NAME, ChainReport, event_name, users_digest
 from store.recorder import AuditContext
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class UsersRegistry:
 
     def verify(self) -> UsersReport:
         """The log's chain, and every user whose table row differs from the replayed log."""
-        chain = ChainVerifier(self.app.engine, self.app.recorder).verify_users_log()
+        chain = self.app.chain_verifier().verify_users_log()
         logged = self._replayed()
         with self.app.engine.connect() as conn:
             table = {row["username"]: row for row in conn.execute(select(schema.users)).mappings()}
@@ -369,7 +369,8 @@ class UsersRegistry:
                 summary={"users_log_version": log.version, "username": username,
                          "events": [event_name(type(e).__qualname__) for e in pending]},
                 timestamps=[e.timestamp for e in pending], kind="users",
-                apply=_writer(username, state, credentials or {}, revoke))
+                apply=_writer(username, state, credentials or {}, revoke),
+                state_digest=users_digest(log.users))
             try:
                 self.app.save(*pending, audit=audit)
                 return

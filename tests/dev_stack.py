@@ -28,7 +28,7 @@ from stack.main import dev_server_command, installed
 from store.app import CaseStore
 from tests.smtp_sink import SmtpSink
 from tests.workflow_env import add_users
-from worker.main import data_converter
+from worker.main import data_converter, store_for
 from worker.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,7 +205,7 @@ async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink,
     (tmp_path / "var").mkdir()
     overrides: dict[str, Any] = dict(values)
     settings = load_settings(**overrides)
-    store = CaseStore(settings.database_url, settings.event_store_cipher_key())
+    store = store_for(settings)  # signs its links like the worker and the doors
     add_users(store)
     plain = await Client.connect(settings.temporal_address, data_converter=data_converter(settings))
     # The test drives workflows as the person each input names, signed with the stack's decision

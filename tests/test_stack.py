@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from store.app import CaseStore
 from tests.dev_stack import ROOT, free_port
+from worker.main import store_for
 from worker.settings import Settings, load_settings, reference_markdown
 
 README = ROOT / "README.md"
@@ -136,7 +136,7 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     # The sink kept exactly the dispatched messages, and the audit verifies.
     outbox = mailbox.Maildir(settings.var_dir / "outbox", create=False)
     kept = {m["Message-ID"] for m in outbox}
-    store = CaseStore(settings.database_url, settings.event_store_cipher_key())
+    store = store_for(settings)
     try:
         trail = store.trail(first)
     finally:
@@ -149,6 +149,12 @@ def test_readme_walkthrough_then_restart_continues_a_waiting_case(embedded: Embe
     listed = json.loads(embedded.appeals("outbox", "list", "--json").stdout)
     assert {m["message_id"] for m in listed} >= sent
     assert embedded.appeals("audit", first, "--verify").stdout.splitlines()[-1] == "OK"
+    # The stack signs its chain and wrote signed checkpoints (one after the close): the store
+    # verifies against the latest with the public key only.
+    assert list((settings.var_dir / "checkpoints").glob("checkpoint-*.json"))
+    checked = embedded.appeals("audit", "store").stdout.splitlines()
+    assert checked[-1].endswith(": OK") and any(line.startswith("checked against checkpoint-")
+                                                for line in checked), checked
 
     # A second case waits for consent while the stack is stopped and started again.
     second = tmp_path / "second.json"

@@ -8,11 +8,10 @@ import sys
 
 from pydantic import ValidationError
 
-from store.app import CaseStore
 from store.recorder import SchemaNotReady
 from web.app import serve
 from worker.keys import KeyMaterialError
-from worker.main import connect
+from worker.main import connect, store_for
 from worker.settings import error_line, load_settings
 
 
@@ -20,7 +19,7 @@ async def main() -> None:
     try:
         settings = load_settings()
         totp_key = settings.totp_key()  # production: the key file must be there (no new key)
-        store = CaseStore(settings.database_url, settings.event_store_cipher_key())
+        store = store_for(settings)
     except (ValidationError, KeyMaterialError, SchemaNotReady) as exc:
         print(f"web: cannot start: {error_line(exc)}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,6 +7,7 @@ and handed to the activities' constructors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -26,6 +27,7 @@ from activities.messages import Composer
 from activities.tracks import TrackActivities
 from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
+from store.checkpoints import Checkpointer
 from store.recorder import SchemaNotReady
 from worker.codec import make_data_converter
 from worker.keys import KeyMaterialError
@@ -104,9 +106,36 @@ def checked_address_book(settings: Settings) -> AddressBook:
     return book
 
 
+def store_for(settings: Settings) -> CaseStore:
+    """The event store as the processes that write it open it: with the cipher key and the chain
+    signing key (and the public keys of rotated signing keys)."""
+    store = CaseStore(settings.database_url, settings.event_store_cipher_key(),
+                      signer=settings.chain_signer(), public_keys=settings.chain_public_keys())
+    store.checkpoint_dir = settings.checkpoint_dir
+    return store
+
+
+def checkpointer(settings: Settings, store: CaseStore) -> Checkpointer:
+    """Writes the store's checkpoints into `checkpoint_dir`; also installed as the store's
+    `after_close` hook, so that a checkpoint follows each case's close."""
+    signer = settings.chain_signer()
+    writer = Checkpointer(store.engine, store.recorder, signer,
+                          signer.verifier(settings.chain_public_keys()), settings.checkpoint_dir)
+    store.after_close = writer.after_close
+    return writer
+
+
+async def write_checkpoints(writer: Checkpointer, interval: float, stop: asyncio.Event) -> None:
+    """A checkpoint now and then every `interval` seconds until `stop` (the exposure window)."""
+    while not stop.is_set():
+        await asyncio.to_thread(writer.write, "interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 def build_activities(settings: Settings, store: CaseStore | None = None) -> TrackActivities:
     book = checked_address_book(settings)
-    store = store or CaseStore(settings.database_url, settings.event_store_cipher_key())
+    store = store or store_for(settings)
     return TrackActivities(store, Mailer.from_settings(settings), book, load_fund_directory(),
                            composer(settings), case_config(settings))
 
@@ -134,13 +163,17 @@ async def main() -> None:
     client = await connect(settings, with_metrics=True)
     await register_search_attributes(client)
     worker = build_worker(client, settings, activities)
+    writer = checkpointer(settings, activities.store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker polling task queue %s", settings.task_queue)
+    checkpoints = asyncio.create_task(
+        write_checkpoints(writer, settings.checkpoint_interval_seconds, stop))
     async with worker:
         await stop.wait()
+    await checkpoints
     activities.store.close()
 
 

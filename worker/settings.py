@@ -31,7 +31,10 @@ from worker.keys import (
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from temporalio.service import TLSConfig
+
+    from store.signing import ChainKeys, ChainSigner
 
 ENV_PREFIX = "APPEALS_"
 PLACEHOLDER_DOMAIN = "example.org"
@@ -241,6 +244,29 @@ class Settings(SecretFileSettings):
     )
     """File holding one Temporal payload key (base64, mode 0600). Created in development."""
 
+    chain_signing_key_file: Path = Field(
+        default_factory=lambda data: data["var_dir"] / "keys" / "chain-signing.key"
+    )
+    """File holding the Ed25519 key (base64 of its 32-byte seed, mode 0600) that signs every
+    audit chain link and checkpoint: held by the processes that write the event store (workers,
+    web interface, CLI), never by auditors, who get its public key (`appeals audit
+    public-key`). Created in development; required in production."""
+
+    chain_public_keys_file: Path | None = None
+    """File of the public keys accepted when verifying the audit chain and checkpoints (one base64
+    Ed25519 public key per line, `#` comments): an auditor's copy, and the keys of signing keys
+    rotated out. Unset: the public key of `chain_signing_key_file` only."""
+
+    checkpoint_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "checkpoints")
+    """Append-only directory of the signed checkpoints of every chain's head (files are created
+    once, never overwritten): a place the event store's database writer cannot change, e.g. a
+    separately owned mount or a synced audit share."""
+
+    checkpoint_interval: str = "15m"
+    """How often the worker writes a checkpoint (one is also written whenever a case closes): a
+    duration of at least `1m`, such as `15m` or `1h`. Events recorded after the latest checkpoint
+    (at most this long) are not protected against deletion of a case's newest events."""
+
     smtp_host: str = "127.0.0.1"
     """SMTP server. Must be loopback unless `live_sending` is on."""
 
@@ -381,7 +407,8 @@ class Settings(SecretFileSettings):
     @field_validator("smtp_username", "smtp_password", "smtp_capture_host", "database_password",
                      "schema_database_url", "schema_database_password",
                      "temporal_tls_ca_file", "temporal_tls_cert_file", "temporal_tls_key_file",
-                     "temporal_tls_server_name", "config_dir", mode="before")
+                     "temporal_tls_server_name", "config_dir", "chain_public_keys_file",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """`VAR=` (as compose writes `${VAR:-}`) means not set, not an empty login."""
@@ -402,6 +429,16 @@ class Settings(SecretFileSettings):
             raise ValueError(f"{setting}: must be a positive duration like 12h or 14d") from None
         if seconds < HOUR:
             raise ValueError(f"{setting}: must be at least 1h, like 14d")
+        return value.strip()
+
+    @field_validator("checkpoint_interval")
+    @classmethod
+    def _checkpoint_interval_is_a_duration(cls, value: str) -> str:
+        try:
+            parse_duration(value)
+        except ValueError:
+            raise ValueError(f"{_env('checkpoint_interval')}: must be a positive duration like "
+                             "15m or 1h") from None
         return value.strip()
 
     @field_validator("signatory_name", "signatory_organisation")
@@ -528,6 +565,38 @@ class Settings(SecretFileSettings):
             raise KeyMaterialError(f"{_env('totp_key_file')}: production needs an existing key "
                                    f"file (not found: {self.totp_key_file})")
         return self._key_from_file(self.totp_key_file)
+
+    @property
+    def checkpoint_interval_seconds(self) -> int:
+        return parse_duration(self.checkpoint_interval)
+
+    def chain_signer(self) -> ChainSigner:
+        """The key that signs chain links and checkpoints; KeyMaterialError naming the setting
+        when production has no such file."""
+        from store.signing import ChainSigner
+        path = self.chain_signing_key_file
+        if self.environment != "development" and not path.is_file():
+            raise KeyMaterialError(f"{_env('chain_signing_key_file')}: production needs an "
+                                   f"existing key file (not found: {path})")
+        return ChainSigner.from_seed(self._key_from_file(path))
+
+    def chain_public_keys(self) -> list[Ed25519PublicKey]:
+        """The public keys of `chain_public_keys_file` (empty when unset)."""
+        from store.signing import SigningKeyError, read_public_keys
+        if self.chain_public_keys_file is None:
+            return []
+        try:
+            return read_public_keys(self.chain_public_keys_file,
+                                    setting=_env("chain_public_keys_file"))
+        except SigningKeyError as exc:
+            raise KeyMaterialError(str(exc)) from None
+
+    def chain_keys(self) -> ChainKeys:
+        """What verification accepts: the public keys file when set, else the signing key's public
+        key (development creates it)."""
+        from store.signing import ChainKeys
+        extra = self.chain_public_keys()
+        return ChainKeys.of(extra) if extra else self.chain_signer().verifier()
 
     def temporal_tls_config(self) -> TLSConfig | bool:
         """What `Client.connect` takes as `tls`: False (plaintext: the development stack) or the
