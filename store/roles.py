@@ -6,8 +6,9 @@ the audit trail (issue 13; docs/operations.md, "Database roles").
   creates what is missing and puts the triggers and grants back as they should be.
 - The application's role (the worker's and the web interface's `APPEALS_DATABASE_URL`) may only
   INSERT and SELECT on the append-only tables (APPEND_ONLY_TABLES: the events of cases and of the
-  users log, the audit chain and its signatures, the decision proofs); on the other tables, which the application
-  keeps up to date (case index, sessions, sign-ins, drafts, ...), it may also UPDATE and DELETE.
+  users log, the audit chain and its signatures, the decision proofs); on the other tables, which
+  the application keeps up to date (case index, sessions, sign-ins, drafts, case keys, ...), it
+  may also UPDATE and DELETE.
   It may create nothing.
 - A trigger on each append-only table refuses UPDATE, DELETE and TRUNCATE, whoever asks, so that a
   grant given by mistake (or to PUBLIC) does not open the trail. The table owner can still drop the
