@@ -3,7 +3,7 @@ FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 APPEALS_VAR_DIR=/var/lib/appeals
 RUN useradd --system --home /srv/appeals --uid 10001 appeals \
-    && mkdir -p /var/lib/appeals && chown appeals /var/lib/appeals
+    && mkdir -p /var/lib/appeals/checkpoints && chown -R appeals /var/lib/appeals
 WORKDIR /srv/appeals
 # Every dependency pinned with its hashes (requirements.lock, written by `make lock` from
 # pyproject.toml for Python 3.11 on Linux x86_64): nothing unpinned or unverified gets in, and this

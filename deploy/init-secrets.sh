@@ -60,6 +60,7 @@ secret events-db-password 0 644 password
 # key files must be 0600 (the application refuses others).
 secret event-cipher.key "$APP_UID" 600 key32
 secret decision-signing.key "$APP_UID" 600 key32
+secret chain-signing.key "$APP_UID" 600 key32
 secret web-session.key "$APP_UID" 600 key32
 secret totp-secrets.key "$APP_UID" 600 key32
 secret codec-keys "$APP_UID" 600 codec_keys

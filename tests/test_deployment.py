@@ -357,6 +357,9 @@ def test_the_worker_and_the_web_interface_start_from_the_compose_file_and_the_se
     assert settings.event_store_cipher_key() == (secrets_dir / "event-cipher.key").read_text().strip()
     assert settings.codec_keyring().current_id == "k1"
     assert settings.smtp_password is None  # the empty file: no SMTP login
+    # The audit chain's signing key (production refuses to start without it) and the checkpoints.
+    assert settings.chain_signer().key_id.startswith("ed-")
+    assert str(settings.checkpoint_dir) == "/var/lib/appeals/checkpoints"
 
 
 def test_the_web_session_key_is_mounted_where_the_web_interface_reads_it(
