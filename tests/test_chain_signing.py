@@ -479,3 +479,27 @@ def test_a_database_from_before_signing_verifies_as_legacy(backend: Backend,
         assert (reopened.verify(REF2).signed, reopened.verify(REF2).unsigned) == (1, 2)
     finally:
         reopened.close()
+
+
+def test_an_erased_case_still_verifies_against_the_checkpoints(signed: Signed) -> None:
+    """Erasure destroys the case's key, not its ciphertext or its chain: the checkpoint written
+    before still verifies the store, and so does the next one (which seals the erasure record)."""
+    from datetime import timedelta
+
+    from store.app import CaseErased
+
+    store = signed.store
+    store.users.add("hugo", "Hugo", "hugo@secretariat.example.org", ["head"], actor="hana")
+    for head in ("hana", "hugo"):
+        store.erase(REF, actor=head, at=T0 + timedelta(days=400), retention_days=365,
+                    reason_code="retention-expired", reason="Retention period over")
+    with pytest.raises(CaseErased):
+        store.get(REF)
+    report = signed.audit()
+    assert report.ok, report.failures
+    assert f"{REF}: audit chain verified (19 events)" in report.lines
+    signed.checkpoint()
+    report = signed.audit()
+    assert report.ok, report.failures
+    assert report.lines[-1].startswith("checked against checkpoint-0000000002.json")
+    assert [e.event for e in store.trail(REF)][-2:] == ["ErasureRequested", "ErasureConfirmed"]
