@@ -361,3 +361,40 @@ def test_appeals_keys_rotate_master_rewraps_and_names_a_missing_key(tmp_path: An
     assert done.startswith("1 data keys re-wrapped under master key fp-")
     assert ok(appeals_command(env, "keys", "rotate-master")).startswith("0 data keys")
     assert CaseStore(url, second).get(REF).outcome == "resolved"
+
+
+# ======================================================================= the aggregate cache
+def test_cached_cases_follow_other_writers_and_an_erased_case_is_never_served_from_memory(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process keeps the cases it read in memory (eventsourcing's aggregate cache) and
+    brings them up to date with what other processes recorded; a case erased by another process
+    is refused once the key cache's lifetime is over (here: at once), and by this process at
+    once."""
+    import store.cipher
+
+    reader, writer = backend.open(), backend.open()
+    heads(writer)
+    every_event_kind(writer)  # REF closed
+    writer.open_case(**open_args(OTHER))
+    assert reader.repository.cache is not None
+    before = reader.get(OTHER).version
+    writer.execute(OTHER, "add_further_information", {"at": T0, "information": "More."},
+                   "olga", "o-1")
+    assert reader.get(OTHER).version == before + 1  # the other process's event, fast-forwarded
+    reader.execute(OTHER, "add_further_information", {"at": T0, "information": "Again."},
+                   "olga", "o-2")
+    assert len(writer.get(OTHER).further_information) == 2
+    # A copy per read: changing what one read returned changes nothing for the next.
+    reader.get(OTHER).further_information.clear()
+    assert len(reader.get(OTHER).further_information) == 2
+
+    assert reader.get(REF).outcome == "resolved"  # cached with its key
+    monkeypatch.setattr(store.cipher, "CACHE_SECONDS", 0.0)
+    for head in ("hana", "hugo"):
+        writer.erase(REF, actor=head, at=LATER, retention_days=0,
+                     reason_code="retention-expired", reason="Retention period over")
+    for process in (writer, reader):
+        with pytest.raises(CaseErased):
+            process.get(REF)
+    reader.close()
+    writer.close()
