@@ -325,3 +325,49 @@ def test_the_charts_are_images_with_the_suppressed_bars(seeded: tuple[CaseStore,
     with Image.open(tmp_path / "cases_per_month.png") as img:
         pixels = set(img.convert("RGB").getdata())
     assert (0xD9, 0xD9, 0xD9) in pixels and (0x1F, 0x5F, 0x99) not in pixels
+
+
+# ------------------------------------------------------------------------------ the dashboard
+def test_the_dashboard_figures_match_the_cases(seeded: tuple[CaseStore, list[str]]) -> None:
+    """Each dashboard figure against a count made here from the case list and the events."""
+    from desk.dashboard import build_dashboard, dashboard_for
+
+    store, refs = seeded
+    now = datetime(2026, 9, 1, 12, 0, tzinfo=UTC)
+    # Two escalations now (the chain's time is when they were stored: this week).
+    escalated = []
+    for row in store.list_cases(state="open"):
+        if row["stage"] == "verification" and len(escalated) < 2:
+            store.execute(row["reference"], "escalate",
+                          {"action": "", "step": "verification", "level": 1,
+                           "notified": ["hana"], "at": now}, "system", f"esc-{row['reference']}")
+            escalated.append(row["reference"])
+    assert len(escalated) == 2
+    d = build_dashboard(store, datetime.now(UTC))
+    assert d.escalations == 2 and sorted(c["reference"] for c in d.escalated_cases) == sorted(escalated)
+    d = build_dashboard(store, now)
+    open_rows = store.list_cases(state="open")
+    assert d.open_total == len(open_rows)
+    by: Counter[tuple[str, str]] = Counter((r["stage"], r["risk_level"] or r["urgency"]) for r in open_rows)
+    assert {(s, r): n for s, row in d.by_stage_risk.items() for r, n in row.items()} == dict(by)
+    deadlines = [r["next_deadline"] for r in open_rows if r["next_deadline"]]
+    assert d.overdue == sum(1 for x in deadlines if x < now)
+    assert d.due_24h == sum(1 for x in deadlines if now <= x < now + timedelta(hours=24))
+    assert d.due_7d == sum(1 for x in deadlines if now <= x < now + timedelta(days=7))
+    assert [c["deadline"] for c in d.due_soon] == sorted(c["deadline"] for c in d.due_soon)
+    # Waiting for clearance: every track the index says waits for it, longest first, since its
+    # consent (from the events).
+    waiting = []
+    for ref in refs:
+        case = store.get(ref)
+        for action, track in getattr(case, "tracks", {}).items():
+            if track.step == "clearance":
+                consent = [e.details["at"] for e in store.trail(ref)
+                           if e.event == "ConsentGranted" and e.details["action"] == action][-1]
+                waiting.append((consent, ref, action))
+    waiting.sort()
+    assert len(waiting) >= 3
+    assert [(w["since"], w["reference"], w["action"]) for w in d.waiting_clearance] == waiting[:15]
+    with pytest.raises(NotAllowed):
+        dashboard_for(store, "aldo", now)  # an auditor: reports, not the head's dashboard
+    assert dashboard_for(store, "hana", now).open_total == d.open_total
