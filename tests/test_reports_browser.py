@@ -85,6 +85,14 @@ async def test_report_page_printable_pdf_and_dashboard_in_chromium(
                 colours, inked = not_blank(await response.body())
                 assert colours > 10 and inked > 0.05, (name, colours, inked)
 
+            # The exports carry the same figures.
+            exported = await page.request.get(f"{base}/reports/export.csv?{PERIOD}")
+            assert exported.headers["content-type"].startswith("text/csv")
+            assert f"summary,cases opened,{CASES}" in (await exported.text()).splitlines()
+            exported = await page.request.get(f"{base}/reports/export.json?{PERIOD}")
+            assert (await exported.json())["tables"]["summary"]["cells"]["cases opened"] == str(CASES)
+            assert not any(n in (await exported.text()).lower() for n in every_name)
+
             # A small country: "<3" in the tables and on the chart's hatched bars.
             await page.select_option("#r-country", SMALL_COUNTRY)
             await page.click("#report-form button")
