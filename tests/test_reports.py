@@ -298,6 +298,23 @@ def test_the_facts_cache_follows_the_events(backend: Backend) -> None:
         assert again.tables["summary"].cells[1].count == 1
         assert {c.key: c.count for c in again.tables["outcomes"].cells}["resolved"] == 1
         assert _cached_version(store, "UA-2026-9001") == 2
+        # Further information that corrects the intake's codes: the report follows the latest.
+        store.execute("UA-2026-9002", "add_further_information",
+                      {"information": "More detail.", "at": T0 + timedelta(days=2),
+                       "intake_changes": {"threat_types": ["death_threat"],
+                                          "rights_affected": ["life"]}}, "hana", "fi1")
+        # A case opened before per-action tracks (domain.case.Case) counts the same way.
+        store.open_case(**open_args("UA-2026-9003", actions=["mfa"], country="UG"))
+        store.execute("UA-2026-9003", "close", {"outcome": "duplicate", "summary": "",
+                                                "at": T0 + timedelta(days=1)}, "hana", "c3")
+        third = reports.build(store, "hana", period, "UG")
+        threats = {c.key: c.count for c in third.tables["threats"].cells}
+        assert threats == {"death_threat": 1, "arbitrary_arrest_or_detention": 1,
+                           "judicial_harassment": 1}
+        assert {c.key: c.count for c in third.tables["rights"].cells}["life"] == 1
+        assert {c.key: c.count for c in third.tables["outcomes"].cells}["duplicate"] == 1
+        assert third.actions["mfa"]["proposed"].count == 2
+        assert third.tables["summary"].cells[0].text == "<3"
         # A second store object on the same database reads the same cache.
         other = backend.open()
         try:
