@@ -340,7 +340,7 @@ def test_the_charts_are_images_with_the_suppressed_bars(seeded: tuple[CaseStore,
             assert len(colours) > 10, name  # not blank
     # A suppressed bar is drawn in the hatched grey, never in the colour of a shown count.
     with Image.open(tmp_path / "cases_per_month.png") as img:
-        pixels = set(img.convert("RGB").getdata())
+        pixels = {c for _, c in img.convert("RGB").getcolors(maxcolors=1 << 20) or []}
     assert (0xD9, 0xD9, 0xD9) in pixels and (0x1F, 0x5F, 0x99) not in pixels
 
 
