@@ -7,6 +7,8 @@ case's *facts* (`case_facts`). The facts are cached in a table of their own,
 cache is filled lazily when a report is built and a case's row is computed again as soon as the
 case index shows a newer version (the index is written in the same transaction as the events).
 The cache holds codes and times only; dropping it loses nothing (it is rebuilt from the events).
+An erased case (its data key destroyed) is counted nowhere and its cached facts are deleted by the
+next report: erasure removes what the case was about, codes included.
 
 Periods: a case is counted as opened (and with its country, threat types, rights affected and
 at-risk groups) when its opening falls in the period; every other figure counts the events that
@@ -45,6 +47,7 @@ from sqlalchemy import exc as sa_exc
 from desk.errors import InvalidRequest, NotAllowed
 from domain.countries import country_name, is_country_code
 from domain.vocab import Action, Outcome
+from store.app import StoreError
 
 # Counts below this (and above 0) are never shown.
 SMALL = 3
@@ -189,18 +192,26 @@ class FactsCache:
         self._ready = True
 
     def all(self, references: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
-        """Reference -> facts, for every case of the index (or these references)."""
+        """Reference -> facts, for every case of the index (or these references) except erased
+        ones (`erased_case_ids`): their cached facts are deleted and they are counted nowhere."""
         from store import schema
         self.ensure_table()
         idx = schema.case_index
         wanted = None if references is None else set(references)
         with self.store.engine.connect() as conn:
-            versions = {r: v for r, v in conn.execute(select(idx.c.reference, idx.c.version))
-                        if wanted is None or r in wanted}
+            erased = erased_case_ids(conn)
+            versions = {r: v for r, v, cid in conn.execute(
+                select(idx.c.reference, idx.c.version, idx.c.case_id))
+                if (wanted is None or r in wanted) and cid not in erased}
+            gone = [r for (r, cid) in conn.execute(select(idx.c.reference, idx.c.case_id))
+                    if cid in erased] if erased else []
             cached = {r: (v, s, facts) for r, v, s, facts in conn.execute(
                 select(report_facts.c.reference, report_facts.c.version, report_facts.c.shape,
                        report_facts.c.facts))
                 if r in versions}
+        if gone:
+            with self.store.engine.begin() as conn:
+                conn.execute(delete(report_facts).where(report_facts.c.reference.in_(gone)))
         out: dict[str, dict[str, Any]] = {}
         stale: list[tuple[str, dict[str, Any]]] = []
         for reference, version in versions.items():
@@ -208,7 +219,13 @@ class FactsCache:
             if hit is not None and hit[0] >= version and hit[1] == FACTS_SHAPE:
                 out[reference] = hit[2]
                 continue
-            facts = case_facts(self.store.trail(reference))
+            try:
+                trail = self.store.trail(reference)
+            except StoreError:
+                continue  # erased (or gone) since the index was read: counted nowhere
+            if any((e.details or {}).get("erased") is True for e in trail):
+                continue  # an erased case's trail: chain rows only, nothing to count
+            facts = case_facts(trail)
             out[reference] = facts
             stale.append((reference, facts))
         if stale:
@@ -226,6 +243,17 @@ class FactsCache:
                                                   shape=FACTS_SHAPE, facts=f) for r, f in chunk])
         except sa_exc.IntegrityError:
             pass  # another report wrote the same rows meanwhile: it is only a cache
+
+
+def erased_case_ids(conn: Any) -> set[str]:
+    """Ids of the cases whose data key was destroyed (erasure with per-case keys: the store's
+    `appeals_case_keys.destroyed_at`); empty where the store has no per-case keys."""
+    from store import schema
+    keys = getattr(schema, "case_keys", None)
+    if keys is None or "destroyed_at" not in keys.c:
+        return set()
+    return {str(cid) for (cid,) in conn.execute(
+        select(keys.c.case_id).where(keys.c.destroyed_at.is_not(None)))}
 
 
 # ================================================================================= the period

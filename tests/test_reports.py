@@ -388,3 +388,32 @@ def test_the_dashboard_figures_match_the_cases(seeded: tuple[CaseStore, list[str
     with pytest.raises(NotAllowed):
         dashboard_for(store, "aldo", now)  # an auditor: reports, not the head's dashboard
     assert dashboard_for(store, "hana", now).open_total == d.open_total
+
+
+@pytest.mark.skipif(not hasattr(CaseStore, "erase"), reason="this store has no erasure (per-case "
+                    "keys) yet; the test runs once it has")
+def test_an_erased_case_is_counted_nowhere_and_leaves_the_cache(tmp_path: Path) -> None:
+    from tests.factories import T0, open_args
+    store = CaseStore(sqlite_url(str(tmp_path / "e.sqlite")), base64.b64encode(os.urandom(32)).decode())
+    try:
+        store.add_user("hana", "Hana Head", "hana@example.org", ["head"])
+        for ref in ("UA-2026-9101", "UA-2026-9102"):
+            store.open_case(**open_args(ref, actions=["rapporteur"]), tracked=True)
+            store.execute(ref, "close", {"outcome": "resolved", "summary": "",
+                                         "at": T0 + timedelta(days=1)}, "hana", f"{ref}-c")
+        period = parse_period(year=str(T0.year))
+        assert reports.build(store, "hana", period, None).tables["summary"].cells[0].count == 2
+        later = T0 + timedelta(days=4000)
+        erase = store.erase  # type: ignore[attr-defined]
+        asked = {"at": later, "retention_days": 1, "reason_code": "erasure-request",
+                 "reason": "The grantee asked."}
+        assert erase("UA-2026-9101", actor="hana", **asked).state == "requested"
+        store.add_user("hera", "Hera Head", "hera@example.org", ["head"])
+        assert erase("UA-2026-9101", actor="hera", **asked).state == "erased"
+        after = reports.build(store, "hana", period, None)
+        assert after.tables["summary"].cells[0].count == 1
+        with store.engine.connect() as conn:
+            cached = set(conn.execute(select(reports.report_facts.c.reference)).scalars())
+        assert cached == {"UA-2026-9102"}
+    finally:
+        store.close()
