@@ -40,7 +40,8 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m stack
 
-# Figures for docs/performance.md (not part of make test): about 11 minutes here.
+# Figures for docs/performance.md (not part of make test): about 30 minutes here (the report
+# part seeds 10,000 cases: about 17 of them; `python -m benchmarks.run --only PART` runs one part).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 

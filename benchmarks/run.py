@@ -12,6 +12,9 @@ Parts (all by default, in this order; results and targets in docs/performance.md
 - list: time to list 10,000 cases from the case index;
 - checkpoint: time to verify a store of 10,000 signed events against a signed checkpoint with the
   public key only (benchmarks/checkpoint.py; alone: `python -m benchmarks.checkpoint`).
+- report: time to build the yearly report (desk.reports) and the head's dashboard (desk.dashboard)
+  over 10,000 seeded cases (tests/report_seed.py: a realistic mix of decisions, messages,
+  responses and closings), first from the events (empty facts cache), then from the cache.
 
 Both throughput workers run in this process (the pipeline's built with worker.main.build_activities
 and build_worker, the bare one a plain temporalio Worker), with the same worker options, the same
@@ -55,7 +58,7 @@ from worker.main import build_activities, build_worker
 from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, ClearanceInput, ConsentInput, VerificationInput
 
-PARTS = ("pipeline", "bare", "memory", "chain", "list", "checkpoint")
+PARTS = ("pipeline", "bare", "memory", "chain", "list", "checkpoint", "report")
 ACTIONS = ["rapporteur", "mfa"]
 INTAKE = intake(requested_actions=ACTIONS, refused_actions=[], eu_grant=None)
 
@@ -68,6 +71,8 @@ TARGET_LIST_MS = 1000.0
 TARGET_LIST_CASES = 10_000
 TARGET_CHECKPOINT_MS = 10_000.0
 TARGET_CHECKPOINT_EVENTS = 10_000
+TARGET_REPORT_MS = 2000.0  # the yearly report and the dashboard, each, from the cache
+TARGET_REPORT_CASES = 10_000
 
 
 def say(text: str) -> None:
@@ -494,6 +499,58 @@ def checkpoint_part(home: Path, args: argparse.Namespace, report: Report) -> Non
                           miss_by(median_ms, TARGET_CHECKPOINT_MS, higher_is_better=False)]))))
 
 
+def report_part(home: Path, args: argparse.Namespace, report: Report) -> None:
+    from desk import reports
+    from desk.dashboard import build_dashboard
+    from tests.report_seed import seed
+
+    count = args.reports
+    say(f"\n[report] the yearly report and the dashboard over {count} seeded cases (SQLite file)")
+    store = new_store(home / "report.sqlite")
+    try:
+        store.add_user("hana", "Hana Head", "hana@example.org", ["head"])
+        t0 = time.perf_counter()
+        done = 0
+        for start in range(0, count, 1000):  # progress every 1000 cases
+            size = min(1000, count - start)
+            seed(store, size, seed_value=start, prefix=f"BP-R{start // 1000:03d}")
+            done += size
+            say(f"    {done}/{count} cases seeded ({time.perf_counter() - t0:.1f} s)")
+        setup = time.perf_counter() - t0
+        with store.engine.connect() as conn:
+            events = conn.execute(select(func.count()).select_from(schema.chain)).scalar() or 0
+        say(f"    setup: {count} cases, {events} events in {setup:.1f} s")
+        period = reports.parse_period(year="2026")
+        t = time.perf_counter()
+        cold = reports.build(store, "hana", period, None)
+        cold_s = time.perf_counter() - t
+        say(f"    first report (every case's events decrypted, cache filled): {cold_s:.1f} s")
+        times, warm = timed(lambda: reports.build(store, "hana", period, None), 5)
+        country_times, _ = timed(lambda: reports.build(store, "hana", period, "KE"), 3)
+        now = datetime(2026, 6, 1, tzinfo=UTC)
+        dash_times, dash = timed(lambda: build_dashboard(store, now), 5)
+    finally:
+        store.close()
+    if warm.tables["summary"].cells[0].count != cold.tables["summary"].cells[0].count:
+        raise RuntimeError("the cached report differs from the first one")
+    say(f"    {dash.open_total} open cases, {len(dash.waiting_clearance)} listed waiting for clearance")
+    report.details["report"] = {"cases": count, "events": events, "setup_seconds": setup,
+                                "cold_seconds": cold_s, "times_ms": [x * 1000 for x in times],
+                                "country_ms": [x * 1000 for x in country_times],
+                                "dashboard_ms": [x * 1000 for x in dash_times]}
+    at_target = count == TARGET_REPORT_CASES
+    for name, values in ((f"yearly report, {count} cases, cached (median of 5)", times),
+                         (f"dashboard, {count} cases (median of 5)", dash_times)):
+        median_ms = statistics.median(values) * 1000
+        spread = f"min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f}"
+        report.add(Figure(name, median_ms, "ms", f"< {TARGET_REPORT_MS:.0f} ms" if at_target else "",
+                          median_ms < TARGET_REPORT_MS if at_target else None,
+                          "; ".join(filter(None, [spread, miss_by(median_ms, TARGET_REPORT_MS,
+                                                                  higher_is_better=False)]))))
+    report.add(Figure(f"yearly report, {count} cases, first (from the events)", cold_s * 1000, "ms",
+                      note="fills the facts cache; later reports read it"))
+
+
 # ============================================================================================= main
 async def temporal_parts(home: Path, parts: list[str], args: argparse.Namespace, report: Report) -> None:
     server_home = home / "temporal"
@@ -544,6 +601,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", type=int, default=TARGET_LIST_CASES, help="cases in the listed index")
     p.add_argument("--checkpoint-events", type=int, default=TARGET_CHECKPOINT_EVENTS,
                    help="signed events verified against a checkpoint")
+    p.add_argument("--reports", type=int, default=TARGET_REPORT_CASES,
+                   help="seeded cases in the report and dashboard part")
     p.add_argument("--only", choices=[*PARTS, "throughput"],
                    help="run one part (throughput: pipeline and bare, with the ratio)")
     p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
@@ -582,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
             list_part(home, args, report)
         if "checkpoint" in parts:
             checkpoint_part(home, args, report)
+        if "report" in parts:
+            report_part(home, args, report)
     total = time.perf_counter() - started
     print_summary(report, total)
     if args.json:

@@ -3,8 +3,9 @@
 A person signs in once (`appeals login`); every command then acts as them: it parses its input and
 asks the desk (desk/: the same operations the web interface uses), which signs their openings and
 decisions for them and gives every change an idempotency key. The commands live by group in
-cli.cases, cli.users, cli.audit, cli.outbox, cli.session, cli.services and cli.store; this module assembles
-them and turns every failure into one line on standard error and an exit code (cli.common).
+cli.cases, cli.users, cli.audit, cli.report, cli.outbox, cli.session, cli.services, cli.store and
+cli.keys; this module assembles them and turns every failure into one line on standard error and an
+exit code (cli.common).
 
 Only `appeals worker`, `appeals store init-db` and `appeals keys rotate-master` (and `--help`)
 need nobody signed in; `appeals users bootstrap` is the first setup, before anyone can sign in;
@@ -34,6 +35,7 @@ from cli.common import (
 )
 from cli.keys import keys
 from cli.outbox import outbox
+from cli.report import report
 from cli.services import worker
 from cli.session import login, logout, whoami
 from cli.store import store
@@ -55,7 +57,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (case, audit, outbox, users, login, logout, whoami, worker, store, keys):
+for command in (case, audit, report, outbox, users, login, logout, whoami, worker, store, keys):
     cli.add_command(command)
 
 

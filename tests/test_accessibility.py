@@ -1,7 +1,8 @@
 """The pages staff use every day, checked by axe-core (shipped in axe-playwright-python) in Debian's
-Chromium: no serious or critical accessibility violation on the sign-in, inbox, new case, case and
-audit pages, at desktop and phone widths, and none scrolls sideways; every page starts with a skip
-link to its content and shows a focus outline on the control that has the focus."""
+Chromium: no serious or critical accessibility violation on the sign-in, inbox, new case, case,
+audit, report (and its printable view) and dashboard pages, at desktop and phone widths, and none
+scrolls sideways; every page starts with a skip link to its content and shows a focus outline on
+the control that has the focus."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ async def test_the_daily_pages_have_no_serious_accessibility_violation(
         try:
             for width in (1280, 390):
                 for user, paths in (("olga", ["/", "/cases/new", f"/cases/{ref}"]),
-                                    ("hana", [f"/cases/{ref}/audit"])):
+                                    ("hana", [f"/cases/{ref}/audit", "/reports", "/reports/print",
+                                              "/dashboard"])):
                     page = await browser.new_page(viewport={"width": width, "height": 900})
                     await page.goto(f"{base}/sign-in")
                     if (bad := await serious_violations(page)):

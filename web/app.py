@@ -115,6 +115,7 @@ from web.forms import (
     intake_error_field,
     intake_from_form,
 )
+from web.reports import report_routes
 from worker.main import composer as worker_composer
 from worker.settings import Settings
 from workflows.inputs import InformationInput
@@ -1389,6 +1390,8 @@ def build_app(settings: Settings, client: Client, store: CaseStore, *,
         Route("/cases/{reference}/audit.{format:str}", p(web.audit_export, auditors), methods=["GET"]),
         Route("/outbox", p(web.outbox_page), methods=["GET"]),
         Route("/outbox/{key}", p(web.outbox_message), methods=["GET"]),
+        # Reports across cases and the head's dashboard (web.reports).
+        *report_routes(web, p),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
