@@ -417,3 +417,33 @@ def test_an_erased_case_is_counted_nowhere_and_leaves_the_cache(tmp_path: Path) 
         assert cached == {"UA-2026-9102"}
     finally:
         store.close()
+
+
+def test_reassessments_and_reprisals_count_once_each(tmp_path: Path) -> None:
+    """A re-assessment on its own, one with a check-in and one with further information are three
+    re-assessments; a check-in reporting a reprisal (which also records ReprisalReported) is one
+    reprisal."""
+    from store.app import CaseStore, sqlite_url
+    from tests.backends import new_key
+    from tests.factories import T0, open_args, verification
+
+    store = CaseStore(sqlite_url(str(tmp_path / "r.sqlite")), new_key())
+    try:
+        store.add_user("hana", "Hana Head", "hana@example.org", ["head"])
+        ref = "UA-2026-9101"
+        store.open_case(**open_args(ref, actions=["rapporteur"]), tracked=True)
+        store.execute(ref, "record_verification", {"verification": verification(), "at": T0},
+                      "olga", "v")
+        again = {"probability": 2, "impact": 2, "reason": "Hearing postponed"}
+        store.execute(ref, "reassess_risk", {**again, "at": T0}, "olga", "r1")
+        store.execute(ref, "record_checkin", {"summary": "Searched", "reprisals": True,
+                                              "reassessment": again, "at": T0}, "olga", "r2")
+        store.execute(ref, "add_further_information", {"information": "More", "at": T0,
+                                                       "reassessment": again}, "olga", "r3")
+        assert [e.event for e in store.trail(ref)].count("ReprisalReported") == 1
+        summary = {c.key: c.count for c in reports.build(
+            store, "hana", parse_period(year=str(T0.year)), None).tables["summary"].cells}
+        assert summary["risk re-assessments"] == 3
+        assert summary["reprisals reported"] == 1
+    finally:
+        store.close()
