@@ -253,11 +253,13 @@ def production_settings(run_dir: Path, temporal: str, database_url: str,
     """.env.example's settings, then what docker-compose.yml sets, with local addresses and new
     keys. A setting .env.example leaves for the operator to fill in needs a value here."""
     # Production never creates keys: the web interface's session key, the key the doors sign
-    # decisions with and the key that seals the second factors are files under the var dir.
+    # decisions with, the key that seals the second factors and the key that signs the audit
+    # chain are files under the var dir.
     keys = run_dir / "var" / "keys"
     keys.mkdir(parents=True)
     for name, content in (("web-session.key", secrets.token_urlsafe(32)),
-                          ("decision-signing.key", new_key()), ("totp-secrets.key", new_key())):
+                          ("decision-signing.key", new_key()), ("totp-secrets.key", new_key()),
+                          ("chain-signing.key", new_key())):
         fd = os.open(keys / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(content)
