@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from benchmarks.data import open_args
 from store.app import CaseStore, sqlite_url, verifier_without_key
 from store.checkpoints import verify_store, write_checkpoint
 from store.signing import ChainKeys, ChainSigner
-from tests.factories import open_args
 
 EVENTS_PER_CASE = 20
 

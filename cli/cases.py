@@ -33,12 +33,10 @@ from cli.common import (
     text_option,
     when,
 )
-from desk.cases import informable_actions
-from domain.case import SUPPLEMENTABLE
-from domain.intake import check_known_fields, parse_intake, parse_verification
-from domain.intake import reference as check_reference
-from domain.view import shown_track
 from domain.vocab import Action, Outcome, PublicNaming
+
+# The domain's parsers and views, the desk and the workflow inputs are imported inside the
+# commands that use them: `appeals case show` and `case list` answer without loading them.
 
 ACTIONS = [a.value for a in Action]
 
@@ -73,6 +71,7 @@ def brief_status(status: dict[str, Any]) -> str:
 
 def track_notes(track: dict[str, Any]) -> str:
     """Why a track is where it is: held fields, funds, delivery retries, why it ended."""
+    from domain.view import shown_track
     notes = []
     if track.get("ended"):
         notes.append(f"ended: {track['ended']}")
@@ -93,6 +92,7 @@ def track_notes(track: dict[str, Any]) -> str:
 
 
 def print_status(status: dict[str, Any]) -> None:
+    from domain.view import shown_track
     risk = status.get("risk_level") or f"{status.get('urgency')} (urgency)"
     click.echo(clean(f"{status.get('reference')}  stage {stage_text(status)}  risk {risk}"))
     if status.get("deadline"):
@@ -152,6 +152,8 @@ def case_open(ctx: click.Context, file: str, as_json: bool) -> None:
     The reference is the file's `reference` field, or the next UA-<year>-<number>. The same
     command repeated (after an unknown outcome) answers with the case it opened.
     """
+    from domain.intake import parse_intake
+    from domain.intake import reference as check_reference
     env = env_of(ctx)
     data = load_file(file, "FILE")
     given = data.pop("reference", None)
@@ -202,6 +204,7 @@ def me(ctx: click.Context) -> str:
 @click.pass_context
 def case_verify(ctx: click.Context, ref: str, file: str, as_json: bool) -> None:
     """Record the threat verification from FILE (.json, .yaml or .yml)."""
+    from domain.intake import parse_verification
     from workflows.inputs import VerificationInput
 
     data = load_file(file, "FILE")
@@ -483,6 +486,9 @@ def case_inform(ctx: click.Context, ref: str, information: str | None, send: boo
                 impact: int | None, risk_reason: str | None, as_json: bool) -> None:
     """Add further information to a case (and send it on with --send or --send-to; re-assess
     the risk with it with --probability, --impact and --risk-reason)."""
+    from desk.cases import informable_actions
+    from domain.case import SUPPLEMENTABLE
+    from domain.intake import check_known_fields
     from workflows.inputs import InformationInput
 
     text = text_option(information, "--text")
@@ -857,6 +863,7 @@ def case_erase(ctx: click.Context, ref: str, reason_code: str | None, reason: st
     passed, and once it is erased.
     """
     from domain.erasure import MAX_TEXT, REASONS
+    from domain.intake import reference as check_reference
 
     checked(lambda: check_reference(ref))
     if reason_code is not None:

@@ -31,11 +31,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-import yaml
 
 from desk.errors import DeskError, NotSignedIn
-from desk.requests import content_digest, request_key
-from domain.errors import CaseRuleError, InvalidInput
 
 T = TypeVar("T")
 
@@ -171,7 +168,7 @@ class Env:
         """The Temporal client (unsigned; the desk signs what it sends), with the SDK's own
         warnings sent to standard error."""
         if self._client is None:
-            from worker.main import connect
+            from worker.client import connect
             quiet_runtime()
             STATE["temporal"] = True
             try:
@@ -288,6 +285,8 @@ def request_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def request_id(ctx: click.Context, username: str, *, files: Iterable[str] = ()) -> str:
     """The command's idempotency key (desk.requests): the person, the command, its arguments (a
     file by its content) and the UTC date; or `--request-id`, scoped to the person and command."""
+    from desk.requests import content_digest, request_key
+
     file_params = set(files)
     arguments: dict[str, Any] = {}
     for name, value in ctx.params.items():
@@ -302,23 +301,28 @@ def request_id(ctx: click.Context, username: str, *, files: Iterable[str] = ()) 
 
 
 # ======================================================================================= files
-class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML with dates left as text (the intake wants YYYY-MM-DD strings) and no aliases."""
+def _yaml_loader() -> Any:
+    """Safe YAML with dates left as text (the intake wants YYYY-MM-DD strings) and no aliases
+    (built on first use: most commands read no file, and yaml takes a while to import)."""
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not accepted")
-        return super().compose_node(parent, index)
+    class YamlLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("aliases are not accepted")
+            return super().compose_node(parent, index)
 
-
-# YAML 1.1 would read 2026-11-01 as a date and the country code NO (or yes, on, off) as a boolean.
-_YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers
-            if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
-                                  re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    # YAML 1.1 would read 2026-11-01 as a date and the country code NO (or yes, on, off) as a
+    # boolean.
+    YamlLoader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers
+                if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                     list("tTfF"))
+    return YamlLoader
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -377,8 +381,9 @@ def load_data(path: str, field: str) -> Any:
         except (ValueError, RecursionError):
             raise BadInput(field, "not valid JSON") from None
     else:
+        import yaml
         try:
-            data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
         except yaml.MarkedYAMLError as exc:
             line = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else ""
             raise BadInput(field, f"not valid YAML{line}") from None
@@ -395,6 +400,8 @@ def load_data(path: str, field: str) -> Any:
 
 def checked(parse: Callable[[], T]) -> T:
     """Run a domain check; its rule errors are bad input (they name the field)."""
+    from domain.errors import CaseRuleError, InvalidInput
+
     try:
         return parse()
     except InvalidInput as exc:

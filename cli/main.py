@@ -15,6 +15,7 @@ need nobody signed in; `appeals users bootstrap` is the first setup, before anyo
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -22,8 +23,6 @@ from collections.abc import Sequence
 
 import click
 
-from cli.audit import audit
-from cli.cases import case
 from cli.common import (
     STATE,
     BadInput,
@@ -33,18 +32,44 @@ from cli.common import (
     is_database_down,
     one_line,
 )
-from cli.keys import keys
-from cli.outbox import outbox
-from cli.report import report
-from cli.services import worker
-from cli.session import login, logout, whoami
-from cli.store import store
-from cli.users import users
-from desk.cases import rpc_status
 from desk.errors import DeskError
 
+# Each command (or group of commands) by name: the module that defines it and its name there.
+# A command's module is imported when that command runs (or `--help` lists it), not before: a
+# script calling `appeals case show` in a loop pays for what `case` needs only.
+COMMANDS = {
+    "case": ("cli.cases", "case"),
+    "audit": ("cli.audit", "audit"),
+    "outbox": ("cli.outbox", "outbox"),
+    "users": ("cli.users", "users"),
+    "login": ("cli.session", "login"),
+    "logout": ("cli.session", "logout"),
+    "whoami": ("cli.session", "whoami"),
+    "worker": ("cli.services", "worker"),
+    "store": ("cli.store", "store"),
+    "report": ("cli.report", "report"),
+    "keys": ("cli.keys", "keys"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """The top-level group: its commands are imported on first use (COMMANDS), each given the
+    refused `--as` option then (_with_refused_as)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, name = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            _with_refused_as(command)
+            self.commands[cmd_name] = command
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Urgent appeals: the secretariat's command line. Sign in first with `appeals login`.
@@ -55,10 +80,6 @@ def cli(ctx: click.Context) -> None:
     """
     ctx.obj = Env()
     ctx.call_on_close(ctx.obj.close)
-
-
-for command in (case, audit, report, outbox, users, login, logout, whoami, worker, store, keys):
-    cli.add_command(command)
 
 
 def _refuse_as(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -72,12 +93,12 @@ def _with_refused_as(command: click.Command) -> None:
     Click's "no such option"."""
     command.params.append(click.Option(["--as"], metavar="USERNAME", expose_value=False,
                                        hidden=True, is_eager=True, callback=_refuse_as))
-    if isinstance(command, click.Group):
+    if isinstance(command, click.Group) and not isinstance(command, LazyGroup):
         for sub in command.commands.values():
             _with_refused_as(sub)
 
 
-_with_refused_as(cli)
+_with_refused_as(cli)  # the top level now; each command when it is loaded (LazyGroup)
 
 
 # ==================================================================================== the entry
@@ -143,6 +164,7 @@ def _unexpected(exc: Exception) -> int:
             address = os.environ.get("APPEALS_TEMPORAL_ADDRESS", "127.0.0.1:7233")
         click.echo(f"Temporal server not reachable at {address} — is `make run` running?", err=True)
         return 5
+    from desk.cases import rpc_status
     if rpc_status(exc) == "UNAVAILABLE":
         click.echo("Temporal server not reachable — is `make run` running?", err=True)
         return 5

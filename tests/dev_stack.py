@@ -9,42 +9,35 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
-from temporalio.client import Client
 
-from desk.cases import signing_client
-from stack.main import dev_server_command, installed
-from store.app import CaseStore
-from tests.smtp_sink import SmtpSink
-from tests.workflow_env import add_users
-from worker.main import data_converter, store_for
-from worker.settings import Settings, load_settings
+from stack.harness import (
+    ROOT,
+    DevServer,
+    Stack,
+    appeals_async,
+    appeals_command,
+    free_port,
+    running_dev_server,
+)
+from stack.harness import running_stack as harness_stack
+from stack.sink import SmtpSink
+from tests.workflow_env import USERS
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "DevServer", "Stack", "appeals_async", "appeals_command", "free_port",
+           "running_dev_server", "running_stack", "ok", "fails", "PASSWORD", "HISTORIES",
+           "FIXTURE_CODEC_KEY", "CuttableProxy", "PauseActivity", "in_process_worker"]
+
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # Test-only key for the committed replay histories (their payloads are encrypted with it).
 FIXTURE_CODEC_KEY = HISTORIES / "test-codec.key"
 # The password of every test user who signs in to the command line (tests only).
 PASSWORD = "correct horse battery staple"
-
-
-def appeals_command(env: dict[str, str], *args: str, stdin: str | None = None,
-                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`appeals ARGS` from the source tree, as a person types it."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
-                          input=stdin if stdin is not None else "", capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -62,52 +55,6 @@ def fails(result: subprocess.CompletedProcess[str], code: int) -> str:
     return lines[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"temporal dev server exited: {log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError("temporal dev server did not open its port")
-
-
-@dataclass
-class DevServer:
-    address: str
-    log: Path
-
-
-@contextlib.contextmanager
-def running_dev_server(home: Path, *extra: str, port: int | None = None) -> Iterator[DevServer]:
-    """The dev server as `make run` starts it, headless; a fixed `port` (with the same `home`)
-    lets a test stop it and start it again on the same database file."""
-    port = port or free_port()
-    log = home / "server.log"
-    command = dev_server_command(home / "temporal.db", "127.0.0.1", port, extra=[
-        "--http-port", str(free_port()), "--metrics-port", str(free_port()), *extra])
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=home)
-    try:
-        _wait_for_port(port, proc, log)
-        yield DevServer(f"127.0.0.1:{port}", log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     with running_dev_server(tmp_path_factory.mktemp("temporal")) as server:
@@ -122,108 +69,16 @@ def short_history_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
         yield server
 
 
-@dataclass
-class Stack:
-    """One test's stack on the shared dev server: settings, client, store, sink, worker process.
-    `client` signs each opening and decision as the person the input names (desk.signing)."""
-
-    settings: Settings
-    env: dict[str, str]
-    client: Client
-    store: CaseStore
-    sink: SmtpSink
-    home: Path
-    plain: Client  # the same connection, unsigned: what a door (which signs itself) is given
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    signed_in: set[str] = field(default_factory=set)
-
-    def cli_env(self, user: str | None, **extra: str) -> dict[str, str]:
-        """The environment of `appeals` for `user` on their own machine (their configuration
-        directory holds their session; signed in on first use with PASSWORD); None: nobody
-        signed in."""
-        env = {k: v for k, v in self.env.items() if k != "APPEALS_USER"}
-        env.update(APPEALS_CONFIG_DIR=str(self.home / "config" / (user or "nobody")), **extra)
-        if user is not None and user not in self.signed_in:
-            self.sign_in(user)
-        return env
-
-    def sign_in(self, user: str, password: str = PASSWORD) -> None:
-        """`appeals login USER` with the password on standard input (given to the user first)."""
-        if self.store.password_hash(user) is None:
-            self.store.set_password(user, PasswordHasher().hash(password))
-        env = {**self.env, "APPEALS_CONFIG_DIR": str(self.home / "config" / user)}
-        env.pop("APPEALS_USER", None)
-        done = appeals_command(env, "login", user, stdin=password + "\n")
-        assert done.returncode == 0, f"appeals login {user}: {done.stderr}{done.stdout}"
-        self.signed_in.add(user)
-
-    def appeals(self, *args: str, user: str | None = "olga", stdin: str | None = None,
-                **extra: str) -> subprocess.CompletedProcess[str]:
-        """`appeals ARGS` as `user` (signed in), with further APPEALS_* settings in `extra`."""
-        return appeals_command(self.cli_env(user, **extra), *args, stdin=stdin)
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        log = (self.home / f"worker-{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        self.workers.append(proc)
-        return proc
-
-    def kill_worker(self) -> None:
-        """SIGKILL: no clean shutdown, in-flight activities are abandoned mid-way."""
-        proc = self.workers[-1]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def worker_logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.home.glob("worker-*.log")))
-
-    def temporal(self, *args: str) -> str:
-        """The Temporal CLI against the dev server, as an operator would run it."""
-        out = subprocess.run([installed("temporal"), *args, "--address", self.settings.temporal_address],
-                             capture_output=True, check=True, timeout=60)
-        return out.stdout.decode()
-
-
 @contextlib.asynccontextmanager
 async def running_stack(server: DevServer, tmp_path: Path, sink: SmtpSink,
                         **extra: str) -> AsyncIterator[Stack]:
-    """`extra` are further settings (field name: value), given to the worker and the test alike."""
-    values = {
-        "temporal_address": server.address,
-        "task_queue": f"e2e-{tmp_path.name[-20:]}",
-        "var_dir": str(tmp_path / "var"),
-        "smtp_host": "127.0.0.1",
-        "smtp_port": str(sink.port),
-        "smtp_timeout_seconds": "10",
-        "codec_key_file": str(tmp_path / "var" / "keys" / "codec.key"),
-        **extra,
-    }
+    """A test's stack on the shared dev server (stack.harness.running_stack) with the test users;
+    `extra` are further settings (field name: value), given to the worker and the test alike."""
     if os.environ.get("APPEALS_RECORD_HISTORIES"):
-        values["codec_key_file"] = str(FIXTURE_CODEC_KEY)
-    env = {**os.environ, **{f"APPEALS_{k.upper()}": v for k, v in values.items()}}
-    (tmp_path / "var").mkdir()
-    overrides: dict[str, Any] = dict(values)
-    settings = load_settings(**overrides)
-    store = store_for(settings)  # signs its links like the worker and the doors
-    add_users(store)
-    plain = await Client.connect(settings.temporal_address, data_converter=data_converter(settings))
-    # The test drives workflows as the person each input names, signed with the stack's decision
-    # key as a door signs for the person it signed in; the doors under test get `plain`.
-    client = signing_client(plain, settings.decision_signing_key(),
-                            lambda arg: (arg.actor, sorted(store.user_roles(arg.actor))))
-    s = Stack(settings, env, client, store, sink, tmp_path, plain)
-    try:
+        extra["codec_key_file"] = str(FIXTURE_CODEC_KEY)
+    async with harness_stack(server.address, tmp_path, sink, users=USERS, password=PASSWORD,
+                             **extra) as s:
         yield s
-    finally:
-        for proc in s.workers:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        store.close()
 
 
 @pytest.fixture
@@ -356,14 +211,3 @@ async def in_process_worker(stack: Stack, *interceptors: Any) -> AsyncIterator[N
     async with worker:
         yield
 
-
-async def appeals_async(env: dict[str, str], *args: str, stdin: str = "",
-                        timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """`appeals ARGS` without blocking the test's event loop (an in-process worker keeps running)."""
-    import asyncio
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", *args, cwd=ROOT, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
-    return subprocess.CompletedProcess(list(args), proc.returncode or 0, out.decode(), err.decode())

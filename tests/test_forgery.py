@@ -147,7 +147,7 @@ async def test_a_client_without_the_payload_key_cannot_open_a_case(tmp_path: Any
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from stack.main import installed
+    from stack.harness import installed
     from store.app import CaseStore, sqlite_url
     from tests.backends import new_key
     from tests.smtp_sink import SmtpSink

@@ -7,8 +7,8 @@ import csv
 import io
 import json
 
+from benchmarks.report_seed import SMALL_COUNTRY, names, seed
 from tests.dev_stack import Stack, fails, ok
-from tests.report_seed import SMALL_COUNTRY, names, seed
 
 CASES = 40
 

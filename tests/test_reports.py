@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from benchmarks.report_seed import SMALL_COUNTRY, names, seed
 from desk import reports
 from desk.charts import CHARTS, chart_png
 from desk.errors import InvalidRequest, NotAllowed
@@ -26,7 +27,6 @@ from desk.report_html import standalone_html
 from desk.reports import HIDDEN, SUPPRESSED, Cell, Figures, parse_period
 from store.app import CaseStore, sqlite_url
 from tests.backends import Backend
-from tests.report_seed import SMALL_COUNTRY, names, seed
 
 CASES = 300
 YEAR = reports.Period(date(2026, 1, 1), date(2026, 12, 31))

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report_seed import SMALL_COUNTRY, names, seed
 from tests.browser import CHROMIUM, SCREENSHOTS, served, shots, signed_in_page
 from tests.dev_stack import Stack
-from tests.report_seed import SMALL_COUNTRY, names, seed
 from tests.test_web import set_passwords
 from tests.test_web_browser import pytestmark  # noqa: F401 - skipped without Chromium
 

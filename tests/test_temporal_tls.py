@@ -1,5 +1,6 @@
 """Temporal over mutual TLS: the worker, the command line and an in-process client connect through
-`worker.main.connect` with their client certificates; a client without one is refused.
+`worker.client.connect` (re-exported by worker.main) with their client certificates; a client
+without one is refused.
 
 The dev server speaks plaintext only, so a TLS terminator that requires a client certificate
 signed by the test CA (`TlsTerminator`: asyncio + ssl, ALPN h2, bytes forwarded to the dev
@@ -361,17 +362,17 @@ def test_a_worker_with_half_a_client_certificate_stops_naming_the_setting(tmp_pa
 PACKAGES = ("domain", "store", "workflows", "activities", "worker", "stack", "web", "cli", "desk")
 
 
-def test_every_temporal_client_is_made_by_worker_main_connect() -> None:
+def test_every_temporal_client_is_made_by_worker_client_connect() -> None:
     callers = set()
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             if re.search(r"\bClient\.connect\(", path.read_text()):
                 callers.add(str(path.relative_to(ROOT)))
-    assert callers == {"worker/main.py"}, callers
+    assert callers == {"worker/client.py"}, callers
 
 
 def test_the_connect_function_passes_the_tls_configuration() -> None:
-    source = (ROOT / "worker" / "main.py").read_text()
+    source = (ROOT / "worker" / "client.py").read_text()
     call = source[source.index("Client.connect("):]
     assert "tls=settings.temporal_tls_config()" in call[:400]
 

@@ -33,7 +33,7 @@ from activities.mail import Mailer
 from activities.messages import Composer
 from activities.tracks import TrackActivities
 from desk.signing import DecisionSigner
-from stack.main import installed
+from stack.harness import installed
 from store.app import CaseStore, TrailEntry, sqlite_url
 from tests.backends import new_key
 from tests.factories import intake

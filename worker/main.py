@@ -11,13 +11,10 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, Interceptor
-from temporalio.converter import DataConverter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.case import CaseConfig
@@ -29,40 +26,16 @@ from domain.addressbook import COUNTRY_ROLES, AddressBook
 from store.app import CaseStore
 from store.checkpoints import Checkpointer
 from store.recorder import SchemaNotReady
-from worker.codec import make_data_converter
+from worker.client import connect, data_converter, runtime
 from worker.keys import KeyMaterialError
 from worker.search import register_search_attributes
 from worker.settings import Settings, error_line, load_settings
 from workflows.case import CaseWorkflow
 from workflows.tracks import TrackedCaseWorkflow
 
+__all__ = ["connect", "data_converter", "runtime"]  # (worker.client) and what follows
+
 log = logging.getLogger("appeals.worker")
-
-
-def data_converter(settings: Settings) -> DataConverter:
-    """The converter every client, worker, test and replay uses (encrypting codec included)."""
-    return make_data_converter(settings.codec_keyring())
-
-
-def runtime(settings: Settings) -> Runtime | None:
-    """A Temporal runtime exporting SDK metrics for Prometheus when a metrics port is set."""
-    if settings.metrics_port is None:
-        return None
-    address = f"{settings.metrics_host}:{settings.metrics_port}"
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
-
-
-async def connect(settings: Settings, *, with_metrics: bool = False,
-                  interceptors: Sequence[Interceptor] = ()) -> Client:
-    """The one way to a Temporal client (worker, web interface, CLI): the namespace, the encrypting
-    converter and, as the settings say, TLS with the client certificate. The doors pass their
-    decision signer (desk.signing) as an interceptor."""
-    options: dict[str, Any] = {"interceptors": list(interceptors)}
-    if with_metrics and (rt := runtime(settings)) is not None:
-        options["runtime"] = rt
-    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=data_converter(settings),
-                                tls=settings.temporal_tls_config(), **options)
 
 
 def case_config(settings: Settings) -> CaseConfig:

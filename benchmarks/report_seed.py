@@ -10,10 +10,10 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks.data import intake, verification
 from domain.policies import clearance_required, deadline_table
 from domain.vocab import AtRiskGroup, Outcome, Right, ThreatType
 from store.app import CaseStore
-from tests.factories import intake, verification
 
 # Weights of the countries; "MV" gets exactly SMALL_COUNTRY_CASES cases (set by `seed`).
 COUNTRIES = {"KE": 40, "UG": 20, "CO": 20, "PH": 15, "GT": 5}
