@@ -13,7 +13,7 @@ Parts (all by default, in this order; results and targets in docs/performance.md
 - checkpoint: time to verify a store of 10,000 signed events against a signed checkpoint with the
   public key only (benchmarks/checkpoint.py; alone: `python -m benchmarks.checkpoint`).
 - report: time to build the yearly report (desk.reports) and the head's dashboard (desk.dashboard)
-  over 10,000 seeded cases (tests/report_seed.py: a realistic mix of decisions, messages,
+  over 10,000 seeded cases (benchmarks/report_seed.py: a realistic mix of decisions, messages,
   responses and closings), first from the events (empty facts cache), then from the cache.
 
 Both throughput workers run in this process (the pipeline's built with worker.main.build_activities
