@@ -555,6 +555,29 @@ class Desk:
         except CaseUnreadable as exc:
             raise Rejected(_one_line(str(exc))) from None
 
+    def case_page(self, query: CaseQuery, person: Person, page: int,
+                  size: int) -> tuple[list[dict[str, Any]], int]:
+        """One page (from 1) of `size` rows of the case list, with details, and how many cases
+        the whole list holds. "waiting for me" is filtered by the person's pending decisions, so
+        it is paged after that (it is short); every other list is paged by the database."""
+        query = query.checked()
+        if query.mine == "waiting":
+            rows = self.cases(query, person, details=True)
+            return rows[(page - 1) * size:page * size], len(rows)
+        now = self.clock()
+        filters: dict[str, Any] = dict(
+            stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
+            country=query.country, search=query.q, threat=query.threat,
+            state=None if query.state == "all" else query.state,
+            assignee=person.username if query.mine == "held" else None)
+        total = self.store.count_cases(**filters)
+        rows = self.store.list_cases(**filters, sort=query.sort, details=True, limit=size,
+                                     offset=(page - 1) * size)
+        for row in rows:
+            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+            row["countdown"] = countdown(row["next_deadline"], now)
+        return rows, total
+
     def cases(self, query: CaseQuery | None = None, person: Person | None = None, *,
               details: bool = False) -> list[dict[str, Any]]:
         """The case list (desk.queue): the store's case index filtered and sorted as `query`
