@@ -561,10 +561,14 @@ class Desk:
         the whole list holds. "waiting for me" is filtered by the person's pending decisions, so
         it is paged after that (it is short); every other list is paged by the database."""
         query = query.checked()
-        if query.mine == "waiting":
-            rows = self.cases(query, person, details=True)
-            return rows[(page - 1) * size:page * size], len(rows)
         now = self.clock()
+        if query.mine == "waiting":
+            rows = self.cases(query, person)
+            shown = rows[(page - 1) * size:page * size]
+            self.store.add_details(shown)
+            for row in shown:
+                row["countdown"] = countdown(row["next_deadline"], now)
+            return shown, len(rows)
         filters: dict[str, Any] = dict(
             stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
             country=query.country, search=query.q, threat=query.threat,
@@ -600,7 +604,7 @@ class Desk:
                 row["countdown"] = countdown(row["next_deadline"], now)
         if person is not None and query.mine == "waiting":
             waiting = {r["reference"]: r["waiting"]
-                       for r in self.store.pending_for(person.username, now)}
+                       for r in self.store.pending_for(person.username, now, details=False)}
             rows = [{**r, "waiting": waiting[r["reference"]]} for r in rows
                     if r["reference"] in waiting]
         return rows

@@ -544,16 +544,30 @@ class CaseStore(Application[UUID]):
                 select(level, func.count()).where(idx.c.stage != "closed").group_by(level))}
         return by_stage, by_risk
 
-    def pending_for(self, username: str, now: datetime) -> list[dict[str, Any]]:
+    def add_details(self, rows: list[dict[str, Any]]) -> None:
+        """Give rows of list_cases(details=False) their `threat_types` and `stage_detail` (for
+        the few rows a page shows)."""
+        if not rows:
+            return
+        with self.engine.connect() as conn:
+            threats, steps = self._details(conn, [r["reference"] for r in rows])
+        for row in rows:
+            row["threat_types"] = threats.get(row["reference"], [])
+            row["stage_detail"] = ("" if row["stage"] == "verification"
+                                   else stage_detail_of(steps.get(row["reference"], [])))
+
+    def pending_for(self, username: str, now: datetime, *,
+                    details: bool = True) -> list[dict[str, Any]]:
         """The decisions waiting for this person, by their roles, soonest deadline first.
 
         Cases with per-action tracks are matched per action (appeals_track_index): a clearance
         waiting on one action shows in the liaison's inbox while another action waits for
-        consent. Each row gets `waiting` (decision names) for this person."""
+        consent. Each row gets `waiting` (decision names) for this person. `details`: as in
+        list_cases (a door showing a page of them may add them to that page: add_details)."""
         roles = self.user_roles(username)
         waiting = self._waiting_by_case()
         mine = []
-        for row in self.list_cases(overdue_at=None, details=True):
+        for row in self.list_cases(overdue_at=None, details=details, state="open"):
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)

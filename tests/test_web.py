@@ -1054,6 +1054,12 @@ async def test_the_inbox_queue_is_paged_keeping_its_filters(web: Web) -> None:
     async with web.signed_in("olga") as olga:
         first = await olga.get("/?state=open&sort=reference")
         assert first.status_code == 200 and "Cases 1–50 of 60" in first.text
+        # Each waits for olga's verification: the soonest 50 first, the others one click away.
+        waiting = first.text.split('id="pending"', 1)[1].split("</table>", 1)[0]
+        assert waiting.count('<a href="/cases/UA-2026-') == 50
+        assert "And 10 more waiting for you" in first.text
+        mine = await olga.get("/?mine=waiting&page=2")
+        assert "Cases 51–60 of 60" in mine.text
         queue = first.text.split('id="queue"', 1)[1].split("</table>", 1)[0]
         assert queue.count('<a href="/cases/UA-2026-') == 50
         assert 'href="/?state=open&amp;sort=reference&amp;page=2" rel="next"' in first.text
