@@ -555,6 +555,33 @@ class Desk:
         except CaseUnreadable as exc:
             raise Rejected(_one_line(str(exc))) from None
 
+    def case_page(self, query: CaseQuery, person: Person, page: int,
+                  size: int) -> tuple[list[dict[str, Any]], int]:
+        """One page (from 1) of `size` rows of the case list, with details, and how many cases
+        the whole list holds. "waiting for me" is filtered by the person's pending decisions, so
+        it is paged after that (it is short); every other list is paged by the database."""
+        query = query.checked()
+        now = self.clock()
+        if query.mine == "waiting":
+            rows = self.cases(query, person)
+            shown = rows[(page - 1) * size:page * size]
+            self.store.add_details(shown)
+            for row in shown:
+                row["countdown"] = countdown(row["next_deadline"], now)
+            return shown, len(rows)
+        filters: dict[str, Any] = dict(
+            stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
+            country=query.country, search=query.q, threat=query.threat,
+            state=None if query.state == "all" else query.state,
+            assignee=person.username if query.mine == "held" else None)
+        total = self.store.count_cases(**filters)
+        rows = self.store.list_cases(**filters, sort=query.sort, details=True, limit=size,
+                                     offset=(page - 1) * size)
+        for row in rows:
+            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
+            row["countdown"] = countdown(row["next_deadline"], now)
+        return rows, total
+
     def cases(self, query: CaseQuery | None = None, person: Person | None = None, *,
               details: bool = False) -> list[dict[str, Any]]:
         """The case list (desk.queue): the store's case index filtered and sorted as `query`
@@ -577,7 +604,7 @@ class Desk:
                 row["countdown"] = countdown(row["next_deadline"], now)
         if person is not None and query.mine == "waiting":
             waiting = {r["reference"]: r["waiting"]
-                       for r in self.store.pending_for(person.username, now)}
+                       for r in self.store.pending_for(person.username, now, details=False)}
             rows = [{**r, "waiting": waiting[r["reference"]]} for r in rows
                     if r["reference"] in waiting]
         return rows

@@ -435,7 +435,7 @@ class CaseStore(Application[UUID]):
                    limit: int | None = None, country: str | None = None,
                    search: str | None = None, threat: str | None = None,
                    state: str | None = None, sort: str = "deadline",
-                   details: bool = False) -> list[dict[str, Any]]:
+                   details: bool = False, offset: int = 0) -> list[dict[str, Any]]:
         """The case index, filtered (every filter optional; both doors' lists go through here, via
         desk.cases.Desk.cases): `stage` (the earliest), `risk` (urgency until verified),
         `assignee` (who holds it), `overdue_at` (deadline before then), `country` (ISO code),
@@ -443,7 +443,7 @@ class CaseStore(Application[UUID]):
         type), `state` ("open", "closed", None for both); sorted by `sort` (SORTS).
         `details`: each row also gets `threat_types` (codes) and `stage_detail` ("consent: 1,
         follow-up: 2"; "" before the verification and for cases opened before per-action
-        tracks)."""
+        tracks). `limit` and `offset`: one page of the list."""
         idx = schema.case_index
         if sort not in self.SORTS:
             raise ValueError(f"sort must be one of {', '.join(self.SORTS)}")
@@ -452,31 +452,13 @@ class CaseStore(Application[UUID]):
             "opened": (idx.c.opened_at.desc(), idx.c.reference),
             "reference": (idx.c.reference,),
         }
-        q = select(idx).order_by(*order[sort])
-        if stage:
-            q = q.where(idx.c.stage == stage)
-        if risk:
-            q = q.where((idx.c.risk_level == risk)
-                        | (idx.c.risk_level.is_(None) & (idx.c.urgency == risk)))
-        if assignee:
-            q = q.where(idx.c.assignee == assignee)
-        if overdue_at is not None:
-            q = q.where(idx.c.next_deadline < overdue_at)
-        if country:
-            q = q.where(idx.c.country == country.upper())
-        if search:
-            q = q.where(func.upper(idx.c.reference).contains(search.upper(), autoescape=True)
-                        | (idx.c.country == search.upper()))
-        if threat:
-            th = schema.case_threats
-            q = q.where(idx.c.reference.in_(
-                select(th.c.reference).where(th.c.threat_type == threat)))
-        if state == "open":
-            q = q.where(idx.c.stage != "closed")
-        elif state == "closed":
-            q = q.where(idx.c.stage == "closed")
+        q = select(idx).order_by(*order[sort]).where(*self._case_filters(
+            stage=stage, risk=risk, assignee=assignee, overdue_at=overdue_at, country=country,
+            search=search, threat=threat, state=state))
         if limit:
             q = q.limit(limit)
+        if offset:
+            q = q.offset(offset)
         now = overdue_at or datetime.now(UTC)
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
@@ -511,16 +493,81 @@ class CaseStore(Application[UUID]):
                 steps.setdefault(reference, []).append(step)
         return threats, steps
 
-    def pending_for(self, username: str, now: datetime) -> list[dict[str, Any]]:
+    @staticmethod
+    def _case_filters(*, stage: str | None = None, risk: str | None = None,
+                      assignee: str | None = None, overdue_at: datetime | None = None,
+                      country: str | None = None, search: str | None = None,
+                      threat: str | None = None, state: str | None = None) -> list[Any]:
+        """The WHERE clauses of list_cases and count_cases."""
+        idx = schema.case_index
+        out: list[Any] = []
+        if stage:
+            out.append(idx.c.stage == stage)
+        if risk:
+            out.append((idx.c.risk_level == risk)
+                       | (idx.c.risk_level.is_(None) & (idx.c.urgency == risk)))
+        if assignee:
+            out.append(idx.c.assignee == assignee)
+        if overdue_at is not None:
+            out.append(idx.c.next_deadline < overdue_at)
+        if country:
+            out.append(idx.c.country == country.upper())
+        if search:
+            out.append(func.upper(idx.c.reference).contains(search.upper(), autoescape=True)
+                       | (idx.c.country == search.upper()))
+        if threat:
+            th = schema.case_threats
+            out.append(idx.c.reference.in_(
+                select(th.c.reference).where(th.c.threat_type == threat)))
+        if state == "open":
+            out.append(idx.c.stage != "closed")
+        elif state == "closed":
+            out.append(idx.c.stage == "closed")
+        return out
+
+    def count_cases(self, **filters: Any) -> int:
+        """How many cases list_cases would list with these filters (one COUNT query)."""
+        idx = schema.case_index
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(idx)
+                                    .where(*self._case_filters(**filters))).scalar() or 0)
+
+    def open_case_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Open cases by stage and by risk (urgency until verified): two GROUP BY queries."""
+        idx = schema.case_index
+        level = func.coalesce(idx.c.risk_level, idx.c.urgency)
+        with self.engine.connect() as conn:
+            by_stage = {str(k): int(n) for k, n in conn.execute(
+                select(idx.c.stage, func.count()).where(idx.c.stage != "closed")
+                .group_by(idx.c.stage))}
+            by_risk = {str(k): int(n) for k, n in conn.execute(
+                select(level, func.count()).where(idx.c.stage != "closed").group_by(level))}
+        return by_stage, by_risk
+
+    def add_details(self, rows: list[dict[str, Any]]) -> None:
+        """Give rows of list_cases(details=False) their `threat_types` and `stage_detail` (for
+        the few rows a page shows)."""
+        if not rows:
+            return
+        with self.engine.connect() as conn:
+            threats, steps = self._details(conn, [r["reference"] for r in rows])
+        for row in rows:
+            row["threat_types"] = threats.get(row["reference"], [])
+            row["stage_detail"] = ("" if row["stage"] == "verification"
+                                   else stage_detail_of(steps.get(row["reference"], [])))
+
+    def pending_for(self, username: str, now: datetime, *,
+                    details: bool = True) -> list[dict[str, Any]]:
         """The decisions waiting for this person, by their roles, soonest deadline first.
 
         Cases with per-action tracks are matched per action (appeals_track_index): a clearance
         waiting on one action shows in the liaison's inbox while another action waits for
-        consent. Each row gets `waiting` (decision names) for this person."""
+        consent. Each row gets `waiting` (decision names) for this person. `details`: as in
+        list_cases (a door showing a page of them may add them to that page: add_details)."""
         roles = self.user_roles(username)
         waiting = self._waiting_by_case()
         mine = []
-        for row in self.list_cases(overdue_at=None, details=True):
+        for row in self.list_cases(overdue_at=None, details=details, state="open"):
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)

@@ -182,3 +182,28 @@ def test_cases_opened_before_tracks_cannot_be_claimed(store: CaseStore) -> None:
     store.open_case(**open_args(A, actions=["rapporteur"]))  # the older aggregate
     with pytest.raises(Rejected, match="before per-action tracks"):
         asyncio.run(_desk(store).claim(Person("omar"), A, request_id="old-1"))
+
+
+def test_the_queue_is_paged_by_the_database_with_its_total(store: CaseStore) -> None:
+    """A page of the list and the count of the whole list come from the same filters; the open
+    cases by stage and risk are counted by the database too."""
+    store.add_user("olga", "Olga", "olga@example.org", ["case_officer"])
+    refs = [f"UA-2026-{n:04d}" for n in range(301, 308)]
+    for i, ref in enumerate(refs):
+        _open(store, ref, actions=["rapporteur"], country="UG" if i % 2 else "KE")
+    store.execute(refs[0], "close", {"outcome": "resolved", "summary": "", "at": T0}, "olga",
+                  "p-z")
+    desk = _desk(store)
+    olga = Person("olga")
+    everything = _refs(desk.cases(CaseQuery(state="all", sort="reference"), olga))
+    pages = [desk.case_page(CaseQuery(state="all", sort="reference"), olga, n, 3)
+             for n in (1, 2, 3, 4)]
+    assert [t for _, t in pages] == [7] * 4
+    assert [r for rows, _ in pages for r in _refs(rows)] == everything == refs
+    assert [len(rows) for rows, _ in pages] == [3, 3, 1, 0]
+    assert all("countdown" in row and "threat_types" in row for row in pages[0][0])
+    rows, total = desk.case_page(CaseQuery(state="open", country="UG"), olga, 1, 50)
+    assert total == len(rows) == 3
+    assert store.count_cases(state="open", country="KE") == 3
+    by_stage, by_risk = store.open_case_counts()
+    assert by_stage == {"verification": 6} and by_risk == {"high": 6}

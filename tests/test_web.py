@@ -1045,3 +1045,27 @@ async def test_a_decision_or_comment_sent_after_the_session_ended_comes_back_to_
                                                     "request_id": uuid.uuid4().hex})
         assert "Your session had ended" not in (await browser.get("/sign-in")).text
     assert events(web, ref) == before
+
+
+async def test_the_inbox_queue_is_paged_keeping_its_filters(web: Web) -> None:
+    for n in range(60):
+        web.stack.store.open_case(**open_args(f"UA-2026-{5000 + n}", actions=["rapporteur"]),
+                                  tracked=True)
+    async with web.signed_in("olga") as olga:
+        first = await olga.get("/?state=open&sort=reference")
+        assert first.status_code == 200 and "Cases 1–50 of 60" in first.text
+        # Each waits for olga's verification: the soonest 50 first, the others one click away.
+        waiting = first.text.split('id="pending"', 1)[1].split("</table>", 1)[0]
+        assert waiting.count('<a href="/cases/UA-2026-') == 50
+        assert "And 10 more waiting for you" in first.text
+        mine = await olga.get("/?mine=waiting&page=2")
+        assert "Cases 51–60 of 60" in mine.text
+        queue = first.text.split('id="queue"', 1)[1].split("</table>", 1)[0]
+        assert queue.count('<a href="/cases/UA-2026-') == 50
+        assert 'href="/?state=open&amp;sort=reference&amp;page=2" rel="next"' in first.text
+        second = await olga.get("/?state=open&sort=reference&page=2")
+        assert "Cases 51–60 of 60" in second.text and "UA-2026-5059" in second.text
+        assert "UA-2026-5000<" not in second.text.split('id="queue"', 1)[1]
+        assert 'rel="prev"' in second.text and 'rel="next"' not in second.text
+        bad = await olga.get("/?page=zero")
+        assert bad.status_code == 400 and "The filter “page” must be a whole number from 1" in bad.text
