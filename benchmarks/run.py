@@ -590,7 +590,8 @@ def chain_part(home: Path, args: argparse.Namespace, report: Report) -> None:
         setup = time.perf_counter() - t0
         per_command_ms = (time.perf_counter() - last_hundred) * 1000 / min(100, events - 1)
         say(f"    setup: {events} events in {setup:.1f} s (the last 100 commands took "
-            f"{per_command_ms:.1f} ms each: every command loads the case by replaying all its events)")
+            f"{per_command_ms:.1f} ms each: the case comes from the aggregate cache, brought up "
+            "to date and copied, not replayed)")
         times, chain = timed(lambda: store.verify(ref), 5)
     finally:
         store.close()

@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain import errors, rules
-from domain.case import REVEAL_REASON_MAX, SUPPLEMENTABLE, case_id
+from domain.case import REVEAL_REASON_MAX, SUPPLEMENTABLE, case_id, copied
 from domain.intake import (
     cannot_consent_personally,
     merge_changes,
@@ -64,6 +64,9 @@ def raised(level: str) -> str:
 
 
 class TrackedCase(Aggregate):
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return copied(self)
+
     # ----------------------------------------------------------------------------------- opening
     @event("Opened")
     def __init__(self, reference: str, intake: dict[str, Any], clearance_required: list[str],

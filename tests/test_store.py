@@ -243,3 +243,19 @@ def test_a_sqlite_event_store_is_readable_by_its_owner_only(tmp_path: pathlib.Pa
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         store.close()
+
+
+def test_each_read_from_the_aggregate_cache_is_a_copy_of_its_own(store: CaseStore) -> None:
+    """Reads from the cache are copies (a pickle round trip, domain.case.copied): what one read
+    changes, the next read does not see; and the copy is the case, every field of it."""
+    store.open_case(**open_args("UA-2026-0301", actions=["rapporteur", "mfa"]), tracked=True)
+    store.execute("UA-2026-0301", "record_verification",
+                  {"verification": verification(), "at": T0}, "olga", "c-v")
+    first = store.get("UA-2026-0301")
+    second = store.get("UA-2026-0301")
+    assert first is not second and first.__dict__ == second.__dict__
+    assert first.summary() == second.summary()
+    first.tracks["mfa"].step = "ended"
+    first.intake["country"] = "UG"
+    third = store.get("UA-2026-0301")
+    assert third.tracks["mfa"].step == "consent" and third.intake["country"] == "KE"
