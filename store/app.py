@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, func, make_url, or_, select
 from sqlalchemy import exc as sa_exc
 
 from domain.case import Case, case_id, new_case
-from domain.decisions import DECISIONS, OFFICER
+from domain.decisions import DECISIONS, HEAD, LIAISON, OFFICER
 from domain.erasure import Erasure, erasure_id
 from domain.errors import CaseRuleError
 from domain.intake import parse_intake
@@ -435,7 +435,8 @@ class CaseStore(Application[UUID]):
                    limit: int | None = None, country: str | None = None,
                    search: str | None = None, threat: str | None = None,
                    state: str | None = None, sort: str = "deadline",
-                   details: bool = False, offset: int = 0) -> list[dict[str, Any]]:
+                   details: bool = False, offset: int = 0,
+                   where: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The case index, filtered (every filter optional; both doors' lists go through here, via
         desk.cases.Desk.cases): `stage` (the earliest), `risk` (urgency until verified),
         `assignee` (who holds it), `overdue_at` (deadline before then), `country` (ISO code),
@@ -443,7 +444,8 @@ class CaseStore(Application[UUID]):
         type), `state` ("open", "closed", None for both); sorted by `sort` (SORTS).
         `details`: each row also gets `threat_types` (codes) and `stage_detail` ("consent: 1,
         follow-up: 2"; "" before the verification and for cases opened before per-action
-        tracks). `limit` and `offset`: one page of the list."""
+        tracks). `limit` and `offset`: one page of the list; `where`: further SQL conditions on
+        the case index (pending_for)."""
         idx = schema.case_index
         if sort not in self.SORTS:
             raise ValueError(f"sort must be one of {', '.join(self.SORTS)}")
@@ -454,7 +456,7 @@ class CaseStore(Application[UUID]):
         }
         q = select(idx).order_by(*order[sort]).where(*self._case_filters(
             stage=stage, risk=risk, assignee=assignee, overdue_at=overdue_at, country=country,
-            search=search, threat=threat, state=state))
+            search=search, threat=threat, state=state), *where)
         if limit:
             q = q.limit(limit)
         if offset:
@@ -565,9 +567,14 @@ class CaseStore(Application[UUID]):
         consent. Each row gets `waiting` (decision names) for this person. `details`: as in
         list_cases (a door showing a page of them may add them to that page: add_details)."""
         roles = self.user_roles(username)
-        waiting = self._waiting_by_case()
+        candidates = self._could_wait_for(username, roles)
+        if not candidates:
+            return []
+        rows = self.list_cases(overdue_at=None, details=details, state="open",
+                               where=[or_(*candidates)])
+        waiting = self._waiting_by_case([r["reference"] for r in rows])
         mine = []
-        for row in self.list_cases(overdue_at=None, details=details, state="open"):
+        for row in rows:
             if row["stage"] == "closed":
                 continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
@@ -589,14 +596,35 @@ class CaseStore(Application[UUID]):
                 mine.append({**row, "waiting": mine_here})
         return mine
 
-    def _waiting_by_case(self) -> dict[str, set[str]]:
+    @staticmethod
+    def _could_wait_for(username: str, roles: set[str]) -> list[Any]:
+        """SQL conditions that every case waiting for this person meets (a superset, narrowed
+        in pending_for): a case officer's decisions are on the cases they hold; a liaison's (the
+        clearance) on cases where a clearance waits; a head's, escalated cases."""
+        idx, tr = schema.case_index, schema.track_index
+        out: list[Any] = []
+        if OFFICER in roles:
+            out.append(idx.c.assignee == username)
+        if LIAISON in roles:
+            out.append(idx.c.reference.in_(select(tr.c.reference)
+                                           .where(tr.c.waiting_for == "record_clearance"))
+                       | (idx.c.stage == "clearance"))
+        if HEAD in roles:
+            out.append(idx.c.escalation_level >= 2)
+        return out
+
+    def _waiting_by_case(self, references: Sequence[str]) -> dict[str, set[str]]:
+        """What each of these cases' tracks wait for (cases without tracks: absent)."""
         t = schema.track_index
         out: dict[str, set[str]] = {}
         with self.engine.connect() as conn:
-            for reference, decision in conn.execute(select(t.c.reference, t.c.waiting_for)):
-                out.setdefault(reference, set())
-                if decision:
-                    out[reference].add(decision)
+            for start in range(0, len(references), 500):  # below every parameter limit
+                chunk = list(references[start:start + 500])
+                for reference, decision in conn.execute(
+                        select(t.c.reference, t.c.waiting_for).where(t.c.reference.in_(chunk))):
+                    out.setdefault(reference, set())
+                    if decision:
+                        out[reference].add(decision)
         return out
 
     # ------------------------------------------------------------------------------- users
