@@ -14,8 +14,9 @@ from tests.dev_stack import Stack, fails, ok
 from tests.factories import DEFENDER_NAME, intake
 
 
-async def _history_gone(stack: Stack, ref: str, seconds: float = 30) -> bool:
-    """Temporal deletes in the background: wait until the workflow is no longer found."""
+async def _history_gone(stack: Stack, ref: str, seconds: float = 120) -> bool:
+    """Temporal deletes in the background (a task of its own, which a loaded machine runs late):
+    wait until the workflow is no longer found."""
     handle = stack.plain.get_workflow_handle(ref)
     for _ in range(int(seconds * 5)):
         try:
