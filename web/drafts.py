@@ -50,37 +50,63 @@ def ended_session_owner(store: Any, token: str) -> str | None:
     return str(row.username)
 
 
+def _keep(store: Any, key: bytes, username: str, stored_path: str, body: dict[str, Any],
+          context: str, lifetime: timedelta, now: datetime) -> str:
+    """Seal `body` for `username` under a new token (`context` + the token's id binds it)."""
+    token = secrets.token_urlsafe(24)
+    sealed = seal(key, json.dumps(body, ensure_ascii=False), context=f"{context}{_id(token)}")
+    with store.engine.begin() as conn:
+        conn.execute(insert(schema.drafts).values(id=_id(token), username=username,
+                                                  path=stored_path[:300], sealed=sealed,
+                                                  expires_at=now + lifetime))
+    return token
+
+
+def _owned(conn: Any, token: str, username: str, *, returned: bool) -> Any:
+    """The row of this token if it is `username`'s and of the asked kind (a draft, or a form
+    sent back); None otherwise, also for a malformed token."""
+    if not isinstance(token, str) or not token or len(token) > 100:
+        return None
+    d = schema.drafts
+    row = conn.execute(select(d.c.username, d.c.path, d.c.sealed, d.c.expires_at)
+                       .where(d.c.id == _id(token))).first()
+    if row is None or row.username != username:
+        return None
+    return row if str(row.path).startswith(_RETURNED) == returned else None
+
+
+def _opened(key: bytes, row: Any, context: str, token: str,
+            now: datetime) -> dict[str, Any] | None:
+    """The body of a row not yet expired, unsealed; None if expired or it does not unseal."""
+    expires = schema.utc(row.expires_at)
+    if expires is None or expires <= now:
+        return None
+    try:
+        body = json.loads(unseal(key, row.sealed, context=f"{context}{_id(token)}"))
+    except (SealError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def save_draft(store: Any, key: bytes, username: str, path: str,
                fields: list[tuple[str, str]], now: datetime) -> str:
     """Keep a form's fields for `username`; the draft's token (for the browser's session)."""
-    token = secrets.token_urlsafe(24)
-    body = json.dumps({"path": path, "fields": fields[:MAX_DRAFT_FIELDS]}, ensure_ascii=False)
-    sealed = seal(key, body, context=f"draft:{username}:{_id(token)}")
-    with store.engine.begin() as conn:
-        conn.execute(insert(schema.drafts).values(id=_id(token), username=username, path=path[:300],
-                                                  sealed=sealed, expires_at=now + DRAFT_LIFETIME))
-    return token
+    return _keep(store, key, username, path,
+                 {"path": path, "fields": fields[:MAX_DRAFT_FIELDS]},
+                 f"draft:{username}:", DRAFT_LIFETIME, now)
 
 
 def take_draft(store: Any, key: bytes, token: str, username: str,
                now: datetime) -> tuple[str, list[tuple[str, str]]] | None:
     """The draft of this token, if it is `username`'s and not expired: its path and fields. It is
     deleted as it is taken (a draft comes back once)."""
-    if not isinstance(token, str) or not token or len(token) > 100:
-        return None
-    d = schema.drafts
     with store.engine.begin() as conn:
-        row = conn.execute(select(d.c.username, d.c.path, d.c.sealed, d.c.expires_at)
-                           .where(d.c.id == _id(token))).first()
-        if row is None or row.username != username or str(row.path).startswith(_RETURNED):
+        row = _owned(conn, token, username, returned=False)
+        if row is None:
             return None
-        conn.execute(delete(d).where(d.c.id == _id(token)))
-    expires = schema.utc(row.expires_at)
-    if expires is None or expires <= now:
-        return None
-    try:
-        body = json.loads(unseal(key, row.sealed, context=f"draft:{username}:{_id(token)}"))
-    except (SealError, ValueError):
+        conn.execute(delete(schema.drafts).where(schema.drafts.c.id == _id(token)))
+    body = _opened(key, row, f"draft:{username}:", token, now)
+    if body is None:
         return None
     fields = [(str(k), str(v)) for k, v in body.get("fields", [])]
     return str(body.get("path", "")), fields
@@ -88,14 +114,9 @@ def take_draft(store: Any, key: bytes, token: str, username: str,
 
 def draft_path(store: Any, token: str, username: str) -> str | None:
     """Where the draft of this token was being sent, if it is `username`'s (not taken)."""
-    if not isinstance(token, str) or not token or len(token) > 100:
-        return None
-    d = schema.drafts
     with store.engine.connect() as conn:
-        row = conn.execute(select(d.c.username, d.c.path).where(d.c.id == _id(token))).first()
-    if row is None or row.username != username or str(row.path).startswith(_RETURNED):
-        return None
-    return str(row.path)
+        row = _owned(conn, token, username, returned=False)
+    return None if row is None else str(row.path)
 
 
 def prune_drafts(store: Any, now: datetime) -> int:
@@ -117,14 +138,9 @@ RETURNED_LIFETIME = timedelta(hours=2)
 def save_returned(store: Any, key: bytes, username: str, path: str, state: dict[str, Any],
                   code: int, now: datetime) -> str:
     """Keep what a refused form's page shows (`state`, JSON-able) for `username`; its token."""
-    token = secrets.token_urlsafe(18)
-    body = json.dumps({"path": path, "state": state, "code": code}, ensure_ascii=False)
-    sealed = seal(key, body, context=f"{_RETURNED}{username}:{_id(token)}")
-    with store.engine.begin() as conn:
-        conn.execute(insert(schema.drafts).values(
-            id=_id(token), username=username, path=(_RETURNED + path)[:300], sealed=sealed,
-            expires_at=now + RETURNED_LIFETIME))
-    return token
+    return _keep(store, key, username, _RETURNED + path,
+                 {"path": path, "state": state, "code": code},
+                 f"{_RETURNED}{username}:", RETURNED_LIFETIME, now)
 
 
 def read_returned(store: Any, key: bytes, token: str, username: str, path: str,
@@ -132,22 +148,10 @@ def read_returned(store: Any, key: bytes, token: str, username: str, path: str,
     """The state and status code kept under `token`, if it is `username`'s, for this page, and not
     expired; None otherwise (the page then shows as it is now). Not deleted: a reload shows it
     again."""
-    if not isinstance(token, str) or not token or len(token) > 100:
-        return None
-    d = schema.drafts
     with store.engine.connect() as conn:
-        row = conn.execute(select(d.c.username, d.c.path, d.c.sealed, d.c.expires_at)
-                           .where(d.c.id == _id(token))).first()
-    if row is None or row.username != username or not str(row.path).startswith(_RETURNED):
-        return None
-    expires = schema.utc(row.expires_at)
-    if expires is None or expires <= now:
-        return None
-    try:
-        body = json.loads(unseal(key, row.sealed, context=f"{_RETURNED}{username}:{_id(token)}"))
-    except (SealError, ValueError):
-        return None
-    if body.get("path") != path or not isinstance(body.get("state"), dict):
+        row = _owned(conn, token, username, returned=True)
+    body = None if row is None else _opened(key, row, f"{_RETURNED}{username}:", token, now)
+    if body is None or body.get("path") != path or not isinstance(body.get("state"), dict):
         return None
     return body["state"], int(body.get("code") or 200)
 
