@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from temporalio.api.enums.v1 import EventType, WorkflowExecutionStatus
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.converter import DataConverter
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -44,6 +45,10 @@ from worker.search import register_search_attributes
 from workflows.case import CaseWorkflow
 from workflows.inputs import CaseStart, TracksStart
 from workflows.tracks import TrackedCaseWorkflow
+
+# A query that found no worker in time, or whose call the server gave up on.
+_TRANSIENT_QUERY = {RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED,
+                    RPCStatusCode.UNAVAILABLE}
 
 RUNNING = WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
 WORKFLOW_TASK_EVENTS = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
@@ -217,11 +222,25 @@ async def _case_env(time_skipping: WorkflowEnvironment, tmp_path: Path, smtp_sin
 
 async def settle(handle: WorkflowHandle[Any, Any], ready: Callable[[dict[str, Any]], bool],
                  what: str, seconds: float = 30) -> dict[str, Any]:
-    """Query until the workflow reaches a state (real time; the test server skips no time here)."""
+    """Query until the workflow reaches a state (real time; the test server skips no time here).
+
+    A query needs a polling worker: while one restarts (a kill in an end-to-end test) or a loaded
+    machine is slow to pick the query up, the server answers with a cancelled or timed-out call.
+    Those are waited through until the deadline; any other error is the test's failure."""
     status: dict[str, Any] = {}
-    for _ in range(int(seconds * 10)):
-        status = await handle.query(CaseWorkflow.status)
-        if ready(status):
-            return status
+    last_error = ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        try:
+            status = await handle.query(CaseWorkflow.status, rpc_timeout=timedelta(seconds=10))
+        except RPCError as err:
+            if err.status not in _TRANSIENT_QUERY:
+                raise
+            last_error = f"{err.status.name}: {err.message}"
+        else:
+            if ready(status):
+                return status
         await asyncio.sleep(0.1)
-    raise AssertionError(f"workflow never reached: {what}; last status {status}")
+    raise AssertionError(f"workflow never reached: {what}; last status {status}"
+                         + (f"; last query error {last_error}" if last_error else ""))
