@@ -26,11 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
-from sqlalchemy import Engine, func, make_url, or_, select
+from sqlalchemy import Engine, func, make_url, select
 from sqlalchemy import exc as sa_exc
 
 from domain.case import Case, case_id, new_case
-from domain.decisions import DECISIONS, HEAD, LIAISON, OFFICER
 from domain.erasure import Erasure, erasure_id
 from domain.errors import CaseRuleError
 from domain.intake import parse_intake
@@ -38,7 +37,7 @@ from domain.intake import reference as check_reference
 from domain.rules import stage_detail_of
 from domain.tracked import TrackedCase, open_tracked_case
 from domain.users import USERS_LOG_ID, UnknownRole, UsersRuleError
-from store import schema
+from store import schema, waiting
 from store.chain import ChainReport, ChainVerifier, event_name
 from store.checkpoints import sealed_chain
 from store.cipher import CaseKeyMapper, CaseKeys, EventUnreadable, MasterKeys, is_legacy
@@ -527,12 +526,12 @@ class CaseStore(Application[UUID]):
             out.append(idx.c.stage == "closed")
         return out
 
-    def count_cases(self, **filters: Any) -> int:
+    def count_cases(self, *, where: Sequence[Any] = (), **filters: Any) -> int:
         """How many cases list_cases would list with these filters (one COUNT query)."""
         idx = schema.case_index
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(idx)
-                                    .where(*self._case_filters(**filters))).scalar() or 0)
+                                    .where(*self._case_filters(**filters), *where)).scalar() or 0)
 
     def open_case_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Open cases by stage and by risk (urgency until verified): two GROUP BY queries."""
@@ -558,74 +557,39 @@ class CaseStore(Application[UUID]):
             row["stage_detail"] = ("" if row["stage"] == "verification"
                                    else stage_detail_of(steps.get(row["reference"], [])))
 
-    def pending_for(self, username: str, now: datetime, *,
-                    details: bool = True) -> list[dict[str, Any]]:
-        """The decisions waiting for this person, by their roles, soonest deadline first.
+    def pending_for(self, username: str, now: datetime, *, details: bool = True,
+                    limit: int | None = None, offset: int = 0, sort: str = "deadline",
+                    **filters: Any) -> list[dict[str, Any]]:
+        """The cases waiting for a decision of this person (store.waiting: by their roles, the
+        cases they hold, four eyes, per action), soonest deadline first (or by `sort`), found
+        and paged by the database. Each row gets `waiting` (decision names) for this person and
+        `overdue` at `now`. `details`: as in list_cases; `limit`, `offset`: one page; `filters`:
+        those of list_cases (stage, risk, overdue_at, country, search, threat, state)."""
+        return self.pending_page(username, now, details=details, limit=limit, offset=offset,
+                                 sort=sort, count=False, **filters)[0]
 
-        Cases with per-action tracks are matched per action (appeals_track_index): a clearance
-        waiting on one action shows in the liaison's inbox while another action waits for
-        consent. Each row gets `waiting` (decision names) for this person. `details`: as in
-        list_cases (a door showing a page of them may add them to that page: add_details)."""
+    def pending_page(self, username: str, now: datetime, *, details: bool = True,
+                     limit: int | None = None, offset: int = 0, sort: str = "deadline",
+                     count: bool = True, **filters: Any) -> tuple[list[dict[str, Any]], int]:
+        """pending_for, and how many cases wait for the person in all with these filters (one
+        COUNT; with `count` False, the number of rows returned)."""
         roles = self.user_roles(username)
-        candidates = self._could_wait_for(username, roles)
-        if not candidates:
-            return []
-        rows = self.list_cases(overdue_at=None, details=details, state="open",
-                               where=[or_(*candidates)])
-        waiting = self._waiting_by_case([r["reference"] for r in rows])
+        where = waiting.condition(username, roles)
+        if where is None:
+            return [], 0
+        filters.setdefault("state", "open")
+        rows = self.list_cases(details=details, limit=limit, offset=offset, sort=sort,
+                               where=[where], **filters)
+        with self.engine.connect() as conn:
+            tracks = waiting.track_waits(conn, [r["reference"] for r in rows])
         mine = []
         for row in rows:
-            if row["stage"] == "closed":
-                continue
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
-            decisions = waiting.get(row["reference"])
-            if decisions is None:  # a case opened before per-action tracks
-                decisions = {"verification": {"record_verification"},
-                             "consent": {"grant_consent"}, "clearance": {"record_clearance"},
-                             "follow_up": {"record_response"}}.get(row["stage"], set())
-            elif row["stage"] == "verification":
-                decisions = {"record_verification"}
-            mine_here = sorted(
-                d for d in decisions
-                if (set(DECISIONS[d].roles) & roles)
-                and (d != "record_clearance" or row["verifier"] != username)
-                and (OFFICER not in DECISIONS[d].roles or row["assignee"] == username))
-            if "head" in roles and row["escalation_level"] >= 2:
-                mine_here.append("escalated")
-            if mine_here:
-                mine.append({**row, "waiting": mine_here})
-        return mine
-
-    @staticmethod
-    def _could_wait_for(username: str, roles: set[str]) -> list[Any]:
-        """SQL conditions that every case waiting for this person meets (a superset, narrowed
-        in pending_for): a case officer's decisions are on the cases they hold; a liaison's (the
-        clearance) on cases where a clearance waits; a head's, escalated cases."""
-        idx, tr = schema.case_index, schema.track_index
-        out: list[Any] = []
-        if OFFICER in roles:
-            out.append(idx.c.assignee == username)
-        if LIAISON in roles:
-            out.append(idx.c.reference.in_(select(tr.c.reference)
-                                           .where(tr.c.waiting_for == "record_clearance"))
-                       | (idx.c.stage == "clearance"))
-        if HEAD in roles:
-            out.append(idx.c.escalation_level >= 2)
-        return out
-
-    def _waiting_by_case(self, references: Sequence[str]) -> dict[str, set[str]]:
-        """What each of these cases' tracks wait for (cases without tracks: absent)."""
-        t = schema.track_index
-        out: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(references), 500):  # below every parameter limit
-                chunk = list(references[start:start + 500])
-                for reference, decision in conn.execute(
-                        select(t.c.reference, t.c.waiting_for).where(t.c.reference.in_(chunk))):
-                    out.setdefault(reference, set())
-                    if decision:
-                        out[reference].add(decision)
-        return out
+            names = waiting.decisions(row, tracks.get(row["reference"]), username, roles)
+            if names:  # empty only when the case moved on between the two reads
+                mine.append({**row, "waiting": names})
+        total = self.count_cases(**filters, where=[where]) if count else len(mine)
+        return mine, total
 
     # ------------------------------------------------------------------------------- users
     # The four methods below are first-setup and test helpers: each records through the users log
