@@ -558,22 +558,19 @@ class Desk:
     def case_page(self, query: CaseQuery, person: Person, page: int,
                   size: int) -> tuple[list[dict[str, Any]], int]:
         """One page (from 1) of `size` rows of the case list, with details, and how many cases
-        the whole list holds. "waiting for me" is filtered by the person's pending decisions, so
-        it is paged after that (it is short); every other list is paged by the database."""
+        the whole list holds: paged and counted by the database, "waiting for me" too (the
+        store's waiting condition; those rows also have `waiting`)."""
         query = query.checked()
         now = self.clock()
+        filters = _filters(query, now)
         if query.mine == "waiting":
-            rows = self.cases(query, person)
-            shown = rows[(page - 1) * size:page * size]
-            self.store.add_details(shown)
-            for row in shown:
+            rows, total = self.store.pending_page(person.username, now, sort=query.sort,
+                                                  details=True, limit=size,
+                                                  offset=(page - 1) * size, **filters)
+            for row in rows:
                 row["countdown"] = countdown(row["next_deadline"], now)
-            return shown, len(rows)
-        filters: dict[str, Any] = dict(
-            stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
-            country=query.country, search=query.q, threat=query.threat,
-            state=None if query.state == "all" else query.state,
-            assignee=person.username if query.mine == "held" else None)
+            return rows, total
+        filters["assignee"] = person.username if query.mine == "held" else None
         total = self.store.count_cases(**filters)
         rows = self.store.list_cases(**filters, sort=query.sort, details=True, limit=size,
                                      offset=(page - 1) * size)
@@ -592,21 +589,18 @@ class Desk:
         if query.mine and person is None:
             raise InvalidRequest("mine", "nobody is signed in")
         now = self.clock()
-        rows = self.store.list_cases(
-            stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
-            country=query.country, search=query.q, threat=query.threat,
-            state=None if query.state == "all" else query.state, sort=query.sort,
-            assignee=person.username if person and query.mine == "held" else None,
-            details=details)
+        filters = _filters(query, now)
+        if person is not None and query.mine == "waiting":
+            rows = self.store.pending_for(person.username, now, sort=query.sort, details=details,
+                                          **filters)
+        else:
+            rows = self.store.list_cases(
+                **filters, sort=query.sort, details=details,
+                assignee=person.username if person and query.mine == "held" else None)
         for row in rows:
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
             if details:
                 row["countdown"] = countdown(row["next_deadline"], now)
-        if person is not None and query.mine == "waiting":
-            waiting = {r["reference"]: r["waiting"]
-                       for r in self.store.pending_for(person.username, now, details=False)}
-            rows = [{**r, "waiting": waiting[r["reference"]]} for r in rows
-                    if r["reference"] in waiting]
         return rows
 
     def officers(self) -> list[str]:
@@ -845,6 +839,13 @@ def rpc_status(exc: BaseException) -> str:
     """The gRPC status name of a Temporal RPC error ("" for anything else)."""
     from temporalio.service import RPCError
     return exc.status.name if isinstance(exc, RPCError) else ""
+
+
+def _filters(query: CaseQuery, now: datetime) -> dict[str, Any]:
+    """The store's list filters for a checked query (without `mine`)."""
+    return dict(stage=query.stage, risk=query.risk, overdue_at=now if query.overdue else None,
+                country=query.country, search=query.q, threat=query.threat,
+                state=None if query.state == "all" else query.state)
 
 
 def _check_request_id(request_id: str) -> None:

@@ -600,10 +600,9 @@ class WebApp:
         defender names here (need to know): the case page has them."""
         now = self.clock()
         desk = self.desk
-        waiting = await asyncio.to_thread(self.store.pending_for, ctx.username, now,
-                                          details=False)
-        pending = waiting[:QUEUE_PAGE]  # the soonest; all of them: the "waiting for me" filter
-        await asyncio.to_thread(self.store.add_details, pending)
+        # The soonest; all of them: the "waiting for me" filter.
+        pending, all_waiting = await asyncio.to_thread(self.store.pending_page, ctx.username,
+                                                       now, limit=QUEUE_PAGE)
         for c in pending:
             c["countdown"] = countdown(c["next_deadline"], now)
         filter_error = None
@@ -629,7 +628,7 @@ class WebApp:
                            pending=pending, cases=cases, by_stage=by_stage, by_risk=by_risk,
                            now=now, query=query, filter_error=filter_error, back=here,
                            may_claim=OFFICER in ctx.roles, pager=pager,
-                           more_waiting=len(waiting) - len(pending))
+                           more_waiting=all_waiting - len(pending))
 
     # ------------------------------------------------------------ who holds a case (queue)
     async def holder_page(self, request: Request, ctx: Ctx, form: FormData | None, *,
