@@ -229,19 +229,26 @@ class Env:
             refuse_named_user()
             index = self.index  # an unreachable store says so first
             session = read_session(self.settings)
-            if session is None:
-                raise NotSignedIn("Not signed in: sign in first with `appeals login USERNAME` "
-                                  "(every command acts as the person signed in).")
+
+            def signed_in(index: Any) -> str | None:
+                if session is None:
+                    index.probe()  # a store without its tables says so first, as before
+                    return None
+                found: str | None = index.session_user(session.token, datetime.now(UTC),
+                                                       idle=SESSION_IDLE)
+                return found
+
             try:
-                username = index.session_user(session.token, datetime.now(UTC),
-                                              idle=SESSION_IDLE)
+                username = signed_in(index)
             except Exception as exc:
                 from store.index import missing_schema
                 if not missing_schema(exc):
                     raise
                 # Tables not there yet: the event store creates them (or says what to run).
-                username = self.store.index.session_user(session.token, datetime.now(UTC),
-                                                         idle=SESSION_IDLE)
+                username = signed_in(self.store.index)
+            if session is None:
+                raise NotSignedIn("Not signed in: sign in first with `appeals login USERNAME` "
+                                  "(every command acts as the person signed in).")
             if username is None or username != session.username:
                 forget_session(self.settings)
                 raise NotSignedIn("Your session has ended (it expired or went unused, you signed "

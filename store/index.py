@@ -133,6 +133,11 @@ class IndexReader:
         with self.engine.connect():
             pass
 
+    def probe(self) -> None:
+        """One read of the sessions table: an error when the store's tables are not there."""
+        with self.engine.connect() as conn:
+            conn.execute(select(schema.sessions.c.id).limit(1)).first()
+
     def close(self) -> None:
         if self._owned:
             self.engine.dispose()
