@@ -9,57 +9,30 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
-import ipaddress
 import re
 import ssl
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import aiosmtplib
 
+# The address checks and the error classes live in activities.addresses (the settings import them
+# without the mailer); their names stay importable from here.
+from activities.addresses import _ATEXT, _HOST
+from activities.addresses import HeaderInjection as HeaderInjection
+from activities.addresses import InvalidAddress as InvalidAddress
+from activities.addresses import InvalidMessage as InvalidMessage
+from activities.addresses import MailError as MailError
+from activities.addresses import PermanentMailError as PermanentMailError
+from activities.addresses import TransientMailError as TransientMailError
+from activities.addresses import check_address as check_address
+from activities.addresses import is_loopback_host as is_loopback_host
+
 if TYPE_CHECKING:
     from worker.settings import Settings
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class MailError(Exception):
-    """Sending failed. ``retryable`` says whether trying the same message later may succeed."""
-
-    retryable: ClassVar[bool] = True
-
-    def __init__(self, description: str, *, code: int | None = None) -> None:
-        super().__init__(description)
-        self.code = code
-
-
-class TransientMailError(MailError):
-    """Connection refused or lost, timeout, or a 4xx reply: retry later."""
-
-    retryable = True
-
-
-class PermanentMailError(MailError):
-    """5xx reply, failed authentication, missing STARTTLS, or an invalid message: do not retry."""
-
-    retryable = False
-
-
-class InvalidMessage(PermanentMailError, ValueError):
-    """The message itself is unacceptable; detected before any connection is made."""
-
-
-class InvalidAddress(InvalidMessage):
-    """An address is not one plain ``user@domain`` addr-spec. The text names the header only."""
-
-
-class HeaderInjection(InvalidMessage):
-    """A header value contains a line break or control character, or an extra header tries to set a
-    managed header."""
 
 
 # --- the message ------------------------------------------------------------------------------
@@ -83,12 +56,6 @@ class OutgoingMessage:
     """Extra headers (e.g. ``X-Appeal-Kind``); never address or structural headers."""
 
 
-# RFC 5322 dot-atom local part and an ASCII host name. Deliberately narrower than the RFC (no
-# quoted local parts, no address literals, no non-ASCII): every mailbox we write to fits, and a
-# narrow grammar leaves no room for smuggling.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-_ADDR_SPEC = re.compile(rf"(?P<local>{_ATEXT}(?:\.{_ATEXT})*)@{_HOST}")
 _HOSTNAME = re.compile(_HOST)
 _MSG_ID = re.compile(rf"<{_ATEXT}(?:\.{_ATEXT})*@{_HOST}>")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 5322 ftext)
@@ -103,19 +70,6 @@ _MANAGED_HEADERS = frozenset(
 # Headers are folded only past RFC 5322's hard limit: the library's folding of long encoded
 # subjects at 78 characters leaves a stray space before the break, which readers then see.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit", max_line_length=998)
-
-
-def check_address(value: str, *, header: str) -> str:
-    """Return ``value`` if it is one plain addr-spec, else raise :class:`InvalidAddress`."""
-    match = _ADDR_SPEC.fullmatch(value) if isinstance(value, str) else None
-    if (
-        match is None
-        or len(match["local"]) > 64
-        or len(value) > 254
-        or email.utils.getaddresses([value]) != [("", value)]
-    ):
-        raise InvalidAddress(f"{header}: expected one plain address (user@domain), no display name")
-    return value
 
 
 def check_header_value(value: str, *, header: str) -> str:
@@ -189,17 +143,6 @@ def make_message_id(case_reference: str, dispatch_key: str, domain: str) -> str:
 
 
 # --- sending ----------------------------------------------------------------------------------
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost. Names other than localhost are not resolved:
-    what a name resolves to can change after the check."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Mailer:

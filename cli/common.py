@@ -25,7 +25,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -96,11 +96,16 @@ STATE = {"temporal": False}
 
 class Env:
     """What a command needs, built on first use: settings, the store, the Temporal client, the
-    desk and the person signed in on this machine (`appeals login`)."""
+    desk and the person signed in on this machine (`appeals login`).
+
+    The session check and the case list read through `index` (store.index: SQLAlchemy Core, no
+    event store); the event store itself (`store`) is opened only by what needs its events or
+    keys, so `appeals case list` and `case show` of a running case never import it."""
 
     def __init__(self) -> None:
         self._settings: Any = None
         self._store: Any = None
+        self._index: Any = None
         self._client: Any = None
         self._desk: Any = None
         self._person: Any = None
@@ -145,24 +150,53 @@ class Env:
                 extra = settings.chain_public_keys()
             except KeyMaterialError as exc:
                 raise BadInput("settings", one_line(str(exc))) from None
-            try:
+            with self.database_errors():
                 self._store = CaseStore(settings.database_url, key, signer=signer,
                                         public_keys=extra)
                 self._store.checkpoint_dir = settings.checkpoint_dir
-            except ModuleNotFoundError:
-                scheme = str(settings.database_url).split(":", 1)[0]
-                raise BadInput("APPEALS_DATABASE_URL",
-                               f"no database driver installed for {scheme}:// "
-                               "(PostgreSQL: postgresql+psycopg://...)") from None
-            except Exception as exc:
-                if is_database_down(exc):
-                    raise Unreachable(f"event store not reachable at {self.database_shown()}"
-                                      ) from None
+        return self._store
+
+    @property
+    def index(self) -> Any:
+        """The session check and the case index's reads (store.index.IndexReader), connected:
+        the event store's own reader when it is open, else one of its own that imports and
+        sets up nothing of the event store."""
+        if self._store is not None:
+            return self._store.index
+        if self._index is None:
+            from store.index import IndexReader
+            settings = self.settings
+            with self.database_errors():
+                reader = IndexReader.open(settings.database_url)
+                try:
+                    reader.connect()
+                except BaseException:
+                    reader.close()
+                    raise
+            self._index = reader
+        return self._index
+
+    @contextlib.contextmanager
+    def database_errors(self) -> Iterator[None]:
+        """Opening the event store's database: a missing driver, a database that does not
+        answer, tables that are missing, each as one line."""
+        settings = self.settings
+        try:
+            yield
+        except ModuleNotFoundError:
+            scheme = str(settings.database_url).split(":", 1)[0]
+            raise BadInput("APPEALS_DATABASE_URL",
+                           f"no database driver installed for {scheme}:// "
+                           "(PostgreSQL: postgresql+psycopg://...)") from None
+        except Exception as exc:
+            if is_database_down(exc):
+                raise Unreachable(f"event store not reachable at {self.database_shown()}"
+                                  ) from None
+            if "store.recorder" in sys.modules:  # else no SchemaNotReady was raised
                 from store.recorder import SchemaNotReady
                 if isinstance(exc, SchemaNotReady):
                     raise CliError(f"APPEALS_DATABASE_URL: {exc}") from None
-                raise
-        return self._store
+            raise
 
     async def client(self) -> Any:
         """The Temporal client (unsigned; the desk signs what it sends), with the SDK's own
@@ -183,7 +217,8 @@ class Env:
     def desk(self) -> Any:
         if self._desk is None:
             from desk.cases import Desk
-            self._desk = Desk(self.settings, self.store, self.client)
+            # The event store is opened when the desk first needs it (not to list cases).
+            self._desk = Desk(self.settings, lambda: self.store, self.client, index=self.index)
         return self._desk
 
     def person(self) -> Any:
@@ -192,13 +227,28 @@ class Env:
             from cli.config import SESSION_IDLE, forget_session, read_session
             from desk.cases import Person
             refuse_named_user()
-            store = self.store  # an unreachable store says so first
+            index = self.index  # an unreachable store says so first
             session = read_session(self.settings)
+
+            def signed_in(index: Any) -> str | None:
+                if session is None:
+                    index.probe()  # a store without its tables says so first, as before
+                    return None
+                found: str | None = index.session_user(session.token, datetime.now(UTC),
+                                                       idle=SESSION_IDLE)
+                return found
+
+            try:
+                username = signed_in(index)
+            except Exception as exc:
+                from store.index import missing_schema
+                if not missing_schema(exc):
+                    raise
+                # Tables not there yet: the event store creates them (or says what to run).
+                username = signed_in(self.store.index)
             if session is None:
                 raise NotSignedIn("Not signed in: sign in first with `appeals login USERNAME` "
                                   "(every command acts as the person signed in).")
-            username = store.users.session_user(session.token, datetime.now(UTC),
-                                                idle=SESSION_IDLE)
             if username is None or username != session.username:
                 forget_session(self.settings)
                 raise NotSignedIn("Your session has ended (it expired or went unused, you signed "
@@ -211,6 +261,9 @@ class Env:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
 
 def refuse_named_user() -> None:
@@ -248,10 +301,15 @@ def quiet_runtime() -> None:
 
 
 def is_database_down(exc: BaseException) -> bool:
-    from eventsourcing import persistence
     from sqlalchemy import exc as sa_exc
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError
-                      | persistence.OperationalError | persistence.InterfaceError)
+
+    from store.index import missing_schema
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return not missing_schema(exc)  # SQLite reports a missing table as an OperationalError
+    if "eventsourcing" not in sys.modules:  # then none of its errors was raised
+        return False
+    from eventsourcing import persistence
+    return isinstance(exc, persistence.OperationalError | persistence.InterfaceError)
 
 
 def env_of(ctx: click.Context) -> Env:

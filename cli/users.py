@@ -48,8 +48,8 @@ def _check_username(username: str) -> str:
 
 
 def _check_person(name: str | None, email: str | None) -> tuple[str, str]:
-    from activities.mail import InvalidMessage
-    from activities.mail import check_address as check_email
+    from activities.addresses import InvalidMessage
+    from activities.addresses import check_address as check_email
 
     display = text_option(name, "--name")
     if len(display) > 200 or _CONTROL.search(display):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from domain.funds import Fund
     from store.app import CaseStore, TrailEntry
+    from store.index import IndexReader
 
 T = TypeVar("T")
 
@@ -199,15 +200,21 @@ class Desk:
     """The case operations of both doors, for the person each call names.
 
     `client`: a Temporal client from worker.main.connect (unsigned: the desk signs what it sends),
-    or a coroutine function returning one (connected on first use)."""
+    or a coroutine function returning one (connected on first use). `store`: the event store, or a
+    function returning it (opened on first use); `index`: the case index's reader (store.index)
+    when the door has its own, else the store's: listing cases and showing a running case then
+    never open the event store."""
 
-    def __init__(self, settings: Any, store: CaseStore,
+    def __init__(self, settings: Any, store: CaseStore | Callable[[], CaseStore],
                  client: Client | Callable[[], Awaitable[Client]], *,
+                 index: IndexReader | None = None,
                  funds: list[Fund] | None = None,
                  clock: Callable[[], datetime] | None = None,
                  answer_seconds: float = RPC_SECONDS, open_seconds: float = OPEN_SECONDS) -> None:
         self.settings = settings
-        self.store = store
+        self._store_source = store
+        self._store: CaseStore | None = None
+        self._index = index
         self._source = client
         self._client: Client | None = None
         self._signing: Client | None = None
@@ -217,6 +224,18 @@ class Desk:
         self.open_seconds = open_seconds
 
     # ------------------------------------------------------------------------ connections
+    @property
+    def store(self) -> CaseStore:
+        if self._store is None:
+            source = self._store_source
+            self._store = source() if callable(source) else source
+        return self._store
+
+    @property
+    def index(self) -> IndexReader:
+        """The case index's reads (and nothing that needs events)."""
+        return self._index if self._index is not None else self.store.index
+
     async def client(self) -> Client:
         """The plain client (reads)."""
         if self._client is None:
@@ -329,7 +348,7 @@ class Desk:
                 return self.store.reserve_reference(request_id, given, person.username, now), False
             except CaseAlreadyExists:
                 raise InvalidRequest("reference", f"a case {given} already exists") from None
-        taken = {row["reference"] for row in self.store.list_cases()}
+        taken = {row["reference"] for row in self.index.list_cases()}
         taken |= self.store.reserved_references() | held
         for _ in range(MAX_REFERENCE_TRIES):
             candidate = next_reference(taken, now.year)
@@ -493,7 +512,7 @@ class Desk:
             raise self.temporal_down(may_have_taken_effect=may_have_taken_effect) from None
 
     def _stored(self, reference: str) -> bool:
-        return any(row["reference"] == reference for row in self.store.list_cases())
+        return any(row["reference"] == reference for row in self.index.list_cases())
 
     # ------------------------------------------------------------------------------ reads
     async def running_status(self, reference: str) -> dict[str, Any]:
@@ -571,8 +590,8 @@ class Desk:
                 row["countdown"] = countdown(row["next_deadline"], now)
             return rows, total
         filters["assignee"] = person.username if query.mine == "held" else None
-        total = self.store.count_cases(**filters)
-        rows = self.store.list_cases(**filters, sort=query.sort, details=True, limit=size,
+        total = self.index.count_cases(**filters)
+        rows = self.index.list_cases(**filters, sort=query.sort, details=True, limit=size,
                                      offset=(page - 1) * size)
         for row in rows:
             row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
@@ -594,7 +613,7 @@ class Desk:
             rows = self.store.pending_for(person.username, now, sort=query.sort, details=details,
                                           **filters)
         else:
-            rows = self.store.list_cases(
+            rows = self.index.list_cases(
                 **filters, sort=query.sort, details=details,
                 assignee=person.username if person and query.mine == "held" else None)
         for row in rows:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import re
 import time
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy import exc as sa_exc
 
 from domain.case import Case, case_id, new_case
@@ -34,13 +33,13 @@ from domain.erasure import Erasure, erasure_id
 from domain.errors import CaseRuleError
 from domain.intake import parse_intake
 from domain.intake import reference as check_reference
-from domain.rules import stage_detail_of
 from domain.tracked import TrackedCase, open_tracked_case
 from domain.users import USERS_LOG_ID, UnknownRole, UsersRuleError
 from store import schema, waiting
 from store.chain import ChainReport, ChainVerifier, event_name
 from store.checkpoints import sealed_chain
 from store.cipher import CaseKeyMapper, CaseKeys, EventUnreadable, MasterKeys, is_legacy
+from store.index import IndexReader, pre_ping, private_sqlite_file
 from store.recorder import AppealsFactory, AuditContext
 from store.signing import ChainKeys, ChainSigner
 from store.users import UsersLogEntry, UsersRegistry, UsersReport, fingerprint
@@ -172,9 +171,11 @@ class CaseStore(Application[UUID]):
             "AGGREGATE_CACHE_FASTFORWARD": "y",
             **(extra_env or {}),
         }
-        _private_sqlite_file(database_url)
+        private_sqlite_file(database_url)
         super().__init__(env=env)
-        _pre_ping(self.engine)
+        pre_ping(self.engine)
+        # The session check and the case index's reads (store.index), over this engine.
+        self.index = IndexReader(self.engine)
         # Each aggregate's data key (store.cipher); the mapper encrypts and decrypts with them.
         self.keys = CaseKeys(self.engine, masters)
         if isinstance(self.mapper, CaseKeyMapper):
@@ -425,137 +426,28 @@ class CaseStore(Application[UUID]):
     def verify_all(self) -> list[ChainReport]:
         return [self.verify(row["reference"]) for row in self.list_cases()]
 
-    # How the case list may be sorted (the queue's `sort`): soonest deadline first (cases without
-    # one last), newest opening first, or by reference.
-    SORTS = ("deadline", "opened", "reference")
+    # How the case list may be sorted (the queue's `sort`): store.index.IndexReader.SORTS.
+    SORTS = IndexReader.SORTS
+    # The case index's reads are store.index's (the doors may read it without this store): one
+    # implementation, over this store's engine.
+    _case_filters = staticmethod(IndexReader.case_filters)
+    _details = staticmethod(IndexReader.details_of)
 
-    def list_cases(self, *, stage: str | None = None, risk: str | None = None,
-                   assignee: str | None = None, overdue_at: datetime | None = None,
-                   limit: int | None = None, country: str | None = None,
-                   search: str | None = None, threat: str | None = None,
-                   state: str | None = None, sort: str = "deadline",
-                   details: bool = False, offset: int = 0,
-                   where: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """The case index, filtered (every filter optional; both doors' lists go through here, via
-        desk.cases.Desk.cases): `stage` (the earliest), `risk` (urgency until verified),
-        `assignee` (who holds it), `overdue_at` (deadline before then), `country` (ISO code),
-        `search` (part of the reference, any case, or the country code), `threat` (one threat
-        type), `state` ("open", "closed", None for both); sorted by `sort` (SORTS).
-        `details`: each row also gets `threat_types` (codes) and `stage_detail` ("consent: 1,
-        follow-up: 2"; "" before the verification and for cases opened before per-action
-        tracks). `limit` and `offset`: one page of the list; `where`: further SQL conditions on
-        the case index (pending_for)."""
-        idx = schema.case_index
-        if sort not in self.SORTS:
-            raise ValueError(f"sort must be one of {', '.join(self.SORTS)}")
-        order: dict[str, tuple[Any, ...]] = {
-            "deadline": (idx.c.next_deadline.is_(None), idx.c.next_deadline, idx.c.reference),
-            "opened": (idx.c.opened_at.desc(), idx.c.reference),
-            "reference": (idx.c.reference,),
-        }
-        q = select(idx).order_by(*order[sort]).where(*self._case_filters(
-            stage=stage, risk=risk, assignee=assignee, overdue_at=overdue_at, country=country,
-            search=search, threat=threat, state=state), *where)
-        if limit:
-            q = q.limit(limit)
-        if offset:
-            q = q.offset(offset)
-        now = overdue_at or datetime.now(UTC)
-        with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-            if details and rows:
-                threats, steps = self._details(conn, [r["reference"] for r in rows])
-        for row in rows:
-            for key in ("next_deadline", "opened_at", "updated_at"):
-                row[key] = schema.utc(row[key])
-            row["overdue"] = bool(row["next_deadline"] and row["next_deadline"] < now)
-            if details:
-                row["threat_types"] = threats.get(row["reference"], [])
-                # Before the verification no action has begun: the stage says it all.
-                row["stage_detail"] = ("" if row["stage"] == "verification"
-                                       else stage_detail_of(steps.get(row["reference"], [])))
-        return rows
-
-    @staticmethod
-    def _details(conn: Any, references: list[str]) -> tuple[dict[str, list[str]],
-                                                            dict[str, list[str]]]:
-        """Threat types and track steps of these cases (two queries, whatever their number)."""
-        th, tr = schema.case_threats, schema.track_index
-        threats: dict[str, list[str]] = {}
-        steps: dict[str, list[str]] = {}
-        for start in range(0, len(references), 500):  # below every database's parameter limit
-            chunk = references[start:start + 500]
-            for reference, code in conn.execute(
-                    select(th.c.reference, th.c.threat_type).where(th.c.reference.in_(chunk))
-                    .order_by(th.c.reference, th.c.threat_type)):
-                threats.setdefault(reference, []).append(code)
-            for reference, step in conn.execute(
-                    select(tr.c.reference, tr.c.step).where(tr.c.reference.in_(chunk))):
-                steps.setdefault(reference, []).append(step)
-        return threats, steps
-
-    @staticmethod
-    def _case_filters(*, stage: str | None = None, risk: str | None = None,
-                      assignee: str | None = None, overdue_at: datetime | None = None,
-                      country: str | None = None, search: str | None = None,
-                      threat: str | None = None, state: str | None = None) -> list[Any]:
-        """The WHERE clauses of list_cases and count_cases."""
-        idx = schema.case_index
-        out: list[Any] = []
-        if stage:
-            out.append(idx.c.stage == stage)
-        if risk:
-            out.append((idx.c.risk_level == risk)
-                       | (idx.c.risk_level.is_(None) & (idx.c.urgency == risk)))
-        if assignee:
-            out.append(idx.c.assignee == assignee)
-        if overdue_at is not None:
-            out.append(idx.c.next_deadline < overdue_at)
-        if country:
-            out.append(idx.c.country == country.upper())
-        if search:
-            out.append(func.upper(idx.c.reference).contains(search.upper(), autoescape=True)
-                       | (idx.c.country == search.upper()))
-        if threat:
-            th = schema.case_threats
-            out.append(idx.c.reference.in_(
-                select(th.c.reference).where(th.c.threat_type == threat)))
-        if state == "open":
-            out.append(idx.c.stage != "closed")
-        elif state == "closed":
-            out.append(idx.c.stage == "closed")
-        return out
+    def list_cases(self, **filters: Any) -> list[dict[str, Any]]:
+        """The case index, filtered, sorted and paged: store.index.IndexReader.list_cases."""
+        return self.index.list_cases(**filters)
 
     def count_cases(self, *, where: Sequence[Any] = (), **filters: Any) -> int:
         """How many cases list_cases would list with these filters (one COUNT query)."""
-        idx = schema.case_index
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(idx)
-                                    .where(*self._case_filters(**filters), *where)).scalar() or 0)
+        return self.index.count_cases(where=where, **filters)
 
     def open_case_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Open cases by stage and by risk (urgency until verified): two GROUP BY queries."""
-        idx = schema.case_index
-        level = func.coalesce(idx.c.risk_level, idx.c.urgency)
-        with self.engine.connect() as conn:
-            by_stage = {str(k): int(n) for k, n in conn.execute(
-                select(idx.c.stage, func.count()).where(idx.c.stage != "closed")
-                .group_by(idx.c.stage))}
-            by_risk = {str(k): int(n) for k, n in conn.execute(
-                select(level, func.count()).where(idx.c.stage != "closed").group_by(level))}
-        return by_stage, by_risk
+        return self.index.open_case_counts()
 
     def add_details(self, rows: list[dict[str, Any]]) -> None:
-        """Give rows of list_cases(details=False) their `threat_types` and `stage_detail` (for
-        the few rows a page shows)."""
-        if not rows:
-            return
-        with self.engine.connect() as conn:
-            threats, steps = self._details(conn, [r["reference"] for r in rows])
-        for row in rows:
-            row["threat_types"] = threats.get(row["reference"], [])
-            row["stage_detail"] = ("" if row["stage"] == "verification"
-                                   else stage_detail_of(steps.get(row["reference"], [])))
+        """Give rows of list_cases(details=False) their `threat_types` and `stage_detail`."""
+        self.index.add_details(rows)
 
     def pending_for(self, username: str, now: datetime, *, details: bool = True,
                     limit: int | None = None, offset: int = 0, sort: str = "deadline",
@@ -826,27 +718,6 @@ def _as_store_error() -> Iterator[None]:
         raise
     except UsersRuleError as exc:
         raise StoreError(exc.message) from None
-
-
-def _private_sqlite_file(database_url: str) -> None:
-    """A SQLite event store is a file only its owner may read or write (0600), created so."""
-    url = make_url(database_url)
-    path = url.database
-    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
-        return
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def _pre_ping(engine: Engine) -> None:
-    """A pool that survives dropped connections (a database restart, a proxy closing idle
-    connections): each connection is tested when taken from the pool and replaced if dead, as
-    create_engine(pool_pre_ping=True) does. The engine is made by eventsourcing-sqlalchemy, which
-    passes no engine options, so the flag is set on its pool (SQLAlchemy 2.0's Pool._pre_ping,
-    read at every checkout). Not for SQLite files: their connections do not drop."""
-    if engine.dialect.name != "sqlite":
-        engine.pool._pre_ping = True
 
 
 def verifier_without_key(database_url: str, keys: ChainKeys | None = None) -> ChainVerifier:

@@ -49,6 +49,7 @@ from domain.users import (
 )
 from store import schema
 from store.chain import USERS_LOG_NAME, ChainReport, event_name, users_digest
+from store.index import MAX_TOKEN_LENGTH, session_user, token_id
 from store.recorder import AuditContext
 
 if TYPE_CHECKING:
@@ -57,9 +58,6 @@ if TYPE_CHECKING:
 DOORS = frozenset({"web", "cli"})
 # How often a change that lost a race for the log's next version is tried again.
 MAX_ATTEMPTS = 30
-# A session's last_seen_at is written at most this often (not on every request).
-SEEN_RESOLUTION = timedelta(minutes=1)
-MAX_TOKEN_LENGTH = 200
 # The read model's columns that the log decides, and the credentials it fingerprints.
 _COMPARED = ("display_name", "email", "roles", "active")
 _CREDENTIALS = (("password", "password_hash"), ("second_factor", "totp_secret"))
@@ -70,10 +68,6 @@ def fingerprint(value: str) -> str:
     the log keeps instead of the value, enough to tell whether the table's value was swapped and of
     no use for guessing a password (the argon2 hash carries its own random salt)."""
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-def token_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -263,30 +257,9 @@ class UsersRegistry:
 
     def session_user(self, token: str, now: datetime, *,
                      idle: timedelta | None = None) -> str | None:
-        """The username of a live session, else None: unknown token, expired, revoked (signed
-        out, all revoked, password changed, deactivated), the user deactivated, or (with `idle`)
-        unused for longer than that (to within SEEN_RESOLUTION)."""
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-            return None
-        s, u = schema.sessions, schema.users
-        sid = token_id(token)
-        now = now.astimezone(UTC)
-        with self.app.engine.begin() as conn:
-            row = conn.execute(
-                select(s.c.username, s.c.expires_at, s.c.last_seen_at, s.c.revoked_at,
-                       u.c.active)
-                .select_from(s.outerjoin(u, s.c.username == u.c.username))
-                .where(s.c.id == sid)).first()
-            if row is None or row.revoked_at is not None or not row.active:
-                return None
-            expires, seen = schema.utc(row.expires_at), schema.utc(row.last_seen_at)
-            assert expires is not None and seen is not None
-            if now >= expires or (idle is not None and now - seen > idle):
-                return None
-            if now - seen >= SEEN_RESOLUTION:
-                conn.execute(update(s).where(s.c.id == sid).values(last_seen_at=now))
-        username: str = row.username
-        return username
+        """The username of a live session, else None (store.index.session_user: the one check,
+        which the doors also run without this store)."""
+        return session_user(self.app.engine, token, now, idle=idle)
 
     def end_session(self, token: str, *, now: datetime | None = None) -> bool:
         """Sign-out: revoke the one session of this token (True when there was a live one)."""

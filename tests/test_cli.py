@@ -8,12 +8,14 @@ Each exit code is shown here: 0 done, 1 failed verification, 2 bad input (one li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import mailbox
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -228,6 +230,36 @@ async def test_a_full_case_through_the_command_line(stack: Stack, tmp_path: Path
     cells.feed(page)
     assert cells.rows[0][:5] == ["version", "time (UTC)", "actor", "event", "summary"]
     assert [r[3] for r in cells.rows[1:]] == [e.event for e in trail]
+
+
+# The event store's library and what only it needs: `case list` and `case show` of a running case
+# read the session and the case index over SQLAlchemy alone (store.index) and ask the workflow.
+EVENT_STORE_MODULES = ("eventsourcing", "eventsourcing_sqlalchemy", "sqlalchemy_utils", "store.app",
+                       "store.cipher", "domain.case", "domain.tracked")
+
+
+def imported_by(stack: Stack, *args: str) -> tuple[str, set[str]]:
+    """Standard output of `appeals ARGS` (as olga) and every module it imported (-X importtime)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "cli.main", *args], cwd=ROOT,
+                          env=stack.cli_env("olga"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+               if line.startswith("import time:")}
+    return done.stdout, modules
+
+
+async def test_case_list_and_show_of_a_running_case_do_not_open_the_event_store(stack: Stack) -> None:
+    stack.start_worker()
+    ref = ok(appeals(stack, "case", "open", str(EXAMPLES / "intake.json"))).strip()
+    for args in (["case", "list", "--json"], ["case", "show", ref, "--json"]):
+        out, modules = imported_by(stack, *args)
+        loaded = sorted(m for m in modules
+                        if any(m == name or m.startswith(name + ".") for name in EVENT_STORE_MODULES))
+        assert loaded == [], args
+    listed, _ = imported_by(stack, "case", "list", "--json")
+    assert [row["reference"] for row in json.loads(listed)] == [ref]
+    shown, _ = imported_by(stack, "case", "show", ref, "--json")
+    assert json.loads(shown)["stage"] == "verification"
 
 
 async def test_case_funds_lists_excluded_funds_with_their_reasons(stack: Stack, tmp_path: Path) -> None:
@@ -531,6 +563,33 @@ def test_help_works_without_any_service(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "Usage: appeals" in result.stdout
+
+
+def test_a_command_on_a_store_without_its_tables_creates_them_and_asks_for_a_sign_in(
+        tmp_path: Path) -> None:
+    """The session check reads the index without the event store; on a SQLite file no store has
+    set up yet, the event store is opened (it creates its tables) and the command says why it
+    cannot go on, as before."""
+    from types import SimpleNamespace
+
+    from cli.config import Session, save_session
+
+    database = f"sqlite:///{tmp_path / 'events.sqlite'}"
+    env = {"PATH": os.environ["PATH"], "APPEALS_VAR_DIR": str(tmp_path / "var"),
+           "APPEALS_CONFIG_DIR": str(tmp_path / "config"), "APPEALS_DATABASE_URL": database}
+
+    def listed() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli.main", "case", "list"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    assert fails(listed(), 6).startswith("Not signed in: sign in first")
+    save_session(SimpleNamespace(config_dir=tmp_path / "config", database_url=database),
+                 Session("olga", "a-token-this-store-never-gave", datetime.now(UTC)))
+    (tmp_path / "events.sqlite").unlink()  # a store that is not set up yet, again
+    assert fails(listed(), 6).startswith("Your session has ended")
+    with contextlib.closing(sqlite3.connect(tmp_path / "events.sqlite")) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"appeals_sessions", "appeals_case_index", "appeals_events"} <= tables
 
 
 # ==================================================================== safe retries, clean output

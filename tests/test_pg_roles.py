@@ -307,6 +307,27 @@ def test_the_worker_started_as_the_app_role_before_init_db_says_what_to_run(
     assert "appeals store init-db" in started.stderr and "Traceback" not in started.stderr
 
 
+def test_a_command_as_the_app_role_before_init_db_says_what_to_run(roles: Roles,
+                                                                   tmp_path: Path) -> None:
+    """`appeals case list` reads the index without the event store (store.index); before init-db
+    it still says, in one line, what to run, whether or not someone is signed in."""
+    from types import SimpleNamespace
+
+    from cli.config import Session, save_session
+
+    env = {"PATH": os.environ["PATH"], "APPEALS_VAR_DIR": str(tmp_path),
+           "APPEALS_CONFIG_DIR": str(tmp_path / "config"), "APPEALS_DATABASE_URL": roles.app_url}
+    for signed_in in (False, True):
+        if signed_in:  # a session file left from before (its store cannot know it)
+            save_session(SimpleNamespace(config_dir=tmp_path / "config", database_url=roles.app_url),
+                         Session("olga", "a-token-from-before", datetime.now(UTC)))
+        listed = subprocess.run([sys.executable, "-m", "cli.main", "case", "list"], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 1, listed.stderr
+        assert listed.stderr.startswith("APPEALS_DATABASE_URL: the event store's tables are missing")
+        assert "appeals store init-db" in listed.stderr and "Traceback" not in listed.stderr
+
+
 # ============================================================== docs/operations.md's SQL, run as written
 def _documented_sql(after: str, index: int = 0) -> str:
     """The `index`th ```sql block after the heading or sentence `after` in docs/operations.md."""

@@ -711,3 +711,18 @@ def test_the_configuration_reference_names_the_file_variables() -> None:
     for field in Settings.secret_file_fields:
         assert f"`APPEALS_{field.upper()}_FILE`" in table, field
     assert "`APPEALS_EVENT_CIPHER_KEY_FILE`" in table  # the event key's own file setting
+
+
+def test_the_settings_import_neither_the_mailer_nor_temporal() -> None:
+    """Every command loads the settings first: they check addresses and hosts with
+    activities.addresses, without the SMTP client or the Temporal SDK (a command that talks to
+    neither does not pay for their import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, worker.settings; "
+            "print(sorted({m.split('.')[0] for m in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(json.loads(done.stdout.replace("'", '"')))
+    assert not loaded & {"aiosmtplib", "temporalio", "eventsourcing", "sqlalchemy"}

@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from activities.mail import check_address, is_loopback_host
+from activities.addresses import check_address, is_loopback_host
 from domain.policies import DEFAULT_DEADLINES
 from worker.keys import (
     KeyMaterialError,
