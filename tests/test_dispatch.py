@@ -175,10 +175,19 @@ def test_several_commands_are_saved_in_one_transaction_or_not_at_all(backend: Ba
 
 # ----------------------------------------------------------------------- the sending activity
 async def test_a_tracked_dispatch_reads_once_and_records_warnings_with_the_dispatch(
-        store: CountingStore, smtp_sink: SmtpSink) -> None:
+        store: CountingStore, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> None:
     ready_to_send(store)
     before = len(store.trail(REF))
     acts = activities(store, smtp_sink)
+    routings = []
+
+    def counted(intake: Any) -> Any:
+        routings.append(1)
+        return route_intake(intake)
+
+    # Everywhere the mandates could be routed: the plan, the readiness check, the composer.
+    for module in ("domain.dispatch", "domain.readiness", "activities.messages"):
+        monkeypatch.setattr(f"{module}.route_intake", counted)
     store.reads = 0
     summary = await ActivityEnvironment().run(acts.dispatch_track,
                                               TrackEvent(REF, "rapporteur", AT))
@@ -188,8 +197,7 @@ async def test_a_tracked_dispatch_reads_once_and_records_warnings_with_the_dispa
                                          ("MessageDispatched", DISPATCH)]
     assert summary["version"] == before + 3
     assert summary["tracks"]["rapporteur"]["dispatch"] == "sent"
-    assert len(sent_ids(smtp_sink)) == 1
-    # The letter names the mandates the plan routed (the composer did not route again).
+    assert len(sent_ids(smtp_sink)) == 1 and len(routings) == 1  # routed once
     _, _, letter = smtp_sink.messages[0]
     assert all(m.label in str(letter["Subject"]) for m in routed())
     report = store.verify(REF)
