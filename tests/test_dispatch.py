@@ -173,6 +173,36 @@ def test_several_commands_are_saved_in_one_transaction_or_not_at_all(backend: Ba
         store.close()
 
 
+def test_a_copy_read_before_someone_else_wrote_is_read_again(backend: Backend) -> None:
+    store = CaseStore(backend.url, backend.key)
+    try:
+        ready_to_send(store)
+        before = len(store.trail(REF))
+        warn = Command("raise_warning", {"warning": "Check the addresses", "at": AT}, STALE)
+        stale = store.get(REF)
+        store.execute(REF, "comment", {"text": "Called the grantee", "at": AT}, "olga", "c1")
+        summary = store.execute_all(REF, [warn], "system", case=stale)  # lost the race: again
+        assert summary["version"] == before + 2
+        assert trail_tail(store, before) == [("CommentAdded", "c1"),
+                                             ("StaffWarningRaised", STALE)]
+        # A copy from before the clearance refuses the dispatch; the case as it is now takes it.
+        store.open_case(**open_args("UA-2026-0416", actions=["mfa"]))
+        other = "UA-2026-0416"
+        store.execute(other, "record_verification", {"verification": verification(), "at": T0},
+                      "olga", "v")
+        store.execute(other, "grant_consent", {"action": "mfa", "conditions": "", "at": T0},
+                      "olga", "c")
+        early = store.get(other)
+        store.execute(other, "record_clearance", {"action": "mfa", "granted": True, "reason": "",
+                                                  "at": T0}, "lina", "k")
+        sent = store.execute_all(other, [Command("record_dispatch", {
+            "action": "mfa", "kind": "appeal", "recipients": ["desk-ke@mfa.example.org"],
+            "message_id": "<d@secretariat.example.org>", "at": AT}, "d")], "system", case=early)
+        assert sent["actions"]["mfa"]["dispatch"] == "sent"
+    finally:
+        store.close()
+
+
 # ----------------------------------------------------------------------- the sending activity
 async def test_a_tracked_dispatch_reads_once_and_records_warnings_with_the_dispatch(
         store: CountingStore, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> None:
