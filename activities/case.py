@@ -9,6 +9,8 @@ failures are classified as transient (retried by Temporal) or permanent (recorde
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,15 +22,15 @@ from temporalio.exceptions import ApplicationError
 from activities.mail import Mailer, OutgoingMessage, PermanentMailError, TransientMailError, make_message_id
 from activities.messages import Composed, Composer, MessageError
 from desk.assertions import OPEN, InvalidAssertion, verify
-from domain.addressbook import AddressBook, AddressEntry, AddressRole
+from domain.addressbook import AddressBook
 from domain.case import Case
+from domain.dispatch import DispatchPlan, Unsendable, plan_dispatch
 from domain.errors import CaseRuleError
 from domain.funds import Fund, profile_from_intake, suggest_funds
 from domain.policies import clearance_required, deadline_table
-from domain.readiness import missing_fields
-from domain.routing import Mandate, route_intake
+from domain.tracked import TrackedCase
 from domain.vocab import Action
-from store.app import CaseStore, StoreError
+from store.app import CaseStore, Command, StoreError
 from workflows.inputs import (
     ApplyCommand,
     Dispatch,
@@ -40,6 +42,7 @@ from workflows.inputs import (
 )
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 SYSTEM = "system"
 HEARTBEAT_SECONDS = 2  # the workflow's heartbeat timeout for sending activities is a few times this
 
@@ -148,7 +151,9 @@ class CaseActivities:
     # --------------------------------------------------------------------------- sending
     @activity.defn(name="dispatch")
     async def dispatch(self, req: Dispatch) -> dict[str, Any]:
-        """Send the action's message once: checked against the store before, recorded after."""
+        """Send the action's message once: checked against the store before, recorded after.
+        The case is read once; the plan (domain.dispatch) says where the message goes and which
+        staff warnings go with it (see `_send_planned`)."""
         case = await self._store(self.store.get, req.reference)
         if not isinstance(case, Case):  # cases with tracks are sent by activities.tracks
             raise _refused(CaseRuleError("This case is sent through its action tracks."))
@@ -163,35 +168,82 @@ class CaseActivities:
             case.require_sendable(req.action)  # consent withdrawn or clearance missing: no send
         except CaseRuleError:
             return case.summary()
-        missing = missing_fields(req.action, case.intake)
         fund = None
-        if not missing and req.action == Action.EMERGENCY_FUND:
+        if req.action == Action.EMERGENCY_FUND:
             fund = self._choose_fund(case, req.at)
-            if fund is None or not fund.address:
-                missing = ["an eligible, available emergency fund (see the fund suggestions)"]
-        if missing:
-            return await self._hold(case, req, missing)
-        recipients = [fund.address] if fund else self._recipients(case.intake, req.action)
-        await self._check_addresses(case.reference, req.action, recipients, req.at)
-        if req.action == Action.RAPPORTEUR:
-            await self._warn_unaddressed_mandates(case, req.at)
-        composed = self._compose(lambda: self.composer.appeal(case, req.action, fund=fund))
-        await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
-                                         subject=composed.subject, text=composed.text,
-                                         html=composed.html, message_id=message_id,
-                                         headers={"X-Appeal-Kind": "appeal",
-                                                  "X-Appeal-Action": req.action}))
-        return await self._store(self.store.execute, req.reference, "record_dispatch",
-                                 {"action": req.action, "kind": "appeal", "recipients": recipients,
-                                  "message_id": message_id, "at": req.at},
-                                 SYSTEM, f"{req.reference}/dispatch/{req.action}")
+        plan = self._plan(case, req.action, req.at, fund=fund,
+                          needs_fund=req.action == Action.EMERGENCY_FUND)
+        if plan.held:
+            return await self._hold(case, req, plan.missing)
+        return await self._send_planned(case, plan, message_id, req.at, Command(
+            "record_dispatch", {"action": req.action, "kind": "appeal",
+                                "recipients": plan.recipients, "message_id": message_id,
+                                "at": req.at}, f"{req.reference}/dispatch/{req.action}"))
+
+    def _plan(self, case: Case | TrackedCase, action: str, at: datetime, *,
+              fund: Fund | None = None, needs_fund: bool = False,
+              require_confirmed: bool = False) -> DispatchPlan:
+        """The dispatch's plan (domain.dispatch.plan_dispatch) from the loaded case; recipients
+        that cannot be used fail for good (nothing is sent)."""
+        try:
+            return plan_dispatch(case.reference, case.intake, action, book=self.book,
+                                 today=at.date(), max_age_days=self.config.address_max_age_days,
+                                 fund=fund, needs_fund=needs_fund,
+                                 fund_addresses=[f.address for f in self.funds if f.address],
+                                 require_confirmed=require_confirmed)
+        except Unsendable as exc:
+            raise ApplicationError(str(exc), type="PermanentMailError",
+                                   non_retryable=True) from None
+        except CaseRuleError as exc:
+            raise _refused(exc) from None
+
+    async def _send_planned(self, case: Case | TrackedCase, plan: DispatchPlan, message_id: str,
+                            at: datetime, record: Command) -> dict[str, Any]:
+        """Compose (with the plan's routed mandates), send, then record the plan's staff
+        warnings and the dispatch in ONE transaction, applied to the case read before the send
+        (read again only when someone wrote to it meanwhile): either both are recorded or
+        neither, so a crash or a failed save after the send leaves nothing half-recorded, and
+        the retry sends again under the same Message-ID and records both once.
+
+        The warnings are recorded after the send, not before it: on success with the dispatch;
+        when composing or sending fails (for good, or for now and retried), on their own before
+        the failure reaches the workflow, so that staff see them even when nothing goes out.
+        Their command ids are those warnings always had, so one that an older worker recorded
+        before its send is not recorded again."""
+        warnings = [Command("raise_warning", {"warning": w.warning, "at": at}, w.command_id)
+                    for w in plan.warnings]
+        try:
+            composed = self._compose(lambda: self.composer.appeal(
+                case, plan.action, mandates=plan.mandates, fund=plan.fund))
+            await self._send(OutgoingMessage(sender=self.config.mail_from, to=plan.recipients,
+                                             subject=composed.subject, text=composed.text,
+                                             html=composed.html, message_id=message_id,
+                                             headers={"X-Appeal-Kind": "appeal",
+                                                      "X-Appeal-Action": plan.action}))
+        except ApplicationError:
+            if warnings:
+                await self._record_warnings(case, warnings)
+            raise
+        return await self._store(functools.partial(
+            self.store.execute_all, case.reference, [*warnings, record], SYSTEM, case=case))
+
+    async def _record_warnings(self, case: Case | TrackedCase, warnings: list[Command]) -> None:
+        """The staff warnings of a dispatch that failed. The failure is what the workflow must
+        hear: a store error here is logged (no case data) and the failure raised all the same."""
+        try:
+            await asyncio.to_thread(self.store.execute_all, case.reference, warnings, SYSTEM,
+                                    case=case)
+        except Exception as exc:  # noqa: BLE001 - the send's failure goes on to the workflow
+            _log.warning("the staff warnings of a failed dispatch were not recorded: %s",
+                         type(exc).__name__)
 
     async def _hold(self, case: Any, req: Dispatch, missing: list[str]) -> dict[str, Any]:
         """Nothing goes out half-empty: record which fields are missing and tell the officer."""
         command_id = f"{req.reference}/hold/{req.action}/v{case.version}"
-        summary = await self._store(self.store.execute, req.reference, "hold_dispatch",
-                                    {"action": req.action, "missing": missing, "at": req.at},
-                                    SYSTEM, command_id)
+        summary = await self._store(functools.partial(
+            self.store.execute_all, req.reference,
+            [Command("hold_dispatch", {"action": req.action, "missing": missing, "at": req.at},
+                     command_id)], SYSTEM, case=case))
         composed = self._compose(lambda: self.composer.held(
             reference=req.reference, country=case.intake["country"], action=req.action,
             missing=missing))
@@ -200,39 +252,6 @@ class CaseActivities:
             subject=composed.subject, text=composed.text,
             message_id=make_message_id(req.reference, command_id, self.config.message_id_domain),
             headers={"X-Appeal-Kind": "dispatch-held"}))
-
-    async def _check_addresses(self, reference: str, action: str, recipients: list[str],
-                               at: datetime) -> None:
-        """Only addresses from the address book (or the fund directory); an address not
-        verified recently still gets the message, but staff are warned on the case."""
-        fund_addresses = {f.address.lower() for f in self.funds if f.address}
-        unknown = [r for r in recipients
-                   if not self.book.contains(r) and r.lower() not in fund_addresses]
-        if unknown:
-            raise ApplicationError(f"{len(unknown)} recipient(s) of the {action} message are not in "
-                                   "the address book; nothing was sent.",
-                                   type="PermanentMailError", non_retryable=True)
-        stale = self.book.stale_entries(recipients, at.date(), self.config.address_max_age_days)
-        if stale:
-            # One line per address, although several entries (mandates) may share it.
-            first = {e.address.lower(): e for e in reversed(stale)}
-            listed = "; ".join(f"{e.purpose} ({e.address}, last verified "
-                               f"{e.last_verified.isoformat()})" for e in first.values())
-            await self._store(self.store.execute, reference, "raise_warning",
-                              {"warning": f"Check these addresses, not verified for more than "
-                                          f"{self.config.address_max_age_days} days: {listed}",
-                               "at": at}, SYSTEM, f"{reference}/stale-addresses/{action}")
-
-    async def _warn_unaddressed_mandates(self, case: Any, at: datetime) -> None:
-        """A mandate the routing picks but the address book has no mailbox for still hears of the
-        case through the general OHCHR mailbox; staff are warned so that they can add it."""
-        missing = self.book.missing_mandates(_mandates(case.intake))
-        if missing:
-            await self._store(self.store.execute, case.reference, "raise_warning",
-                              {"warning": "No address book entry for the mandate(s) "
-                                          f"{', '.join(m.value for m in missing)}: the appeal went "
-                                          "to the general OHCHR mailbox only for them.", "at": at},
-                              SYSTEM, f"{case.reference}/unaddressed-mandates")
 
     async def _officer(self, username: str) -> list[str]:
         """The case officer's address, or the first escalation level's when they have none."""
@@ -333,17 +352,6 @@ class CaseActivities:
             raise ApplicationError(str(exc), type="TransientMailError") from None
 
     # ------------------------------------------------------------------------ content
-    def _recipients(self, intake: Mapping[str, Any], action: str) -> list[str]:
-        country = intake["country"]
-        try:
-            entries = appeal_recipients(self.book, intake, action)
-        except CaseRuleError as exc:
-            raise _refused(exc) from None
-        if not entries:
-            raise ApplicationError(f"The address book has no address for {action} in {country}.",
-                                   type="PermanentMailError", non_retryable=True)
-        return [e.address for e in entries]
-
     @staticmethod
     def _compose(make: Callable[[], Composed]) -> Composed:
         """A message that cannot be rendered completely is never sent: the failure is permanent
@@ -368,25 +376,6 @@ class CaseActivities:
         funds = {f.id: f for f in self.funds}
         return next((funds[s.fund_id] for s in advice.suggestions if funds[s.fund_id].sendable),
                     None)
-
-
-def appeal_recipients(book: AddressBook, intake: Mapping[str, Any],
-                      action: str) -> list[AddressEntry]:
-    """The address book entries an action's appeal goes to (none found: an empty list). The
-    dispatch uses it, and so does the preview the doors show before a clearance."""
-    country = intake["country"]
-    if action == "rapporteur":
-        return book.rapporteur_recipients(_mandates(intake))
-    if action == "mfa":
-        return book.for_country(AddressRole.MFA_DESK, country)
-    if action == "eu_delegation":
-        return book.for_country(AddressRole.EU_DELEGATION, country)
-    raise CaseRuleError(f"{action!s:.40} has no address book role.")
-
-
-def _mandates(intake: Mapping[str, Any]) -> list[Mandate]:
-    """The UN mandates the rapporteur action goes to, from the facts of the intake."""
-    return route_intake(intake)
 
 
 def update_of(command_id: str) -> str:

@@ -15,12 +15,11 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.case import SYSTEM, CaseActivities, _mandates, _refused, update_of
+from activities.case import SYSTEM, CaseActivities, _refused, update_of
 from activities.mail import OutgoingMessage, make_message_id
 from desk.assertions import OPEN
-from domain import addressbook
 from domain.decisions import HEAD, OFFICER
-from domain.errors import CaseRuleError, UnconfirmedAddress
+from domain.errors import CaseRuleError
 from domain.funds import (
     Fund,
     FundAdvice,
@@ -30,10 +29,10 @@ from domain.funds import (
     suggest_funds,
 )
 from domain.policies import clearance_required, deadline_table
-from domain.readiness import missing_fields
 from domain.tracked import TrackedCase
 from domain.view import TO_SEND, TO_SUBMIT
 from domain.vocab import Action
+from store.app import Command
 from workflows.inputs import ChooseFunds, OpenCase, TrackEvent, WaitingNotice
 
 
@@ -106,7 +105,9 @@ class TrackActivities(CaseActivities):
     async def dispatch_track(self, req: TrackEvent) -> dict[str, Any]:
         """Send the next message of one track: its appeal, or the next fund application that
         goes by email. Checked against the store before, recorded after; one attempt per call
-        (the workflow retries, so that staff see how delivery is going)."""
+        (the workflow retries, so that staff see how delivery is going). The case is read
+        once; the plan (domain.dispatch) and the recording are those of `dispatch`
+        (`CaseActivities._send_planned`)."""
         case = await self._tracked(req.reference)
         track = case.tracks.get(req.action)
         if track is None or not track.ready_to_send or case.is_closed:
@@ -124,41 +125,15 @@ class TrackActivities(CaseActivities):
         message_id = make_message_id(req.reference, key, self.config.message_id_domain)
         if message_id in track.message_ids:
             return case.summary()
-        missing = missing_fields(req.action, case.intake)
-        if missing:
-            return await self._hold(case, req, missing)  # type: ignore[arg-type]
-        recipients = [fund.address] if fund else self._recipients(case.intake, req.action)
-        self._refuse_unconfirmed(req.action, recipients, fund)
-        await self._check_addresses(case.reference, req.action, recipients, req.at)
-        if req.action == Action.RAPPORTEUR:
-            await self._warn_unaddressed_mandates(case, req.at)
-        composed = self._compose(lambda: self.composer.appeal(case, req.action, fund=fund))
-        await self._send(OutgoingMessage(sender=self.config.mail_from, to=recipients,
-                                         subject=composed.subject, text=composed.text,
-                                         html=composed.html, message_id=message_id,
-                                         headers={"X-Appeal-Kind": "appeal",
-                                                  "X-Appeal-Action": req.action}))
-        return await self._store(self.store.execute, req.reference, "record_dispatch",
-                                 {"action": req.action, "kind": "appeal", "recipients": recipients,
-                                  "message_id": message_id, "at": req.at,
-                                  "fund": fund.id if fund else ""},
-                                 SYSTEM, f"{req.reference}/dispatch/{key}")
-
-    def _refuse_unconfirmed(self, action: str, recipients: list[str], fund: Fund | None) -> None:
-        """With live sending on, only channels staff confirmed are used: the message is not sent
-        (a permanent failure, escalated to staff) until the entry is confirmed."""
-        if not self.config.live_sending:
-            return
-        try:
-            if fund is not None:
-                if not fund.confirmed:
-                    raise UnconfirmedAddress(f"The address of fund {fund.id} is not confirmed by "
-                                             "staff; with live sending on it is not used.")
-            else:
-                addressbook.check_live_addresses(self.book, recipients)
-        except CaseRuleError as exc:
-            raise ApplicationError(f"{exc} Nothing was sent for {action}.",
-                                   type="PermanentMailError", non_retryable=True) from None
+        plan = self._plan(case, req.action, req.at, fund=fund,
+                          require_confirmed=self.config.live_sending)
+        if plan.held:
+            return await self._hold(case, req, plan.missing)  # type: ignore[arg-type]
+        return await self._send_planned(case, plan, message_id, req.at, Command(
+            "record_dispatch", {"action": req.action, "kind": "appeal",
+                                "recipients": plan.recipients, "message_id": message_id,
+                                "at": req.at, "fund": fund.id if fund else ""},
+            f"{req.reference}/dispatch/{key}"))
 
     # ------------------------------------------------------------------------ staff mail
     @activity.defn(name="escalate_track")
@@ -255,4 +230,4 @@ class TrackActivities(CaseActivities):
         return emails or list(self.config.escalation_contacts[min(self.config.escalation_contacts)])
 
 
-__all__ = ["TrackActivities", "_mandates"]
+__all__ = ["TrackActivities"]

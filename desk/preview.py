@@ -1,6 +1,6 @@
 """What will be sent, shown before it is: the letters of one action (for the liaison's clearance)
 and further information to earlier recipients, composed by the same code the activities use
-(activities.messages.Composer, activities.case.appeal_recipients).
+(activities.messages.Composer, domain.dispatch.appeal_recipients), the mandates routed once.
 
 For the staff member asking only: the texts hold names, as the case page does. Nothing here logs;
 an error names the template, the action or the role, never case data.
@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.case import appeal_recipients
 from activities.messages import Composer, MessageError
 from domain.addressbook import COUNTRY_ROLES, AddressBook, AddressEntry
+from domain.dispatch import appeal_recipients
 from domain.errors import CaseRuleError
 from domain.readiness import missing_fields
+from domain.routing import route_intake
 from domain.vocab import Action
 
 
@@ -48,20 +49,21 @@ def appeal_letters(case: Any, action: str, book: AddressBook,
     if action == Action.EMERGENCY_FUND:
         return [Letter(action, note="The fund is chosen after the clearance; its application is "
                                     "composed for the chosen fund and shown on this page then.")]
-    missing = missing_fields(action, case.intake)
+    mandates = route_intake(case.intake) if action == Action.RAPPORTEUR else None
+    missing = missing_fields(action, case.intake, mandates=mandates)
     if missing:
         return [Letter(action, note="Nothing can be sent yet: the intake lacks "
                                     + ", ".join(missing) + ". The message is held until the "
                                     "case officer completes them.")]
     try:
-        entries = appeal_recipients(book, case.intake, action)
+        entries = appeal_recipients(book, case.intake, action, mandates)
     except CaseRuleError:
         entries = []
     if not entries:
         return [Letter(action, note=f"The address book has no address for {action} in "
                                     f"{case.intake.get('country', '')}: nothing could be sent.")]
     try:
-        composed = composer.appeal(case, action)
+        composed = composer.appeal(case, action, mandates=mandates)
     except MessageError as exc:
         return [Letter(action, note=f"The letter cannot be composed: {exc}.")]
     return [Letter(action, composed.subject, [(role_of(e), e.address) for e in entries],

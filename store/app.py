@@ -130,6 +130,15 @@ class ConcurrentWriteError(StoreError):
 
 
 @dataclass(frozen=True)
+class Command:
+    """One named command for `CaseStore.execute_all`, with its own command id."""
+
+    name: str
+    args: Mapping[str, Any]
+    command_id: str
+
+
+@dataclass(frozen=True)
 class TrailEntry:
     version: int
     at: datetime
@@ -236,6 +245,61 @@ class CaseStore(Application[UUID]):
             return summary
         raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
 
+    def execute_all(self, reference: str, commands: Sequence[Command], actor: str, *,
+                    case: Case | TrackedCase | None = None) -> dict[str, Any]:
+        """Apply several commands, in order, to one case and save all their events in ONE
+        transaction (events, chain links in order, signatures, each command's id and result,
+        the case index): all of them or none. A command refused by the rules refuses them all.
+
+        Each command id is recorded once: commands already recorded (a retry, or an older
+        worker that recorded one of them on its own) are skipped. The answer is the case's
+        summary after the save; when every command was recorded before, the last one's first
+        result. `case`: the case as the caller loaded it (each read is the caller's own copy),
+        to save reading it again; it must not carry pending events. When someone wrote to the
+        case since, the save fails on the version, and the commands are applied again to the
+        case read afresh (as `execute` does)."""
+        for command in commands:
+            if command.name not in COMMANDS:
+                raise UnknownCommand(f"Unknown command {command.name!s:.40}.")
+        if not commands:
+            raise StoreError("No command to record.")
+        for attempt in range(MAX_ATTEMPTS):
+            prior = self.prior_results([c.command_id for c in commands])
+            todo = [c for c in commands if c.command_id not in prior]
+            if not todo:
+                return prior[commands[-1].command_id]
+            given = case is not None and attempt == 0
+            current = case if given and case is not None else self.get(reference)
+            results, start = [], current.version
+            try:
+                for command in todo:
+                    getattr(current, command.name)(**command.args, actor=actor,
+                                                   command_id=command.command_id)
+                    results.append((command.command_id, current.summary()))
+            except CaseRuleError:
+                # Refused by the caller's copy: the refusal stands if that copy is current.
+                if given and self._newest_version(reference) != start:
+                    continue
+                raise
+            pending = current.collect_events()
+            summary = results[-1][1]
+            audit = AuditContext(reference=reference, actor=actor,
+                                 command_id=todo[-1].command_id, summary=summary,
+                                 timestamps=[e.timestamp for e in pending],
+                                 threat_types=list(current.intake.get("threat_types") or []),
+                                 results=results)
+            try:
+                self.save(*pending, audit=audit)
+            except IntegrityError:
+                # Someone else wrote first (the case, or one of these command ids): wait a
+                # little, then read the case afresh and apply what is still to be recorded.
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue
+            if any(c.name == "close" for c in todo) and self.after_close is not None:
+                self.after_close(reference)
+            return summary
+        raise ConcurrentWriteError(f"Case {reference} is being changed by others; try again.")
+
     def _save(self, case: Case | TrackedCase, reference: str, actor: str, command_id: str,
               proof: dict[str, Any] | None = None) -> dict[str, Any]:
         pending = case.collect_events()
@@ -279,6 +343,18 @@ class CaseStore(Application[UUID]):
             raise CaseErased(reference, self.erasure(reference)) from None
         except EventUnreadable as exc:
             raise CaseUnreadable(reference, exc.version, exc.reason) from None
+
+    def _newest_version(self, reference: str) -> int | None:
+        """The version of the case's newest stored event (None: no event)."""
+        newest = self.recorder.select_events(case_id(reference), desc=True, limit=1)
+        return newest[0].originator_version if newest else None
+
+    def prior_results(self, command_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The first results of those of these command ids that were recorded, by id."""
+        c = schema.commands.c
+        with self.engine.connect() as conn:
+            return {row.command_id: row.result for row in conn.execute(
+                select(c.command_id, c.result).where(c.command_id.in_(list(command_ids))))}
 
     def prior_result(self, command_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

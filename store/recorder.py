@@ -63,6 +63,9 @@ class AuditContext:
     # The users log: `store.chain.users_digest` of every user after the change, as the replayed
     # log says (signed with each of the save's links).
     state_digest: str | None = None
+    # A save of several commands (CaseStore.execute_all): every command id it records with that
+    # command's result, in order; None: `command_id` alone, with `summary`.
+    results: Sequence[tuple[str, dict[str, Any]]] | None = None
 
 
 # PostgreSQL's SQLSTATE for "permission denied".
@@ -136,10 +139,12 @@ class AuditingRecorder(SQLAlchemyApplicationRecorder):
         if not stored_events:
             return
         case_id = str(stored_events[0].originator_id)
-        session.execute(insert(schema.commands).values(
-            command_id=audit.command_id, case_id=case_id, result=audit.summary,
-            recorded_at=datetime.now(UTC),
-        ))
+        now = datetime.now(UTC)
+        results = audit.results if audit.results is not None else [(audit.command_id,
+                                                                      audit.summary)]
+        session.execute(insert(schema.commands), [
+            dict(command_id=command_id, case_id=case_id, result=result, recorded_at=now)
+            for command_id, result in results])
         if audit.kind == "case":
             self._write_index(session, case_id, audit)
         if audit.apply is not None:
