@@ -58,11 +58,17 @@ from store import schema
 from store.app import CaseStore, sqlite_url
 from worker.main import build_activities, build_worker
 from workflows.case import CaseWorkflow
-from workflows.inputs import CaseStart, ClearanceInput, ConsentInput, VerificationInput
+from workflows.inputs import CaseStart, ClearanceInput, ConsentInput, TracksStart, VerificationInput
+from workflows.tracks import TrackedCaseWorkflow
 
 PARTS = ("pipeline", "bare", "index", "memory", "chain", "list", "checkpoint", "report")
 ACTIONS = ["rapporteur", "mfa"]
 INTAKE = intake(requested_actions=ACTIONS, refused_actions=[], eu_grant=None)
+# The workflows' status query, by name (both workflow types answer it).
+STATUS = "status"
+# Consent given by the defender herself (cases with per-action tracks record it per person).
+DEFENDER_CONSENT = {"defender": 0, "given_by": "defender", "relationship": "",
+                    "channel": "secure_message", "given_at": "2026-01-05T09:00:00+00:00"}
 
 # The targets of issue 15 (and, for chain and list, of issue 8).
 TARGET_RATIO = 1.0
@@ -194,32 +200,25 @@ async def pipeline_part(server: DevServer, home: Path, sink: SmtpSink, args: arg
 
         async def one_case(prefix: str, i: int) -> None:
             ref = f"BP-{prefix}-{i:05d}"
-            handle = await stack.client.start_workflow(
-                CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"), id=ref,
-                task_queue=stack.settings.task_queue)
-            # An update sent while the case is still being opened waits for the opening.
-            await handle.execute_update(CaseWorkflow.record_verification,
-                                        VerificationInput("olga", verification()))
-            for action in ACTIONS:
-                await handle.execute_update(CaseWorkflow.grant_consent,
-                                            ConsentInput("olga", action, ""))
-            for action in ACTIONS:
-                await handle.execute_update(CaseWorkflow.record_clearance,
-                                            ClearanceInput("lina", action, True, "cleared"))
+            if args.workflow == "tracks":
+                await tracked_case(stack, ref)
+            else:
+                await legacy_case(stack, ref)
             if prefix == "MAIL":
                 cleared[ref] = time.perf_counter()
             await watcher.wait(ref)
             # The store has both dispatches; done once the workflow has seen them too.
-            while (await handle.query(CaseWorkflow.status))["stage"] != "follow_up":
+            handle = stack.client.get_workflow_handle(ref)
+            while (await handle.query(STATUS))["stage"] != "follow_up":
                 await asyncio.sleep(0.05)
 
         try:
             async with worker:
                 if args.warmup:
                     await drive(args.warmup, args.concurrency, lambda i: one_case("WARM", i))
-                sent_before = len(sink.messages)
+                sent_before = appeals_received(sink)
                 seconds = await drive(args.cases, args.concurrency, lambda i: one_case("PIPE", i))
-                await check_pipeline(stack, args.cases, len(sink.messages) - sent_before)
+                await check_pipeline(stack, args.cases, appeals_received(sink) - sent_before)
                 # Latency apart from throughput: the timed run keeps the worker saturated (20
                 # cases at a time), so its decisions would wait in the queue; here a few at a time.
                 say(f"    mail latency: {args.mail_cases} more cases, {args.mail_concurrency} at a time")
@@ -238,6 +237,11 @@ async def pipeline_part(server: DevServer, home: Path, sink: SmtpSink, args: arg
 REFERENCE = re.compile(r"BP-MAIL-\d{5}")
 
 
+def appeals_received(sink: SmtpSink) -> int:
+    """The appeals the SMTP server received (not the staff's notices that a decision waits)."""
+    return sum(1 for _, _, m in sink.messages if m.get("X-Appeal-Kind") == "appeal")
+
+
 def mail_latency(sink: SmtpSink, cleared: dict[str, float], report: Report, concurrency: int) -> None:
     """Decision accepted -> message on the SMTP server: per case, from the moment its last
     clearance update returned to the client to the moment the SMTP server stored the last of its
@@ -245,6 +249,8 @@ def mail_latency(sink: SmtpSink, cleared: dict[str, float], report: Report, conc
     are on the same clock."""
     last: dict[str, float] = {}
     for (_, _, message), arrived in zip(sink.messages, sink.arrivals, strict=True):
+        if message.get("X-Appeal-Kind") != "appeal":
+            continue  # staff notices (a decision waits) are not what a clearance releases
         found = REFERENCE.search(str(message.get("Subject", ""))) or REFERENCE.search(
             message.as_string())
         if found and found.group(0) in cleared:
@@ -270,16 +276,49 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
+async def tracked_case(stack: Stack, ref: str) -> None:
+    """A case as the doors open it today (workflow type UrgentCaseTracks): opened, verified,
+    consent for each action from the defender, each action cleared; returns when the last
+    clearance update has returned."""
+    handle = await stack.client.start_workflow(
+        TrackedCaseWorkflow.run, TracksStart(ref, INTAKE, "olga"), id=ref,
+        task_queue=stack.settings.task_queue)
+    # An update sent while the case is still being opened waits for the opening.
+    await handle.execute_update(TrackedCaseWorkflow.record_verification, VerificationInput(
+        "olga", {**verification(), "public_action_advised": True}))
+    for action in ACTIONS:
+        await handle.execute_update(TrackedCaseWorkflow.grant_consent, ConsentInput(
+            "olga", action, "", consents=[DEFENDER_CONSENT], publicity={"0": "initials_only"}))
+    for action in ACTIONS:
+        await handle.execute_update(TrackedCaseWorkflow.record_clearance,
+                                    ClearanceInput("lina", action, True, "cleared"))
+
+
+async def legacy_case(stack: Stack, ref: str) -> None:
+    """The same decisions on a case of the workflow type of cases opened before per-action
+    tracks (UrgentCase), which running cases of that age still use."""
+    handle = await stack.client.start_workflow(
+        CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"), id=ref,
+        task_queue=stack.settings.task_queue)
+    await handle.execute_update(CaseWorkflow.record_verification,
+                                VerificationInput("olga", verification()))
+    for action in ACTIONS:
+        await handle.execute_update(CaseWorkflow.grant_consent, ConsentInput("olga", action, ""))
+    for action in ACTIONS:
+        await handle.execute_update(CaseWorkflow.record_clearance,
+                                    ClearanceInput("lina", action, True, "cleared"))
+
+
 async def check_pipeline(stack: Stack, cases: int, sent: int) -> None:
-    """Not timed: every case is in follow-up in the workflow too, and two messages each went out."""
+    """Not timed: every case is in follow-up in the workflow too, and two appeals each went out."""
     refs = [f"BP-PIPE-{i:05d}" for i in range(cases)]
     stages = await asyncio.gather(*(
-        stack.client.get_workflow_handle(ref).query(CaseWorkflow.status) for ref in refs))
+        stack.client.get_workflow_handle(ref).query(STATUS) for ref in refs))
     wrong = [ref for ref, s in zip(refs, stages, strict=True) if s["stage"] != "follow_up"]
     if wrong or sent != 2 * cases:
         raise RuntimeError(f"pipeline check failed: {len(wrong)} cases not in follow-up, "
-                           f"{sent} messages for {cases} cases")
-    say(f"    checked: {cases} cases in follow-up in the workflow, {sent} messages received by "
+                           f"{sent} appeals for {cases} cases")
+    say(f"    checked: {cases} cases in follow-up in the workflow, {sent} appeals received by "
         "the SMTP server")
 
 
@@ -780,6 +819,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="signed events verified against a checkpoint")
     p.add_argument("--reports", type=int, default=TARGET_REPORT_CASES,
                    help="seeded cases in the report and dashboard part")
+    p.add_argument("--workflow", choices=["tracks", "legacy"], default="tracks",
+                   help="the pipeline's workflow type: tracks (UrgentCaseTracks, what cases are "
+                        "opened with) or legacy (UrgentCase, cases opened before per-action tracks)")
     p.add_argument("--only", choices=[*PARTS, "throughput"],
                    help="run one part (throughput: pipeline and bare, with the ratio)")
     p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
