@@ -516,8 +516,14 @@ async def memory_part(server: DevServer, home: Path, sink: SmtpSink, args: argpa
 
             async def start(i: int, first: int = opened) -> None:
                 ref = f"BP-MEM-{first + i:05d}"
-                await stack.client.start_workflow(CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"),
-                                                  id=ref, task_queue=stack.settings.task_queue)
+                if args.workflow == "tracks":
+                    await stack.client.start_workflow(
+                        TrackedCaseWorkflow.run, TracksStart(ref, INTAKE, "olga"), id=ref,
+                        task_queue=stack.settings.task_queue)
+                else:
+                    await stack.client.start_workflow(
+                        CaseWorkflow.run, CaseStart(ref, INTAKE, "olga"), id=ref,
+                        task_queue=stack.settings.task_queue)
 
             t_batch = time.perf_counter()
             await drive(size, args.open_concurrency, start)
@@ -540,7 +546,8 @@ async def memory_part(server: DevServer, home: Path, sink: SmtpSink, args: argpa
     report.details["memory"] = {"open_cases": opened, "requested": target, "seconds_to_open": open_seconds,
                                 "idle_rss_mib": baseline, "final_rss_mib": final, "peak_rss_mib": peak,
                                 "samples": samples, "worker": "subprocess python -m worker",
-                                "max_cached_workflows": stack.settings.max_cached_workflows}
+                                "max_cached_workflows": stack.settings.max_cached_workflows,
+                                "workflow": args.workflow}
     note = (f"{opened} open cases (opened in {open_seconds:.0f} s); idle {baseline:.0f} MiB, "
             f"peak {peak:.0f} MiB")
     if opened >= TARGET_MEMORY_CASES:
@@ -825,8 +832,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reports", type=int, default=TARGET_REPORT_CASES,
                    help="seeded cases in the report and dashboard part")
     p.add_argument("--workflow", choices=["tracks", "legacy"], default="tracks",
-                   help="the pipeline's workflow type: tracks (UrgentCaseTracks, what cases are "
-                        "opened with) or legacy (UrgentCase, cases opened before per-action tracks)")
+                   help="the workflow type of the pipeline's and the memory part's cases: tracks "
+                        "(UrgentCaseTracks, what cases are opened with) or legacy (UrgentCase, "
+                        "cases opened before per-action tracks)")
     p.add_argument("--only", choices=[*PARTS, "throughput"],
                    help="run one part (throughput: pipeline and bare, with the ratio)")
     p.add_argument("--json", type=Path, help="also write the figures to this file as JSON")
