@@ -502,13 +502,8 @@ class CaseStore(Application[UUID]):
     def verify_all(self) -> list[ChainReport]:
         return [self.verify(row["reference"]) for row in self.list_cases()]
 
-    # How the case list may be sorted (the queue's `sort`): store.index.IndexReader.SORTS.
-    SORTS = IndexReader.SORTS
     # The case index's reads are store.index's (the doors may read it without this store): one
     # implementation, over this store's engine.
-    _case_filters = staticmethod(IndexReader.case_filters)
-    _details = staticmethod(IndexReader.details_of)
-
     def list_cases(self, **filters: Any) -> list[dict[str, Any]]:
         """The case index, filtered, sorted and paged: store.index.IndexReader.list_cases."""
         return self.index.list_cases(**filters)
